@@ -1,0 +1,233 @@
+"""The engine seam.
+
+An ``Engine`` owns the arrays: its array-API namespace ``xp``, moving arrays
+to and from the host, and a handful of fused primitives. Every primitive is
+written once here, in plain array-API code: that reference *is* the ``cpu``
+engine and the oracle the faster engines are tested against. Faster engines
+override only the primitives they fuse and call ``super()`` for anything
+their kernels do not handle.
+
+Layers, losses and optimizers call ``engine.xp`` and these primitives only;
+nothing above this package asks which engine it runs on.
+
+Conventions shared by every engine (the kernels in ``numba_kernels.py`` and
+``kernels/*.cu`` follow them too):
+
+* ``z``/``out``/``grad`` are 2-D ``(batch, units)``; ``b`` is 1-D ``(units,)``.
+* Activation derivatives are computed from the activation *output*, which
+  every supported activation allows, so layers keep only their output.
+* ``softmax_xent`` takes integer class labels and returns the batch-mean loss
+  and ``(softmax - onehot) / batch`` in one call.
+* Optimizer updates work in place. ``weight_decay`` is coupled (added to the
+  gradient, as in ``torch.optim``); L2 as a loss term lives in the model.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError, ShapeError
+
+# Integer codes shared with the Numba and CUDA kernels.
+ACTIVATION_CODES = {
+    "identity": 0,
+    "sigmoid": 1,
+    "tanh": 2,
+    "relu": 3,
+    "leaky_relu": 4,
+    "lecun_tanh": 5,
+}
+ACTIVATIONS = tuple(ACTIVATION_CODES)
+
+# LeCun's "improved sigmoid": f(x) = A tanh(S x).
+LECUN_A = 1.7159
+LECUN_S = 2.0 / 3.0
+
+
+def activation_code(kind: str) -> int:
+    try:
+        return ACTIVATION_CODES[kind]
+    except KeyError:
+        raise ConfigError(
+            f"unknown activation {kind!r}; choose one of: {', '.join(ACTIVATIONS)}"
+        ) from None
+
+
+class Engine:
+    """Reference engine written against the array API (``self.xp``)."""
+
+    name = "base"
+    #: Capability flags, so tests and callers branch on what an engine can do.
+    is_gpu = False
+    fused_kernels = False
+
+    def __init__(self, xp: Any):
+        self.xp = xp
+
+    # ------------------------------------------------------------------ arrays
+    def asarray(self, array, dtype=None):
+        """Copy a host array (or nested list) onto this engine."""
+        host = np.asarray(array)
+        if dtype is not None:
+            host = host.astype(np.dtype(dtype), copy=False)
+        return self.xp.asarray(host)
+
+    def to_numpy(self, array) -> np.ndarray:
+        """Bring an engine array back to the host as a NumPy array."""
+        return np.asarray(array)
+
+    def to_float(self, scalar) -> float:
+        """A 0-d engine array (or Python number) as a Python float."""
+        return float(scalar)
+
+    def synchronize(self) -> None:
+        """Wait for queued work to finish (no-op on synchronous engines)."""
+
+    def describe(self) -> dict:
+        return {"name": self.name, "is_gpu": self.is_gpu, "fused_kernels": self.fused_kernels}
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    # ------------------------------------------------------------- activations
+    def activation(self, z, kind: str, alpha: float = 0.01):
+        """Apply an activation element-wise (stable for any finite input)."""
+        xp = self.xp
+        activation_code(kind)
+        if kind == "identity":
+            return z
+        if kind == "sigmoid":
+            # exp of a non-positive number never overflows.
+            e = xp.exp(-xp.abs(z))
+            return xp.where(z >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        if kind == "tanh":
+            return xp.tanh(z)
+        if kind == "relu":
+            return xp.where(z > 0, z, xp.zeros_like(z))
+        if kind == "leaky_relu":
+            return xp.where(z > 0, z, z * alpha)
+        return LECUN_A * xp.tanh(LECUN_S * z)
+
+    def bias_act(self, z, b, kind: str, alpha: float = 0.01):
+        """``activation(z + b)``; ``z`` is (batch, units), ``b`` is (units,)."""
+        return self.activation(z + b, kind, alpha)
+
+    def act_backward(self, grad, out, kind: str, alpha: float = 0.01):
+        """``grad * f'(z)``, with ``f'`` written in terms of ``out = f(z)``."""
+        xp = self.xp
+        activation_code(kind)
+        if kind == "identity":
+            return grad
+        if kind == "sigmoid":
+            return grad * out * (1.0 - out)
+        if kind == "tanh":
+            return grad * (1.0 - out * out)
+        if kind == "relu":
+            return xp.where(out > 0, grad, xp.zeros_like(grad))
+        if kind == "leaky_relu":
+            return xp.where(out > 0, grad, grad * alpha)
+        t = out / LECUN_A
+        return grad * (LECUN_A * LECUN_S) * (1.0 - t * t)
+
+    def bias_grad(self, grad):
+        """Column sums of ``grad``: the bias gradient of a dense layer."""
+        return self.xp.sum(grad, axis=0)
+
+    def sum_squares(self, w) -> float:
+        """``sum(w**2)`` as a Python float (for the L2 penalty)."""
+        return self.to_float(self.xp.sum(w * w))
+
+    # ------------------------------------------------------------------ losses
+    def log_softmax(self, logits):
+        xp = self.xp
+        shifted = logits - xp.max(logits, axis=1, keepdims=True)
+        return shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+
+    def one_hot(self, labels, classes: int, dtype):
+        xp = self.xp
+        return xp.astype(labels[:, None] == xp.arange(classes)[None, :], dtype)
+
+    def softmax_xent(self, logits, labels):
+        """Batch-mean softmax cross-entropy and its gradient w.r.t. the logits.
+
+        Returns ``(loss, grad)`` where ``loss`` is a Python float and
+        ``grad = (softmax(logits) - onehot(labels)) / batch``.
+        """
+        xp = self.xp
+        n, k = logits.shape
+        logp = self.log_softmax(logits)
+        onehot = self.one_hot(labels, k, logits.dtype)
+        loss = -xp.sum(logp * onehot) / n
+        grad = (xp.exp(logp) - onehot) / n
+        return self.to_float(loss), grad
+
+    # -------------------------------------------------------------- optimizers
+    def sgd_update(self, param, grad, lr: float, weight_decay: float = 0.0) -> None:
+        """``param -= lr * (grad + weight_decay * param)``, in place."""
+        if weight_decay:
+            grad = grad + weight_decay * param
+        param -= lr * grad
+
+    def momentum_update(
+        self,
+        param,
+        grad,
+        velocity,
+        lr: float,
+        momentum: float,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
+        """Classic or Nesterov momentum, in place (``torch.optim.SGD`` form).
+
+        ``v = momentum * v + g``; classic steps by ``v``, Nesterov by
+        ``g + momentum * v``.
+        """
+        if weight_decay:
+            grad = grad + weight_decay * param
+        velocity *= momentum
+        velocity += grad
+        if nesterov:
+            param -= lr * (grad + momentum * velocity)
+        else:
+            param -= lr * velocity
+
+    def adam_update(
+        self,
+        param,
+        grad,
+        m,
+        v,
+        lr: float,
+        beta1: float,
+        beta2: float,
+        eps: float,
+        step: int,
+        weight_decay: float = 0.0,
+    ) -> None:
+        """Adam with bias correction, in place; ``step`` counts from 1."""
+        if step < 1:
+            raise ConfigError(f"adam_update needs step >= 1, got {step}")
+        xp = self.xp
+        if weight_decay:
+            grad = grad + weight_decay * param
+        m *= beta1
+        m += (1.0 - beta1) * grad
+        v *= beta2
+        v += (1.0 - beta2) * (grad * grad)
+        bc1 = 1.0 - beta1**step
+        bc2 = 1.0 - beta2**step
+        step_size = lr / bc1
+        param -= step_size * (m / (xp.sqrt(v) / math.sqrt(bc2) + eps))
+
+    # ------------------------------------------------------------------ checks
+    @staticmethod
+    def check_bias_shapes(z, b) -> None:
+        if len(z.shape) != 2 or len(b.shape) != 1 or z.shape[1] != b.shape[0]:
+            raise ShapeError(
+                f"bias add needs z of shape (batch, units) and b of shape (units,); "
+                f"got z {tuple(z.shape)} and b {tuple(b.shape)}"
+            )
