@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     except HandpropError as exc:
         print(f"handprop {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print(f"handprop {args.command}: interrupted", file=sys.stderr)
         return 130

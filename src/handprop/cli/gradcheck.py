@@ -1,0 +1,72 @@
+"""`handprop gradcheck`: compare hand-written gradients with numerical ones."""
+
+from __future__ import annotations
+
+import json
+
+from . import add_backend_argument
+
+LOSS_CHOICES = ("softmax_cross_entropy", "mse", "binary_cross_entropy")
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "gradcheck",
+        help="check every layer's backward pass against finite differences (float64)",
+        description="Build a small network (default: one that touches every activation), "
+        "compare analytic and numerical gradients of every parameter tensor and the input, "
+        "and print the relative error of each.",
+    )
+    p.add_argument("--loss", choices=LOSS_CHOICES + ("all",), default="all",
+                   help="loss to check (default: each in turn)")
+    p.add_argument("--hidden", default=None,
+                   help="hidden widths such as 16,8 (default: the every-activation network)")
+    p.add_argument("--activation", default="tanh", help="activation for --hidden layers")
+    p.add_argument("--inputs", type=int, default=4, help="input width (default 4)")
+    p.add_argument("--outputs", type=int, default=3, help="number of outputs (default 3)")
+    p.add_argument("--samples", type=int, default=6, help="batch size of the check (default 6)")
+    p.add_argument("--l2", type=float, default=0.01, help="L2 strength included in the check")
+    p.add_argument("--tolerance", type=float, default=1e-7, help="largest acceptable relative error")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of tables")
+    add_backend_argument(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..engines import get_engine
+    from ..errors import ConfigError
+    from ..gradcheck import default_network, default_problem, gradcheck
+    from ..nn.model import mlp
+
+    if args.inputs < 1 or args.outputs < 1 or args.samples < 1:
+        raise ConfigError("--inputs, --outputs and --samples must be positive")
+    engine = get_engine(args.backend)
+    losses = LOSS_CHOICES if args.loss == "all" else (args.loss,)
+    reports = []
+    for loss_name in losses:
+        if args.hidden:
+            try:
+                hidden = [int(h) for h in args.hidden.split(",") if h.strip()]
+            except ValueError:
+                raise ConfigError(f"--hidden takes widths like 16,8; got {args.hidden!r}") from None
+            out_act = "sigmoid" if loss_name == "mse" else "identity"
+            model = mlp(args.inputs, hidden, args.outputs, activation=args.activation,
+                        output_activation=out_act, engine=engine, dtype="float64", seed=args.seed)
+        else:
+            model = default_network(loss_name, engine=engine, seed=args.seed,
+                                    inputs=args.inputs, outputs=args.outputs)
+        x, targets = default_problem(loss_name, args.samples, args.inputs, args.outputs, args.seed)
+        reports.append(gradcheck(model, loss_name, x, targets, l2=args.l2, seed=args.seed))
+
+    worst = max(r.max_rel_error for r in reports)
+    passed = worst < args.tolerance
+    if args.json:
+        print(json.dumps({"engine": engine.name, "max_rel_error": worst, "tolerance": args.tolerance,
+                          "passed": passed, "checks": [r.to_dict() for r in reports]}, indent=2))
+    else:
+        for r in reports:
+            print(f"\nloss {r.loss}, l2 {r.l2}, engine {engine.name}\n{r.table()}")
+        verdict = "PASS" if passed else "FAIL"
+        print(f"\n{verdict}: worst relative error {worst:.2e} (tolerance {args.tolerance:.0e})")
+    return 0 if passed else 1

@@ -1,0 +1,177 @@
+"""``Sequential``: a stack of layers, its L2 term, summary, save and load."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..engines import get_engine
+from ..errors import CheckpointError, ConfigError, ShapeError
+from ..io import load_arrays, save_arrays
+from .layers import Dense, Layer, layer_from_config
+
+DTYPES = ("float32", "float64")
+FORMAT_VERSION = 1
+
+
+def check_dtype(dtype) -> str:
+    name = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if name not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    return name
+
+
+class Sequential:
+    """Layers applied in order. Built for an input width, on one engine.
+
+    L2 regularization convention: ``l2/2 * sum(W**2)`` over every Dense weight
+    matrix (biases excluded) is added to the loss, and ``l2 * W`` to each
+    weight gradient.
+    """
+
+    def __init__(self, layers: list[Layer], input_dim: int | None = None, engine=None,
+                 dtype="float32", seed: int = 0):
+        if not layers:
+            raise ConfigError("a Sequential model needs at least one layer")
+        self.layers = list(layers)
+        self.engine = get_engine(engine)
+        self.dtype = check_dtype(dtype)
+        self.seed = int(seed)
+        self.input_dim = None
+        if input_dim is not None:
+            self.build(input_dim)
+
+    # ----------------------------------------------------------------- building
+    def build(self, input_dim: int) -> Sequential:
+        if not isinstance(input_dim, (int, np.integer)) or input_dim < 1:
+            raise ConfigError(f"input_dim must be a positive whole number, got {input_dim!r}")
+        rng = np.random.default_rng(self.seed)
+        width = int(input_dim)
+        for layer in self.layers:
+            width = layer.build(width, self.engine, self.dtype, rng)
+        self.input_dim = int(input_dim)
+        self.output_dim = width
+        return self
+
+    @property
+    def built(self) -> bool:
+        return self.input_dim is not None
+
+    def _require_built(self):
+        if not self.built:
+            raise ConfigError("build the model first: Sequential(..., input_dim=N) or model.build(N)")
+
+    # --------------------------------------------------------- forward/backward
+    def forward(self, x, training: bool = False):
+        self._require_built()
+        if x.shape[-1] != self.input_dim or len(x.shape) != 2:
+            raise ShapeError(f"model expects inputs of shape (batch, {self.input_dim}); "
+                             f"got {tuple(x.shape)}")
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def backward(self, grad_out, need_input_grad: bool = False):
+        """Backpropagate ``grad_out``; the input gradient is skipped unless asked for."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            grad_out = self.layers[i].backward(grad_out, need_input_grad or i > 0)
+        return grad_out
+
+    def __call__(self, x):
+        return self.forward(x, training=False)
+
+    # -------------------------------------------------------------- parameters
+    def named_parameters(self):
+        """``(name, layer, key)`` for every parameter, in a stable order."""
+        return [(f"layer{i}.{key}", layer, key)
+                for i, layer in enumerate(self.layers) for key in layer.params]
+
+    def num_parameters(self) -> int:
+        return int(sum(int(np.prod(layer.params[key].shape))
+                       for _, layer, key in self.named_parameters()))
+
+    def l2_penalty(self, l2: float) -> float:
+        """``l2/2 * sum(W**2)`` over Dense weights."""
+        if not l2:
+            return 0.0
+        return 0.5 * l2 * sum(self.engine.sum_squares(layer.params["W"])
+                              for layer in self.layers if isinstance(layer, Dense))
+
+    def add_l2_gradient(self, l2: float) -> None:
+        if not l2:
+            return
+        for layer in self.layers:
+            if isinstance(layer, Dense):
+                layer.grads["W"] = layer.grads["W"] + l2 * layer.params["W"]
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return {name: self.engine.to_numpy(layer.params[key])
+                for name, layer, key in self.named_parameters()}
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        expected = {name: tuple(layer.params[key].shape) for name, layer, key in self.named_parameters()}
+        problems = []
+        for name, shape in expected.items():
+            if name not in weights:
+                problems.append(f"{name}: missing (expected shape {shape})")
+            elif tuple(np.shape(weights[name])) != shape:
+                problems.append(f"{name}: saved shape {tuple(np.shape(weights[name]))}, model shape {shape}")
+        for name in sorted(set(weights) - set(expected)):
+            problems.append(f"{name}: in the file but not in the model")
+        if problems:
+            raise CheckpointError("saved weights do not fit this model:\n  " + "\n  ".join(problems))
+        for name, layer, key in self.named_parameters():
+            layer.params[key] = self.engine.asarray(weights[name], self.dtype)
+
+    # ------------------------------------------------------------- description
+    def summary(self) -> str:
+        self._require_built()
+        rows = [("#", "layer", "output", "parameters")]
+        for i, layer in enumerate(self.layers):
+            count = sum(int(np.prod(p.shape)) for p in layer.params.values())
+            rows.append((str(i), layer.describe(), str(layer.output_dim), f"{count:,}"))
+        widths = [max(len(row[c]) for row in rows) for c in range(4)]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.append(f"input {self.input_dim}, total parameters {self.num_parameters():,}, "
+                     f"dtype {self.dtype}, engine {self.engine.name}")
+        return "\n".join(lines)
+
+    def config(self) -> dict:
+        return {"input_dim": self.input_dim, "dtype": self.dtype, "seed": self.seed,
+                "layers": [layer.config() for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config: dict, engine=None, dtype=None) -> Sequential:
+        layers = [layer_from_config(c) for c in config["layers"]]
+        return cls(layers, input_dim=config["input_dim"], engine=engine,
+                   dtype=dtype or config.get("dtype", "float32"), seed=config.get("seed", 0))
+
+    # ------------------------------------------------------------- persistence
+    def save(self, path, extra: dict | None = None) -> None:
+        """One .npz (no pickle) holding the weights and the JSON architecture."""
+        self._require_built()
+        meta = {"format": "handprop.model", "version": FORMAT_VERSION, "model": self.config(),
+                "extra": extra or {}}
+        save_arrays(path, self.get_weights(), meta)
+
+    @classmethod
+    def load(cls, path, engine=None, dtype=None) -> Sequential:
+        arrays, meta = load_arrays(path)
+        if meta.get("format") != "handprop.model":
+            raise CheckpointError(f"{path} is not a handprop model file")
+        model = cls.from_config(meta["model"], engine=engine, dtype=dtype)
+        model.set_weights(arrays)
+        return model
+
+    def load_weights(self, path) -> None:
+        """Load weights saved from a model of the same architecture into this one."""
+        arrays, _ = load_arrays(path)
+        self.set_weights(arrays)
+
+
+def mlp(input_dim: int, hidden: list[int], outputs: int, activation="relu",
+        output_activation="identity", init="auto", engine=None, dtype="float32", seed=0) -> Sequential:
+    """A multi-layer perceptron: ``hidden`` Dense layers, then an output layer."""
+    layers = [Dense(h, activation, init=init) for h in hidden]
+    layers.append(Dense(outputs, output_activation, init=init))
+    return Sequential(layers, input_dim=input_dim, engine=engine, dtype=dtype, seed=seed)
