@@ -20,7 +20,11 @@ from ..errors import HandpropError
 
 # Order is the order shown by --help.
 COMMAND_MODULES = [
+    "train",
+    "evaluate",
+    "predict",
     "gradcheck",
+    "data",
 ]
 
 

@@ -1,0 +1,158 @@
+"""Training configuration: defaults, TOML files, flags, and validation.
+
+A configuration is a flat dict of plain values. It is written to a run's
+``config.json`` and is all that is needed to rerun it, so sweeps can send it
+to another process or machine. Precedence: defaults, then a TOML file, then
+explicit flags.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from ..errors import ConfigError
+
+DEFAULTS: dict = {
+    "dataset": "mnist",
+    "data_dir": None,
+    "download": False,
+    "train_subset": None,     # use only this many training samples (quick runs)
+    "val_size": 5000,         # count, or a fraction in [0, 1)
+    "normalize": "scale",     # scale | zscore | zscore-feature | none
+    "backend": None,          # None: $HANDPROP_BACKEND, else auto
+    "dtype": "float32",
+    "seed": 0,
+    "hidden": [100],
+    "activation": "sigmoid",
+    "output_loss": "softmax_cross_entropy",
+    "init": "auto",
+    "optimizer": "sgd",
+    "lr": 0.1,
+    "momentum": 0.9,
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "eps": 1e-8,
+    "weight_decay": 0.0,
+    "schedule": "constant",   # constant | step | exponential | inverse_time | cyclic
+    "decay_rate": 0.5,        # step drop factor, or exponential rate per decay_epochs
+    "decay_epochs": 1.0,      # step/exponential period, in epochs
+    "decay_k": 0.001,         # inverse-time k, per update
+    "eta_min": None,          # cyclic: lower bound (default lr/10)
+    "cycle_epochs": 2.0,      # cyclic: half-cycle length in epochs
+    "cycles": None,           # cyclic: number of cycles, then eta_min
+    "batch_size": 64,
+    "epochs": 10,
+    "l2": 0.0,
+    "patience": None,         # early stopping on validation loss
+    "eval_batch_size": 2048,
+}
+
+CHOICES = {
+    "normalize": ("scale", "zscore", "zscore-feature", "none"),
+    "dtype": ("float32", "float64"),
+    "optimizer": ("sgd", "momentum", "nesterov", "adam"),
+    "schedule": ("constant", "step", "exponential", "inverse_time", "cyclic"),
+    "output_loss": ("softmax_cross_entropy", "mse", "binary_cross_entropy"),
+}
+
+
+def load_toml(path) -> dict:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    # Allow the options either at top level or under [train].
+    return dict(data.get("train", data))
+
+
+def parse_hidden(value) -> list[int]:
+    """``"256,256"``, ``300``, ``[256, 256]`` or ``""`` (no hidden layer)."""
+    if isinstance(value, int):
+        value = [value]
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.replace("x", ",").split(",") if p.strip()]
+        try:
+            value = [int(p) for p in parts]
+        except ValueError:
+            raise ConfigError(f"hidden widths look like 300 or 256,256; got {value!r}") from None
+    if not isinstance(value, (list, tuple)) or any(not isinstance(h, int) or h < 1 for h in value):
+        raise ConfigError(f"hidden widths must be positive integers, got {value!r}")
+    return list(value)
+
+
+def make_config(*sources: dict | None) -> dict:
+    """Merge ``DEFAULTS`` with each source in turn (later wins) and validate."""
+    config = dict(DEFAULTS)
+    for source in sources:
+        for key, value in (source or {}).items():
+            if key not in DEFAULTS:
+                close = [k for k in DEFAULTS if k.startswith(key[:3])]
+                hint = f"; did you mean {', '.join(close)}?" if close else ""
+                raise ConfigError(f"unknown training option {key!r}{hint}")
+            config[key] = value
+    return validate(config)
+
+
+def validate(config: dict) -> dict:
+    c = dict(config)
+    c["hidden"] = parse_hidden(c["hidden"])
+    for key, choices in CHOICES.items():
+        if c[key] not in choices:
+            raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {c[key]!r}")
+
+    def number(key, low=None, *, strict=False, integer=False, allow_none=False):
+        value = c[key]
+        if value is None and allow_none:
+            return
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if ok and integer:
+            ok = float(value).is_integer()
+        if ok and low is not None:
+            ok = value > low if strict else value >= low
+        if not ok:
+            kind = "a whole number" if integer else "a number"
+            bound = "" if low is None else f" {'>' if strict else '>='} {low}"
+            raise ConfigError(f"{key} must be {kind}{bound}; got {value!r}")
+        if integer:
+            c[key] = int(value)
+
+    number("lr", 0, strict=True)
+    number("batch_size", 1, integer=True)
+    number("eval_batch_size", 1, integer=True)
+    number("epochs", 1, integer=True)
+    number("seed", 0, integer=True)
+    number("l2", 0)
+    number("weight_decay", 0)
+    number("eps", 0, strict=True)
+    number("decay_rate", 0, strict=True)
+    number("decay_epochs", 0, strict=True)
+    number("decay_k", 0)
+    number("cycle_epochs", 0, strict=True)
+    number("eta_min", 0, strict=True, allow_none=True)
+    number("cycles", 1, integer=True, allow_none=True)
+    number("patience", 1, integer=True, allow_none=True)
+    number("train_subset", 1, integer=True, allow_none=True)
+    for key in ("momentum", "beta1", "beta2"):
+        number(key, 0)
+        if c[key] >= 1:
+            raise ConfigError(f"{key} must be in [0, 1); got {c[key]!r}")
+    if c["decay_rate"] > 1:
+        raise ConfigError(f"decay_rate must be in (0, 1]; got {c['decay_rate']!r}")
+    val = c["val_size"]
+    if isinstance(val, bool) or not isinstance(val, (int, float)) or val < 0 or (
+            isinstance(val, float) and not val.is_integer() and val >= 1):
+        raise ConfigError(f"val_size is a count (0, 5000, ...) or a fraction in [0, 1); got {val!r}")
+    if c["patience"] is not None and not val:
+        raise ConfigError("early stopping (patience) watches the validation loss: set val_size > 0")
+    if c["eta_min"] is not None and c["eta_min"] > c["lr"]:
+        raise ConfigError(f"eta_min ({c['eta_min']}) must not exceed lr ({c['lr']})")
+    return c

@@ -1,0 +1,197 @@
+"""One training run from a configuration dict, with its output folder.
+
+``run_training(config, out_dir)`` is a plain function of its configuration,
+so a sweep can send it to another process or a Dask worker. Into ``out_dir``
+it writes:
+
+* ``config.json``: the full configuration plus the preprocessing statistics
+  (everything needed to rerun, evaluate or predict);
+* ``metrics.jsonl``: one JSON object per epoch;
+* ``checkpoint.npz``: after every epoch (atomic), for ``--resume``;
+* ``model.npz``: the final (or best, with early stopping) model;
+* ``curves.png``: loss and accuracy, train vs validation;
+* ``summary.json``: test loss and accuracy, engine, epochs, time, parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..engines import get_engine
+from ..errors import CheckpointError, ConfigError
+from ..io import atomic_write_json, atomic_write_text
+from ..nn.model import mlp
+from ..optim.optimizers import make_optimizer
+from ..optim.schedules import make_schedule
+from .config import make_config, validate
+from .trainer import CHECKPOINT_NAME, Trainer
+
+OUTPUT_ACTIVATION = {"softmax_cross_entropy": "identity", "binary_cross_entropy": "identity",
+                     "mse": "sigmoid"}
+
+
+def build_schedule(config: dict, steps_per_epoch: int):
+    """Schedules count updates; the config speaks in epochs where people think in them."""
+    lr, name = config["lr"], config["schedule"]
+    if name == "constant":
+        return make_schedule("constant", lr)
+    if name == "step":
+        every = max(1, round(config["decay_epochs"] * steps_per_epoch))
+        return make_schedule("step", lr, drop=config["decay_rate"], every=every)
+    if name == "exponential":
+        return make_schedule("exponential", lr, rate=config["decay_rate"],
+                             decay_steps=config["decay_epochs"] * steps_per_epoch)
+    if name == "inverse_time":
+        return make_schedule("inverse_time", lr, k=config["decay_k"])
+    step_size = max(1, round(config["cycle_epochs"] * steps_per_epoch))
+    options = {"step_size": step_size, "cycles": config["cycles"]}
+    if config["eta_min"] is not None:
+        options["eta_min"] = config["eta_min"]
+    return make_schedule("cyclic", lr, **options)
+
+
+def build_optimizer(config: dict, steps_per_epoch: int):
+    schedule = build_schedule(config, steps_per_epoch)
+    name = config["optimizer"]
+    options = {"weight_decay": config["weight_decay"]}
+    if name in ("momentum", "nesterov"):
+        options["momentum"] = config["momentum"]
+    elif name == "adam":
+        options.update(beta1=config["beta1"], beta2=config["beta2"], eps=config["eps"])
+    return make_optimizer(name, lr=schedule, **options)
+
+
+def prepare_data(config: dict):
+    from ..data import load_dataset, prepare
+
+    dataset = load_dataset(config["dataset"], data_dir=config["data_dir"],
+                           download=config["download"], seed=config["seed"])
+    data = prepare(dataset, val_size=config["val_size"], normalize=config["normalize"],
+                   dtype=config["dtype"], seed=config["seed"])
+    if config["train_subset"] and config["train_subset"] < len(data.x_train):
+        keep = np.random.default_rng(config["seed"]).permutation(len(data.x_train))
+        keep = np.sort(keep[:config["train_subset"]])
+        data.x_train, data.y_train = data.x_train[keep], data.y_train[keep]
+    return data
+
+
+def build_model(config: dict, input_dim: int, classes: int, engine):
+    outputs = 1 if (classes == 2 and config["output_loss"] == "binary_cross_entropy") else classes
+    return mlp(input_dim, config["hidden"], outputs, activation=config["activation"],
+               output_activation=OUTPUT_ACTIVATION[config["output_loss"]], init=config["init"],
+               engine=engine, dtype=config["dtype"], seed=config["seed"])
+
+
+def _write_metrics(out: Path, rows: list[dict]) -> None:
+    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def run_training(config: dict, out_dir=None, resume: bool = False, progress: bool = True,
+                 plot: bool = True, log=print) -> dict:
+    """Train as ``config`` says; return the summary dict (also written to ``summary.json``)."""
+    out = Path(out_dir) if out_dir else None
+    if resume:
+        if out is None or not (out / "config.json").exists():
+            raise CheckpointError(f"nothing to resume in {out}: no config.json there")
+        saved = json.loads((out / "config.json").read_text())
+        config = validate({**saved["config"], **{k: v for k, v in (config or {}).items()
+                                                  if k in ("backend",)}})
+    else:
+        config = make_config(config)
+    engine = get_engine(config["backend"])
+    data = prepare_data(config)
+    model = build_model(config, data.input_dim, data.classes, engine)
+    steps_per_epoch = math.ceil(len(data.x_train) / config["batch_size"])
+    optimizer = build_optimizer(config, steps_per_epoch)
+
+    def on_epoch_end(trainer, row):
+        if out is not None:
+            _write_metrics(out, trainer.history.rows)
+
+    trainer = Trainer(model, config["output_loss"], optimizer, batch_size=config["batch_size"],
+                      epochs=config["epochs"], l2=config["l2"], patience=config["patience"],
+                      seed=config["seed"], checkpoint_dir=out, progress=progress,
+                      eval_batch_size=config["eval_batch_size"], on_epoch_end=on_epoch_end)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            checkpoint = out / CHECKPOINT_NAME
+            if not checkpoint.exists():
+                raise CheckpointError(f"{out} has a config but no {CHECKPOINT_NAME}: "
+                                      f"the run ended before its first epoch; start it again")
+            trainer.load_checkpoint(checkpoint)
+            log(f"resuming {out} after epoch {trainer.epoch} of {config['epochs']}")
+        else:
+            if (out / CHECKPOINT_NAME).exists():
+                raise ConfigError(f"{out} already holds a run; use --resume to continue it "
+                                  f"or choose another --out folder")
+            atomic_write_json(out / "config.json", {
+                "config": config, "preprocessing": data.preprocessing,
+                "input_dim": data.input_dim, "classes": data.classes,
+                "class_names": getattr(data, "class_names", None)})
+    log(f"engine {engine.name}, model {data.input_dim}-"
+        f"{'-'.join(map(str, config['hidden']))}{'-' if config['hidden'] else ''}"
+        f"{model.output_dim} ({model.num_parameters():,} parameters), "
+        f"{len(data.x_train):,} training samples")
+
+    trainer.fit(data.x_train, data.y_train, data.x_val, data.y_val)
+    test_loss, test_acc = trainer.evaluate(data.x_test, data.y_test)
+    summary = {
+        "test_loss": test_loss, "test_accuracy": test_acc, "engine": engine.name,
+        "epochs": trainer.epoch, "train_seconds": trainer.train_seconds,
+        "parameters": model.num_parameters(), "stopped_early": trainer.stopped_early,
+        "best_epoch": trainer.best.get("epoch") if config["patience"] else trainer.epoch,
+        "final_train_loss": trainer.history.rows[-1]["train_loss"],
+        "final_train_accuracy": trainer.history.rows[-1]["train_acc"],
+        "final_val_loss": trainer.history.rows[-1]["val_loss"],
+        "final_val_accuracy": trainer.history.rows[-1]["val_acc"],
+        "dataset": config["dataset"], "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    if out is not None:
+        model.save(out / "model.npz", extra={"preprocessing": data.preprocessing,
+                                              "loss": config["output_loss"]})
+        _write_metrics(out, trainer.history.rows)
+        if plot:
+            from .plots import plot_curves
+
+            plot_curves(trainer.history.rows, out / "curves.png",
+                        title=f"{config['dataset']} {'-'.join(map(str, config['hidden']))} "
+                              f"{config['activation']} {config['optimizer']} lr={config['lr']}")
+        atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def load_run(run_dir, backend=None):
+    """The trained model of a run folder and its saved ``config.json`` contents."""
+    from ..nn.model import Sequential
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise CheckpointError(f"{run_dir} is not a handprop run folder (no config.json); "
+                              f"point at the --out folder of `handprop train`")
+    saved = json.loads((run_dir / "config.json").read_text())
+    model_path = run_dir / "model.npz"
+    if not model_path.exists():
+        if not (run_dir / CHECKPOINT_NAME).exists():
+            raise CheckpointError(f"{run_dir} has no model.npz or checkpoint yet")
+        # An unfinished run: use the weights of its last completed epoch.
+        from ..io import load_arrays
+
+        arrays, meta = load_arrays(run_dir / CHECKPOINT_NAME)
+        model = Sequential.from_config(meta["model"], engine=get_engine(backend))
+        model.set_weights({k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
+    else:
+        model = Sequential.load(model_path, engine=get_engine(backend))
+    return model, saved
+
+
+def confusion_matrix(truth: np.ndarray, pred: np.ndarray, classes: int) -> np.ndarray:
+    """``m[i, j]``: samples of true class i predicted as j."""
+    matrix = np.zeros((classes, classes), dtype=np.int64)
+    np.add.at(matrix, (truth, pred), 1)
+    return matrix

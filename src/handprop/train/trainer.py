@@ -1,0 +1,274 @@
+"""The training loop: mini-batches, evaluation, early stopping, checkpoints, resume.
+
+Whole datasets move to the engine once; each batch is a gather on the
+engine. One seeded host permutation per epoch decides the batch order, so
+every engine sees the same batches. After every epoch the trainer writes a
+checkpoint atomically (model, optimizer state, RNG state, history, best
+weights); ``resume`` continues from it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CheckpointError, ConfigError, NumericalError
+from ..io import load_arrays, save_arrays
+from ..nn.losses import check_inputs, check_targets, get_loss
+from ..nn.model import Sequential
+from ..optim.optimizers import Optimizer
+
+CHECKPOINT_NAME = "checkpoint.npz"
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+
+
+@dataclass
+class History:
+    rows: list[dict] = field(default_factory=list)
+
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+
+    def column(self, key: str) -> list:
+        return [row.get(key) for row in self.rows]
+
+    def __len__(self):
+        return len(self.rows)
+
+
+class EpochReporter:
+    """Progress bars on a terminal; one plain line per epoch elsewhere."""
+
+    def __init__(self, epochs: int, batches: int, enabled: bool = True, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.interactive = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.epochs, self.batches = epochs, batches
+        self.epoch_bar = self.batch_bar = None
+        if self.interactive:
+            from tqdm.auto import tqdm
+
+            self._tqdm = tqdm
+            self.epoch_bar = tqdm(total=epochs, desc="epochs", unit="epoch", position=0,
+                                  file=self.stream, dynamic_ncols=True)
+
+    def start_epoch(self, epoch: int) -> None:
+        if self.interactive:
+            self.batch_bar = self._tqdm(total=self.batches, desc=f"epoch {epoch}", unit="batch",
+                                        position=1, leave=False, file=self.stream,
+                                        dynamic_ncols=True, mininterval=0.2)
+
+    def batch(self, loss: float, acc: float) -> None:
+        if self.batch_bar is not None:
+            self.batch_bar.update(1)
+            if self.batch_bar.n % 20 == 0 or self.batch_bar.n == self.batches:
+                self.batch_bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.2%}", refresh=False)
+
+    def end_epoch(self, row: dict) -> None:
+        if not self.enabled:
+            return
+        line = format_epoch(row, self.epochs)
+        if self.interactive:
+            self.batch_bar.close()
+            self.epoch_bar.update(1)
+            self.epoch_bar.set_postfix(val_acc=_pct(row.get("val_acc")), refresh=True)
+            self.epoch_bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        for bar in (self.batch_bar, self.epoch_bar):
+            if bar is not None:
+                bar.close()
+
+
+def _pct(value):
+    return "-" if value is None else f"{value:.2%}"
+
+
+def format_epoch(row: dict, epochs: int) -> str:
+    val = (f"  val_loss {row['val_loss']:.4f}  val_acc {_pct(row['val_acc'])}"
+           if row.get("val_loss") is not None else "")
+    return (f"epoch {row['epoch']:>3}/{epochs}  train_loss {row['train_loss']:.4f}  "
+            f"train_acc {_pct(row['train_acc'])}{val}  lr {row['lr']:.3g}  {row['seconds']:.1f}s")
+
+
+class Trainer:
+    """Mini-batch training of a ``Sequential`` model.
+
+    ``train_loss``/``train_acc`` in the history are means over the epoch's
+    mini-batches (the data loss, without the L2 term); validation metrics are
+    computed on the whole validation set after the epoch.
+    """
+
+    def __init__(self, model: Sequential, loss, optimizer: Optimizer, *, batch_size: int = 64,
+                 epochs: int = 10, l2: float = 0.0, patience: int | None = None, seed: int = 0,
+                 checkpoint_dir=None, eval_batch_size: int = 2048, progress: bool = True,
+                 on_epoch_end=None, on_batch_end=None):
+        if batch_size < 1 or epochs < 1:
+            raise ConfigError("batch_size and epochs must be at least 1")
+        if l2 < 0:
+            raise ConfigError(f"l2 must be >= 0, got {l2}")
+        self.model, self.loss, self.optimizer = model, get_loss(loss), optimizer
+        self.engine = model.engine
+        self.batch_size, self.epochs, self.l2 = int(batch_size), int(epochs), float(l2)
+        self.patience = patience
+        self.eval_batch_size = int(eval_batch_size)
+        self.rng = np.random.default_rng(seed)
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
+        self.progress = progress
+        self.on_epoch_end, self.on_batch_end = on_epoch_end, on_batch_end
+        self.history = History()
+        self.epoch = 0  # epochs completed
+        self.best = {"val_loss": math.inf, "epoch": 0, "weights": None, "bad_epochs": 0}
+        self.stopped_early = False
+        self.train_seconds = 0.0
+
+    # ---------------------------------------------------------------- helpers
+    def _to_engine(self, x, y):
+        check_inputs(x, self.model.input_dim)
+        check_targets(y, len(x), self.model.output_dim, self.loss)
+        return self.engine.asarray(x, self.model.dtype), self.engine.asarray(y)
+
+    def _correct(self, outputs, y) -> float:
+        xp = self.engine.xp
+        pred = self.loss.predict(self.engine, outputs)
+        if len(y.shape) == 2:  # target arrays: compare with their argmax (or threshold)
+            truth = (xp.astype(y[:, 0] > 0.5, xp.int64) if y.shape[1] == 1 else xp.argmax(y, axis=1))
+        else:
+            truth = y
+        return self.engine.to_float(xp.sum(xp.astype(pred == truth, xp.float64)))
+
+    def evaluate_on_engine(self, xs, ys) -> tuple[float, float]:
+        """Mean loss and accuracy over engine-resident arrays."""
+        n = xs.shape[0]
+        total_loss = total_correct = 0.0
+        for start in range(0, n, self.eval_batch_size):
+            xb, yb = xs[start:start + self.eval_batch_size], ys[start:start + self.eval_batch_size]
+            outputs = self.model.forward(xb, training=False)
+            value, _ = self.loss(self.engine, outputs, yb)
+            total_loss += value * xb.shape[0]
+            total_correct += self._correct(outputs, yb)
+        return total_loss / n, total_correct / n
+
+    def evaluate(self, x, y) -> tuple[float, float]:
+        """Mean loss (without L2) and accuracy on host arrays ``x``, ``y``."""
+        xs, ys = self._to_engine(np.asarray(x), np.asarray(y))
+        return self.evaluate_on_engine(xs, ys)
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, x_train, y_train, x_val=None, y_val=None) -> History:
+        xs, ys = self._to_engine(np.asarray(x_train), np.asarray(y_train))
+        has_val = x_val is not None and len(x_val) > 0
+        if has_val:
+            xv, yv = self._to_engine(np.asarray(x_val), np.asarray(y_val))
+        elif self.patience:
+            raise ConfigError("early stopping needs a validation set")
+        n = xs.shape[0]
+        batches = math.ceil(n / self.batch_size)
+        reporter = EpochReporter(self.epochs, batches, enabled=self.progress)
+        xp, engine = self.engine.xp, self.engine
+        try:
+            while self.epoch < self.epochs and not self.stopped_early:
+                epoch = self.epoch + 1
+                reporter.start_epoch(epoch)
+                started = time.perf_counter()
+                lr_at_start = self.optimizer.lr
+                order = engine.asarray(self.rng.permutation(n))
+                loss_sum = correct = 0.0
+                for b in range(batches):
+                    idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+                    xb, yb = xp.take(xs, idx, axis=0), xp.take(ys, idx, axis=0)
+                    outputs = self.model.forward(xb, training=True)
+                    value, grad = self.loss(engine, outputs, yb)
+                    if not math.isfinite(value):
+                        raise NumericalError(self._nan_message(value, epoch, b + 1))
+                    self.model.backward(grad)
+                    self.model.add_l2_gradient(self.l2)
+                    self.optimizer.step(self.model)
+                    size = xb.shape[0]
+                    loss_sum += value * size
+                    correct += self._correct(outputs, yb)
+                    reporter.batch(value, correct / min(n, (b + 1) * self.batch_size))
+                    if self.on_batch_end:
+                        self.on_batch_end(epoch, b + 1)
+                engine.synchronize()
+                row = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n,
+                       "val_loss": None, "val_acc": None, "lr": lr_at_start}
+                if has_val:
+                    row["val_loss"], row["val_acc"] = self.evaluate_on_engine(xv, yv)
+                seconds = time.perf_counter() - started
+                row["seconds"] = seconds
+                self.train_seconds += seconds
+                self.history.append(row)
+                self.epoch = epoch
+                self._track_best(row)
+                if self.checkpoint_dir:
+                    self.save_checkpoint(self.checkpoint_dir / CHECKPOINT_NAME)
+                reporter.end_epoch(row)
+                if self.on_epoch_end:
+                    self.on_epoch_end(self, row)
+        finally:
+            reporter.close()
+        if self.patience and self.best["weights"] is not None:
+            self.model.set_weights(self.best["weights"])
+        return self.history
+
+    def _nan_message(self, value, epoch, batch) -> str:
+        where = (f"the last good checkpoint (after epoch {self.epoch}) is kept in "
+                 f"{self.checkpoint_dir}" if self.checkpoint_dir and self.epoch else
+                 "no epoch had completed, so there is no checkpoint")
+        return (f"the loss became {value} at epoch {epoch}, batch {batch}; training stopped and "
+                f"{where}. Try a smaller learning rate, normalized inputs, or gradient-friendly "
+                f"initialization.")
+
+    def _track_best(self, row) -> None:
+        if not self.patience or row["val_loss"] is None:
+            return
+        if row["val_loss"] < self.best["val_loss"]:
+            self.best.update(val_loss=row["val_loss"], epoch=row["epoch"],
+                             weights=self.model.get_weights(), bad_epochs=0)
+        else:
+            self.best["bad_epochs"] += 1
+            if self.best["bad_epochs"] >= self.patience:
+                self.stopped_early = True
+
+    # ------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, path) -> None:
+        arrays = {f"model/{k}": v for k, v in self.model.get_weights().items()}
+        arrays.update({f"optim/{k}": v for k, v in self.optimizer.state_arrays(self.engine).items()})
+        if self.best["weights"] is not None:
+            arrays.update({f"best/{k}": v for k, v in self.best["weights"].items()})
+        meta = {
+            "format": "handprop.checkpoint", "version": 1,
+            "epoch": self.epoch, "optimizer_t": self.optimizer.t,
+            "optimizer": self.optimizer.config(),
+            "rng_state": self.rng.bit_generator.state,
+            "history": self.history.rows,
+            "best": {k: v for k, v in self.best.items() if k != "weights"},
+            "stopped_early": self.stopped_early, "train_seconds": self.train_seconds,
+            "model": self.model.config(),
+        }
+        save_arrays(path, arrays, meta)
+
+    def load_checkpoint(self, path) -> None:
+        arrays, meta = load_arrays(path)
+        if meta.get("format") != "handprop.checkpoint":
+            raise CheckpointError(f"{path} is not a handprop training checkpoint")
+        def part(prefix):
+            return {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        self.model.set_weights(part("model/"))
+        self.optimizer.load_state_arrays(self.engine, part("optim/"), meta["optimizer_t"],
+                                         self.model.dtype)
+        self.rng.bit_generator.state = meta["rng_state"]
+        self.history = History(list(meta["history"]))
+        self.epoch = int(meta["epoch"])
+        best_weights = part("best/") or None
+        self.best = {**meta["best"], "weights": best_weights}
+        self.stopped_early = bool(meta["stopped_early"])
+        self.train_seconds = float(meta.get("train_seconds", 0.0))
