@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,7 +82,8 @@ def prepare(dataset: Dataset, *, val_size=0, normalize: str = "scale", flatten: 
         "flatten": bool(flatten),
         "dtype": dtype,
         "normalize": spec,
-        "val_size": val_size,
+        # Plain int/float so the record stays JSON even for NumPy scalars.
+        "val_size": int(val_size) if isinstance(val_size, numbers.Integral) else float(val_size),
         "split_seed": int(seed),
     }
     def transform(x):

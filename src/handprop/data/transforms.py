@@ -46,7 +46,8 @@ def mean_std(x: np.ndarray, per_feature: bool = False):
 
 def flatten(x: np.ndarray) -> np.ndarray:
     """``(n, ...)`` -> ``(n, features)``."""
-    return x.reshape(len(x), -1)
+    # Explicit feature count: reshape(0, -1) is ambiguous for an empty split.
+    return x.reshape(len(x), int(np.prod(x.shape[1:])))
 
 
 def one_hot(labels, classes: int, dtype="float32") -> np.ndarray:
