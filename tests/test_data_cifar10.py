@@ -168,6 +168,18 @@ def test_truncated_or_malformed_batches_are_data_errors(tmp_path, no_network):
         load_cifar10(tmp_path)
 
 
+def test_numpy1_module_name_of_the_official_files_is_accepted(tmp_path):
+    # The official files (NumPy 1, Python 2) name numpy.core.multiarray._reconstruct.
+    batch = _batch(1)
+    payload = pickle.dumps(batch, protocol=2)
+    assert b"numpy._core.multiarray" in payload
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(payload.replace(b"numpy._core.multiarray", b"numpy.core.multiarray"))
+    loaded = safe_load(path)
+    np.testing.assert_array_equal(loaded[b"data"], batch[b"data"])
+    assert loaded[b"labels"] == batch[b"labels"]
+
+
 # --- download path (file:// URLs and a patched fetch; no internet) ---
 
 def _serve_archive(tmp_path, monkeypatch, extra=None):

@@ -72,8 +72,10 @@ def prepare(dataset: Dataset, *, val_size=0, normalize: str = "scale", flatten: 
         x_train_raw, y_train = dataset.x_train[train_idx], dataset.y_train[train_idx]
     x_val_raw, y_val = dataset.x_train[val_idx], dataset.y_train[val_idx]
 
-    shape = (lambda x: flatten_rows(x)) if flatten else (lambda x: x)
-    spec = fit_normalization(normalize, shape(x_train_raw), dataset.value_range)
+    def to_model_shape(x):
+        return flatten_rows(x) if flatten else x
+
+    spec = fit_normalization(normalize, to_model_shape(x_train_raw), dataset.value_range)
     input_shape = dataset.sample_shape
     preprocessing = {
         "version": PREPROCESSING_VERSION,
@@ -86,8 +88,9 @@ def prepare(dataset: Dataset, *, val_size=0, normalize: str = "scale", flatten: 
         "val_size": int(val_size) if isinstance(val_size, numbers.Integral) else float(val_size),
         "split_seed": int(seed),
     }
+
     def transform(x):
-        return apply_normalization(spec, shape(x), dtype)
+        return apply_normalization(spec, to_model_shape(x), dtype)
 
     return Prepared(
         name=dataset.name,
