@@ -23,8 +23,10 @@ COMMAND_MODULES = [
     "train",
     "evaluate",
     "predict",
+    "trace",
     "gradcheck",
     "data",
+    "info",
 ]
 
 

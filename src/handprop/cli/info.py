@@ -1,0 +1,177 @@
+"""`handprop info`: engines, threads, versions and settings of this machine.
+
+Nothing here imports Numba, CuPy or torch just to read a version:
+``importlib.metadata`` reads the installed distributions. Numba is imported
+only to read its thread count, and only when it is installed.
+"""
+
+from __future__ import annotations
+
+import json
+
+#: Environment variables that change what handprop, BLAS, Numba or CuPy do.
+ENV_VARS = ("HANDPROP_BACKEND", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
+            "NUMBA_CACHE_DIR", "CUPY_CACHE_DIR")
+
+#: shown name -> distribution names to try (CuPy ships as cupy-cudaNNx wheels).
+LIBRARIES = {
+    "numpy": ("numpy",),
+    "numba": ("numba",),
+    "cupy": ("cupy-cuda12x", "cupy-cuda11x", "cupy-cuda13x", "cupy"),
+    "matplotlib": ("matplotlib",),
+    "array_api_compat": ("array-api-compat",),
+    "threadpoolctl": ("threadpoolctl",),
+    "torch": ("torch",),
+}
+
+
+def register(subparsers):
+    p = subparsers.add_parser(
+        "info",
+        help="engines (and why any is unavailable), threads, versions, settings",
+        description="Report which engines can run here and why the others cannot, what "
+        "`auto` resolves to, the default dtype, CPU/BLAS/Numba threads, library versions, "
+        "the platform, and the environment variables that change handprop's behaviour.",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON object instead of tables")
+    p.set_defaults(func=run)
+
+
+def _version(distributions) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in distributions:
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def _blas_pools() -> list[dict]:
+    import numpy  # noqa: F401  (threadpoolctl sees only libraries already loaded)
+
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return []
+    keep = ("user_api", "internal_api", "num_threads", "version", "threading_layer",
+            "architecture", "filepath")
+    return [{k: pool.get(k) for k in keep if k in pool} for pool in threadpool_info()]
+
+
+def _numba_threads() -> int | str | None:
+    import importlib.util
+
+    if importlib.util.find_spec("numba") is None:
+        return None
+    try:
+        import numba
+    except Exception as exc:  # a broken install should be reported, not crash `info`
+        return f"numba does not import: {type(exc).__name__}: {exc}"
+    return int(numba.config.NUMBA_NUM_THREADS)
+
+
+def _backend_choice() -> dict:
+    """What HANDPROP_BACKEND (if set) selects, or why that value is not usable."""
+    import os
+
+    from ..engines.registry import ENV_VAR, resolve_name
+    from ..errors import HandpropError
+
+    value = os.environ.get(ENV_VAR)
+    choice = {"variable": ENV_VAR, "value": value, "resolves_to": None, "error": None}
+    try:
+        choice["resolves_to"] = resolve_name(value or "auto")
+    except HandpropError as exc:
+        choice["error"] = str(exc)
+    return choice
+
+
+def collect() -> dict:
+    """Everything ``info`` reports, as plain JSON-ready data."""
+    import inspect
+    import os
+    import platform
+
+    from .. import __version__
+    from ..engines import available_engines, resolve_name
+    from ..nn.model import Sequential
+
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "handprop": __version__,
+        "engines": [{"name": s.name, "available": s.available, "reason": s.reason}
+                    for s in available_engines()],
+        "auto": resolve_name("auto"),
+        "backend": _backend_choice(),
+        # Read from the library so the report cannot drift from the real default.
+        "default_dtype": inspect.signature(Sequential).parameters["dtype"].default,
+        "threads": {
+            "cpu_count": os.cpu_count(),
+            "usable_cpus": affinity,
+            "blas": _blas_pools(),
+            "numba": _numba_threads(),
+        },
+        "versions": {"python": platform.python_version(),
+                     **{name: _version(dists) for name, dists in LIBRARIES.items()}},
+        "platform": {"system": platform.system(), "release": platform.release(),
+                     "machine": platform.machine(), "platform": platform.platform(),
+                     "python_implementation": platform.python_implementation()},
+        "environment": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
+    }
+
+
+def _rows(rows, indent="  ") -> list[str]:
+    width = max(len(k) for k, _ in rows)
+    return [f"{indent}{k.ljust(width)}  {v}" for k, v in rows]
+
+
+def format_info(info: dict) -> str:
+    out = [f"handprop {info['handprop']}", "", "engines"]
+    out += _rows([(e["name"], "available" if e["available"] else f"unavailable: {e['reason']}")
+                  for e in info["engines"]])
+    b = info["backend"]
+    if b["value"] is None:
+        choice = f"not set (auto -> {info['auto']})"
+    elif b["error"]:
+        choice = f"{b['value']!r} is not usable: {b['error']}"
+    else:
+        choice = f"{b['value']!r} -> {b['resolves_to']}"
+    out += ["", "selection"]
+    out += _rows([("auto", f"resolves to {info['auto']}"), (b["variable"], choice),
+                  ("default dtype", info["default_dtype"])])
+
+    t = info["threads"]
+    out += ["", "threads"]
+    rows = [("cpu_count", t["cpu_count"])]
+    if t["usable_cpus"] is not None:
+        rows.append(("usable cpus", t["usable_cpus"]))
+    for pool in t["blas"]:
+        detail = f"{pool.get('num_threads')} threads"
+        for key in ("version", "threading_layer", "architecture"):
+            if pool.get(key):
+                detail += f", {key.replace('_', ' ')} {pool[key]}"
+        rows.append((f"{pool.get('user_api', 'blas')} ({pool.get('internal_api')})", detail))
+    if not t["blas"]:
+        rows.append(("blas", "no BLAS thread pool found (threadpoolctl missing?)"))
+    rows.append(("numba", "not installed" if t["numba"] is None else t["numba"]))
+    out += _rows(rows)
+
+    out += ["", "versions"]
+    out += _rows([(k, v or "not installed") for k, v in info["versions"].items()])
+    out += ["", "platform"]
+    out += _rows(list(info["platform"].items()))
+    out += ["", "environment"]
+    out += _rows(list(info["environment"].items())) if info["environment"] else \
+        ["  none of " + ", ".join(ENV_VARS) + " is set"]
+    return "\n".join(out)
+
+
+def run(args) -> int:
+    info = collect()
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        print(format_info(info))
+    return 0
