@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "gradcheck",
     "data",
     "info",
+    "doctor",
 ]
 
 
