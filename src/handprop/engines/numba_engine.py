@@ -1,0 +1,248 @@
+"""The ``numba`` engine: NumPy arrays, Numba-JIT fused kernels on the hot paths.
+
+Every override checks its inputs at the boundary and calls the reference
+(``super()``) for anything the kernels do not handle, so the answer is always
+the reference's answer, only faster where it can be:
+
+* Arrays must be plain ``numpy.ndarray`` of float32 or float64, all of one
+  dtype and of the shapes the primitive documents; otherwise -> reference.
+* Inputs that are only read and are not C-contiguous are copied to
+  C-contiguous first (one cheap copy, then the fused kernel).
+* Arrays updated in place (optimizer parameters and state) that are not
+  C-contiguous or not writeable -> reference, which updates strided views
+  in place correctly.
+* ``softmax_xent`` labels must be integers; they are checked inside the
+  kernel, and an out-of-range label raises ``ConfigError`` naming it (the
+  reference would silently give a wrong loss).
+
+Numba itself is imported only when this engine is constructed or asked
+whether it is available, so ``import handprop`` stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+
+import numpy as np
+
+from ..errors import ConfigError
+from .base import ACTIVATION_CODES, LECUN_A, LECUN_S, activation_code
+from .numpy_engine import NumpyEngine
+
+#: Oldest Numba whose behaviour the kernels were written against.
+MIN_NUMBA = (0, 58)
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_RELU, _LEAKY, _SIGMOID, _TANH, _LECUN, _IDENTITY = (
+    ACTIVATION_CODES[k] for k in ("relu", "leaky_relu", "sigmoid", "tanh", "lecun_tanh", "identity")
+)
+
+
+def _floats(*arrays) -> bool:
+    """All plain ndarrays of one supported float dtype."""
+    first = arrays[0]
+    if type(first) is not np.ndarray or first.dtype not in _FLOATS:
+        return False
+    return all(type(a) is np.ndarray and a.dtype == first.dtype for a in arrays[1:])
+
+
+def _inplace_ok(*arrays) -> bool:
+    return all(a.flags.c_contiguous and a.flags.writeable for a in arrays)
+
+
+def _flat(a):
+    """A 1-D view of a C-contiguous array (writes go through to ``a``)."""
+    return a.reshape(-1)
+
+
+class NumbaEngine(NumpyEngine):
+    name = "numba"
+    fused_kernels = True
+
+    _reason: str | None = None
+
+    def __init__(self):
+        super().__init__()
+        from . import numba_kernels
+
+        self._k = numba_kernels
+
+    # ------------------------------------------------------------ discovery
+    @classmethod
+    def unavailable_reason(cls) -> str:
+        """"" when Numba imports and is new enough, otherwise why not."""
+        if cls._reason is None:
+            cls._reason = _probe_numba()
+        return cls._reason
+
+    def describe(self) -> dict:
+        info = super().describe()
+        import numba
+
+        info["numba_version"] = numba.__version__
+        return info
+
+    def warmup(self, dtypes=("float32",)) -> None:
+        """Compile (or load from the cache) every kernel for ``dtypes``, by
+        calling each primitive once on tiny arrays, so that the first timed
+        call pays no compilation."""
+        for name in dtypes:
+            dt = np.dtype(name)
+            z = np.linspace(-2, 2, 6, dtype=dt).reshape(2, 3)
+            b = np.ones(3, dtype=dt)
+            for kind in ACTIVATION_CODES:
+                out = self.bias_act(z, b, kind)
+                self.act_backward(z, out, kind)
+            self.bias_grad(z)
+            self.sum_squares(z)
+            self.softmax_xent(z, np.array([0, 2], dtype=np.int64))
+            p, g = z.copy(), z * 0.5
+            s1, s2 = np.zeros_like(z), np.zeros_like(z)
+            for wd in (0.0, 0.1):
+                self.sgd_update(p, g, 0.1, weight_decay=wd)
+                for nesterov in (False, True):
+                    self.momentum_update(p, g, s1, 0.1, 0.9, weight_decay=wd, nesterov=nesterov)
+                self.adam_update(p, g, s1, s2, 0.1, 0.9, 0.999, 1e-8, 1, weight_decay=wd)
+
+    # ---------------------------------------------------------- activations
+    def bias_act(self, z, b, kind: str, alpha: float = 0.01):
+        code = activation_code(kind)
+        if not _floats(z, b) or z.ndim != 2 or b.ndim != 1:
+            return super().bias_act(z, b, kind, alpha)
+        self.check_bias_shapes(z, b)
+        z = np.ascontiguousarray(z)
+        b = np.ascontiguousarray(b)
+        dt = z.dtype.type
+        k = self._k
+        out = np.empty_like(z)
+        if code in (_IDENTITY, _RELU, _LEAKY):
+            k.bias_act_direct(z, b, code, dt(alpha), out)
+        elif code == _SIGMOID:
+            k.bias_neg_abs(z, b, out)
+            np.exp(out, out=out)
+            k.sigmoid_finish(z, b, out)
+        elif code == _TANH:
+            np.add(z, b, out=out)
+            np.tanh(out, out=out)
+        else:  # lecun_tanh: A * tanh(S * (z + b)), the reference's order
+            k.bias_scale(z, b, dt(LECUN_S), out)
+            np.tanh(out, out=out)
+            np.multiply(out, dt(LECUN_A), out=out)
+        return out
+
+    def act_backward(self, grad, out, kind: str, alpha: float = 0.01):
+        code = activation_code(kind)
+        if code == _IDENTITY or not _floats(grad, out) or grad.shape != out.shape:
+            # identity: the reference returns ``grad`` itself; nothing to fuse.
+            return super().act_backward(grad, out, kind, alpha)
+        grad = np.ascontiguousarray(grad)
+        out = np.ascontiguousarray(out)
+        dt = grad.dtype.type
+        res = np.empty_like(grad)
+        self._k.act_backward(
+            _flat(grad), _flat(out), code, dt(alpha), dt(LECUN_A), dt(LECUN_A * LECUN_S), _flat(res)
+        )
+        return res
+
+    def bias_grad(self, grad):
+        if not _floats(grad) or grad.ndim != 2:
+            return super().bias_grad(grad)
+        res = np.empty(grad.shape[1], dtype=grad.dtype)
+        self._k.bias_grad(np.ascontiguousarray(grad), res)
+        return res
+
+    def sum_squares(self, w) -> float:
+        if not _floats(w):
+            return super().sum_squares(w)
+        return float(self._k.sum_squares(_flat(np.ascontiguousarray(w))))
+
+    # --------------------------------------------------------------- losses
+    def softmax_xent(self, logits, labels):
+        if (
+            not _floats(logits)
+            or logits.ndim != 2
+            or logits.shape[0] == 0
+            or logits.shape[1] == 0
+            or not isinstance(labels, np.ndarray)
+            or labels.dtype.kind not in "iu"
+            or labels.shape != (logits.shape[0],)
+        ):
+            return super().softmax_xent(logits, labels)
+        n, k = logits.shape
+        logits = np.ascontiguousarray(logits)
+        # One label dtype means one compiled specialisation; the copy is tiny.
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        grad = np.empty_like(logits)
+        picked = np.empty(n, dtype=np.float64)
+        bad = self._k.xent_shift(logits, labels, grad, picked)
+        if bad >= 0:
+            raise ConfigError(
+                f"label {int(labels[bad])} at batch row {bad} is outside 0..{k - 1}: "
+                f"the model has {k} outputs; check that the dataset's number of classes "
+                f"matches the last layer's units"
+            )
+        np.exp(grad, out=grad)  # NumPy's SIMD exp; arguments are <= 0, so no overflow
+        loss = self._k.xent_finish(grad, labels, picked)
+        return float(loss), grad
+
+    # ----------------------------------------------------------- optimizers
+    def sgd_update(self, param, grad, lr: float, weight_decay: float = 0.0) -> None:
+        if not _floats(param, grad) or param.shape != grad.shape or not _inplace_ok(param):
+            return super().sgd_update(param, grad, lr, weight_decay)
+        dt = param.dtype.type
+        self._k.sgd_update(
+            _flat(param), _flat(np.ascontiguousarray(grad)), dt(lr), dt(weight_decay),
+            bool(weight_decay),
+        )
+
+    def momentum_update(self, param, grad, velocity, lr: float, momentum: float,
+                        weight_decay: float = 0.0, nesterov: bool = False) -> None:
+        if (
+            not _floats(param, grad, velocity)
+            or not param.shape == grad.shape == velocity.shape
+            or not _inplace_ok(param, velocity)
+        ):
+            return super().momentum_update(param, grad, velocity, lr, momentum,
+                                           weight_decay, nesterov)
+        dt = param.dtype.type
+        self._k.momentum_update(
+            _flat(param), _flat(np.ascontiguousarray(grad)), _flat(velocity), dt(lr),
+            dt(momentum), dt(weight_decay), bool(weight_decay), bool(nesterov),
+        )
+
+    def adam_update(self, param, grad, m, v, lr: float, beta1: float, beta2: float,
+                    eps: float, step: int, weight_decay: float = 0.0) -> None:
+        if (
+            step < 1
+            or not _floats(param, grad, m, v)
+            or not param.shape == grad.shape == m.shape == v.shape
+            or not _inplace_ok(param, m, v)
+        ):
+            # step < 1 too: the reference raises the ConfigError.
+            return super().adam_update(param, grad, m, v, lr, beta1, beta2, eps, step,
+                                       weight_decay)
+        dt = param.dtype.type
+        # Scalars in float64 (Python floats), then cast, as the reference does.
+        bc1 = 1.0 - beta1**step
+        bc2 = 1.0 - beta2**step
+        self._k.adam_update(
+            _flat(param), _flat(np.ascontiguousarray(grad)), _flat(m), _flat(v),
+            dt(beta1), dt(1.0 - beta1), dt(beta2), dt(1.0 - beta2), dt(eps),
+            dt(lr / bc1), dt(math.sqrt(bc2)), dt(weight_decay), bool(weight_decay),
+        )
+
+
+def _probe_numba() -> str:
+    try:
+        numba = importlib.import_module("numba")
+    except Exception as exc:  # ImportError, or numba refusing this NumPy
+        return f"numba cannot be imported ({type(exc).__name__}: {exc}); pip install 'numba>=0.58'"
+    try:
+        version = tuple(int(p) for p in numba.__version__.split(".")[:2])
+    except ValueError:
+        return ""
+    if version < MIN_NUMBA:
+        need = ".".join(map(str, MIN_NUMBA))
+        return f"numba {numba.__version__} is too old; this engine needs numba>={need}"
+    return ""
