@@ -1,0 +1,378 @@
+"""Every fused engine against the ``cpu`` reference, primitive by primitive.
+
+Written only against the Engine interface (``asarray``, ``to_numpy``,
+``to_float`` and the primitives) so that it runs unchanged on ``numba``,
+``cuda`` and ``cuda-emulated``. Inputs cover random values, extreme values
+(|z| up to 1e4: no NaN/Inf, no warnings), batch 1, odd sizes that leave
+tails, optimizer state after several steps, and non-contiguous views.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from handprop.engines import ACTIVATIONS, get_engine
+from handprop.errors import HandpropError
+
+DTYPES = ["float32", "float64"]
+SHAPES = [(1, 1), (1, 10), (7, 13), (300, 10), (1031, 3)]
+GRAD_ACTIVATIONS = [k for k in ACTIVATIONS]
+# Different libm/SIMD/GPU implementations of tanh/exp differ by a few ulp.
+TOL = {"float32": dict(rtol=2e-5, atol=2e-6), "float64": dict(rtol=1e-10, atol=1e-12)}
+HYPO = settings(
+    max_examples=25,
+    deadline=None,  # the first call may compile kernels
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+CPU = get_engine("cpu")
+
+
+def close(actual, expected, dtype, scale=1.0):
+    tol = TOL[str(dtype)]
+    np.testing.assert_allclose(actual, expected, rtol=tol["rtol"], atol=tol["atol"] * scale)
+
+
+def run_both(engine, method, *host_args, **kwargs):
+    """Call ``method`` on ``engine`` (inputs moved there) and on the reference;
+    return both results as host arrays/floats. Warnings are errors."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = getattr(engine, method)(*[engine.asarray(a) for a in host_args], **kwargs)
+        want = getattr(CPU, method)(*[np.asarray(a) for a in host_args], **kwargs)
+    return got, want
+
+
+def host(engine, array):
+    out = engine.to_numpy(array)
+    assert isinstance(out, np.ndarray)
+    return out
+
+
+def random_zb(rng, shape, dtype, scale=3.0):
+    z = (rng.standard_normal(shape) * scale).astype(dtype)
+    b = (rng.standard_normal(shape[1]) * scale).astype(dtype)
+    return z, b
+
+
+def extreme_zb(rng, shape, dtype):
+    """Values spread over [-1e4, 1e4], with the extremes and zero present."""
+    z = (rng.uniform(-1, 1, shape) * 10.0 ** rng.uniform(-3, 4, shape)).astype(dtype)
+    flat = z.reshape(-1)
+    flat[: min(3, flat.size)] = np.array([1e4, -1e4, 0.0])[: min(3, flat.size)]
+    return z, np.zeros(shape[1], dtype=dtype)
+
+
+# ------------------------------------------------------------- activations
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("kind", ACTIVATIONS)
+def test_bias_act_random(fused_engine, rng, kind, shape, dtype):
+    z, b = random_zb(rng, shape, dtype)
+    got, want = run_both(fused_engine, "bias_act", z, b, kind=kind)
+    got = host(fused_engine, got)
+    assert got.dtype == np.dtype(dtype) and got.shape == shape
+    close(got, want, dtype, scale=3.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("alpha", [0.01, 0.2])
+def test_leaky_relu_alpha(fused_engine, rng, alpha, dtype):
+    z, b = random_zb(rng, (9, 17), dtype)
+    got, want = run_both(fused_engine, "bias_act", z, b, kind="leaky_relu", alpha=alpha)
+    close(host(fused_engine, got), want, dtype)
+    g = rng.standard_normal(z.shape).astype(dtype)
+    got, want = run_both(fused_engine, "act_backward", g, want, kind="leaky_relu", alpha=alpha)
+    close(host(fused_engine, got), want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ACTIVATIONS)
+def test_bias_act_extreme_is_finite_and_silent(fused_engine, rng, kind, dtype):
+    z, b = extreme_zb(rng, (64, 33), dtype)
+    got, want = run_both(fused_engine, "bias_act", z, b, kind=kind)
+    got = host(fused_engine, got)
+    assert np.all(np.isfinite(got))
+    close(got, want, dtype, scale=1e4)
+    if kind in ("sigmoid", "tanh", "lecun_tanh"):
+        assert np.abs(got).max() <= 1.7159 + 1e-6  # saturated, not overshooting
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+@pytest.mark.parametrize("kind", GRAD_ACTIVATIONS)
+def test_act_backward(fused_engine, rng, kind, shape, dtype):
+    z, b = random_zb(rng, shape, dtype)
+    out = CPU.bias_act(z, b, kind)
+    g = rng.standard_normal(shape).astype(dtype)
+    got, want = run_both(fused_engine, "act_backward", g, out, kind=kind)
+    got = host(fused_engine, got)
+    assert got.dtype == np.dtype(dtype) and got.shape == shape
+    close(got, want, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", GRAD_ACTIVATIONS)
+def test_act_backward_extreme(fused_engine, rng, kind, dtype):
+    z, b = extreme_zb(rng, (50, 21), dtype)
+    out = CPU.bias_act(z, b, kind)
+    g = (rng.standard_normal(z.shape) * 1e3).astype(dtype)
+    got, want = run_both(fused_engine, "act_backward", g, out, kind=kind)
+    got = host(fused_engine, got)
+    assert np.all(np.isfinite(got))
+    close(got, want, dtype, scale=1e3)
+
+
+def _matrices(dtype, max_abs=1e4):
+    width = 32 if dtype == "float32" else 64
+    return hnp.arrays(
+        np.dtype(dtype),
+        hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=24),
+        elements=st.floats(-max_abs, max_abs, allow_nan=False, width=width),
+    )
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("kind", ACTIVATIONS)
+@HYPO
+@given(data=st.data())
+def test_bias_act_hypothesis(fused_engine, kind, dtype, data):
+    z = data.draw(_matrices(dtype), label="z")
+    b = data.draw(
+        hnp.arrays(np.dtype(dtype), z.shape[1],
+                   elements=st.floats(-10, 10, width=32 if dtype == "float32" else 64)),
+        label="b",
+    )
+    got, want = run_both(fused_engine, "bias_act", z, b, kind=kind)
+    got = host(fused_engine, got)
+    assert np.all(np.isfinite(got))
+    close(got, want, dtype, scale=1e4)
+    g = np.ones_like(z)
+    got_b, want_b = run_both(fused_engine, "act_backward", g, want, kind=kind)
+    close(host(fused_engine, got_b), want_b, dtype)
+
+
+# -------------------------------------------------------------- reductions
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_bias_grad(fused_engine, rng, shape, dtype):
+    g = rng.standard_normal(shape).astype(dtype)
+    got, want = run_both(fused_engine, "bias_grad", g)
+    got = host(fused_engine, got)
+    assert got.shape == (shape[1],) and got.dtype == np.dtype(dtype)
+    # Summation order differs between engines: tolerance grows with the batch.
+    close(got, want, dtype, scale=shape[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES + [(100,), (3, 4, 5)], ids=str)
+def test_sum_squares(fused_engine, rng, shape, dtype):
+    w = rng.standard_normal(shape).astype(dtype)
+    got, want = run_both(fused_engine, "sum_squares", w)
+    assert isinstance(got, float)
+    assert got == pytest.approx(want, rel=1e-5 if dtype == "float32" else 1e-12)
+
+
+# ------------------------------------------------------------------ losses
+def _check_xent(engine, logits, labels, dtype, scale=1.0):
+    (loss, grad), (want_loss, want_grad) = run_both(engine, "softmax_xent", logits, labels)
+    assert isinstance(loss, float) and np.isfinite(loss)
+    grad = host(engine, grad)
+    assert grad.dtype == np.dtype(dtype) and grad.shape == logits.shape
+    assert np.all(np.isfinite(grad))
+    rel = 1e-5 if dtype == "float32" else 1e-11
+    assert loss == pytest.approx(want_loss, rel=rel, abs=rel * scale)
+    close(grad, want_grad, dtype)
+    # The gradient of a mean loss: each row sums to 0 and lies in [-1/n, 1/n].
+    n = logits.shape[0]
+    assert np.abs(grad.astype(np.float64).sum(axis=1)).max() <= 1e-5 / n * logits.shape[1] + 1e-12
+    assert np.abs(grad).max() <= 1.0 / n * (1 + 1e-5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES + [(64, 100), (5, 1000)], ids=str)
+def test_softmax_xent_random(fused_engine, rng, shape, dtype):
+    logits = (rng.standard_normal(shape) * 4).astype(dtype)
+    labels = rng.integers(0, shape[1], shape[0])
+    _check_xent(fused_engine, logits, labels, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_xent_extreme(fused_engine, rng, dtype):
+    logits = (rng.uniform(-1e4, 1e4, (257, 10))).astype(dtype)
+    logits[0] = 1e4
+    logits[1] = -1e4
+    logits[2, :] = -1e4
+    logits[2, 3] = 1e4  # one dominant class, label elsewhere: loss ~ 2e4
+    labels = rng.integers(0, 10, 257)
+    labels[2] = 0
+    _check_xent(fused_engine, logits, labels, dtype, scale=1e4)
+
+
+@pytest.mark.parametrize("label_dtype", ["int64", "int32", "uint8"])
+def test_softmax_xent_label_dtypes(fused_engine, rng, label_dtype):
+    logits = rng.standard_normal((33, 7)).astype("float32")
+    labels = rng.integers(0, 7, 33).astype(label_dtype)
+    _check_xent(fused_engine, logits, labels, "float32")
+
+
+def test_softmax_xent_nan_propagates(fused_engine, rng):
+    # The trainer detects divergence from a NaN loss: it must not be hidden.
+    logits = rng.standard_normal((4, 5))
+    logits[2, 1] = np.nan
+    with np.errstate(invalid="ignore"):
+        loss, _ = fused_engine.softmax_xent(fused_engine.asarray(logits),
+                                            fused_engine.asarray(np.array([0, 1, 2, 3])))
+    assert np.isnan(loss)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@HYPO
+@given(data=st.data())
+def test_softmax_xent_hypothesis(fused_engine, dtype, data):
+    logits = data.draw(_matrices(dtype), label="logits")
+    n, k = logits.shape
+    labels = data.draw(hnp.arrays(np.int64, n, elements=st.integers(0, k - 1)), label="labels")
+    _check_xent(fused_engine, logits, labels, dtype, scale=1e4)
+
+
+# -------------------------------------------------------------- optimizers
+def _state_run(engine, update, shapes_dtype, steps, rng, **kwargs):
+    """Run ``steps`` updates on ``engine`` and on the reference from the same
+    start and the same gradients; return both final states as host arrays."""
+    shape, dtype = shapes_dtype
+    param0 = rng.standard_normal(shape).astype(dtype)
+    grads = [rng.standard_normal(shape).astype(dtype) for _ in range(steps)]
+    n_state = {"sgd_update": 0, "momentum_update": 1, "adam_update": 2}[update]
+    results = []
+    for eng in (engine, CPU):
+        # ``asarray`` may alias a host array (it does on NumPy engines): copy.
+        arrays = [eng.asarray(param0.copy())] + [eng.asarray(np.zeros(shape, dtype))
+                                                 for _ in range(n_state)]
+        for t, g in enumerate(grads, start=1):
+            extra = {"step": t} if update == "adam_update" else {}
+            with warnings.catch_warnings():
+                warnings.simplefilter("error")
+                ret = getattr(eng, update)(arrays[0], eng.asarray(g), *arrays[1:], **kwargs, **extra)
+            assert ret is None  # in place
+        results.append([eng.to_numpy(a) for a in arrays])
+        assert not np.array_equal(results[-1][0], param0)  # the update did move it
+    return results
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (1031, 3), (257,)], ids=str)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_sgd_update(fused_engine, rng, shape, dtype, weight_decay):
+    got, want = _state_run(fused_engine, "sgd_update", (shape, dtype), 5, rng,
+                           lr=0.1, weight_decay=weight_decay)
+    for a, b in zip(got, want):
+        assert a.dtype == np.dtype(dtype)
+        close(a, b, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (1031, 3)], ids=str)
+@pytest.mark.parametrize("nesterov", [False, True])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_momentum_update(fused_engine, rng, shape, dtype, nesterov, weight_decay):
+    got, want = _state_run(fused_engine, "momentum_update", (shape, dtype), 6, rng,
+                           lr=0.05, momentum=0.9, weight_decay=weight_decay, nesterov=nesterov)
+    for a, b in zip(got, want):  # param and velocity
+        close(a, b, dtype, scale=10.0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (1031, 3)], ids=str)
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_adam_update(fused_engine, rng, shape, dtype, weight_decay):
+    got, want = _state_run(fused_engine, "adam_update", (shape, dtype), 7, rng,
+                           lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=weight_decay)
+    for a, b in zip(got, want):  # param, m, v
+        close(a, b, dtype)
+
+
+def test_adam_rejects_step_zero(fused_engine):
+    p = fused_engine.asarray(np.ones((2, 2)))
+    z = fused_engine.asarray(np.zeros((2, 2)))
+    with pytest.raises(HandpropError):
+        fused_engine.adam_update(p, z, z, z, 0.1, 0.9, 0.999, 1e-8, 0)
+
+
+# -------------------------------------------------------- non-contiguous
+def _views(engine, base_host):
+    """Strided and transposed views, made on the engine itself."""
+    base = engine.asarray(base_host)
+    return {"strided": (base[:, ::2], base_host[:, ::2]), "transposed": (base.T, base_host.T)}
+
+
+@pytest.mark.parametrize("layout", ["strided", "transposed"])
+@pytest.mark.parametrize("kind", ACTIVATIONS)
+def test_noncontiguous_activation_inputs(fused_engine, rng, kind, layout):
+    zb = rng.standard_normal((14, 14)).astype("float32") * 3
+    z_eng, z_host = _views(fused_engine, zb)[layout]
+    b = rng.standard_normal(z_host.shape[1]).astype("float32")
+    try:
+        out = host(fused_engine, fused_engine.bias_act(z_eng, fused_engine.asarray(b), kind))
+        g_eng, g_host = _views(fused_engine, zb * 0.5)[layout]
+        back = host(fused_engine, fused_engine.act_backward(g_eng, fused_engine.asarray(out), kind))
+    except HandpropError as exc:  # refusing is fine if it says why
+        assert "contiguous" in str(exc)
+        return
+    close(out, CPU.bias_act(z_host, b, kind), "float32")
+    close(back, CPU.act_backward(g_host, out, kind), "float32")
+
+
+@pytest.mark.parametrize("layout", ["strided", "transposed"])
+def test_noncontiguous_loss_and_reductions(fused_engine, rng, layout):
+    xb = rng.standard_normal((12, 12)).astype("float32")
+    x_eng, x_host = _views(fused_engine, xb)[layout]
+    labels = rng.integers(0, x_host.shape[1], x_host.shape[0])
+    try:
+        loss, grad = fused_engine.softmax_xent(x_eng, fused_engine.asarray(labels))
+        bias = host(fused_engine, fused_engine.bias_grad(x_eng))
+        ss = fused_engine.sum_squares(x_eng)
+    except HandpropError as exc:
+        assert "contiguous" in str(exc)
+        return
+    want_loss, want_grad = CPU.softmax_xent(x_host, labels)
+    assert loss == pytest.approx(want_loss, rel=1e-5)
+    close(host(fused_engine, grad), want_grad, "float32")
+    close(bias, CPU.bias_grad(x_host), "float32", scale=12)
+    assert ss == pytest.approx(CPU.sum_squares(x_host), rel=1e-5)
+
+
+@pytest.mark.parametrize("update", ["sgd_update", "momentum_update", "adam_update"])
+def test_noncontiguous_inplace_update_writes_through(fused_engine, rng, update):
+    """A strided parameter view is updated in place in its base array (or
+    refused with a clear error); entries outside the view stay untouched."""
+    base_host = rng.standard_normal((6, 10))
+    grad_host = rng.standard_normal((6, 5))
+    base = fused_engine.asarray(base_host.copy())  # asarray may alias on NumPy
+    param = base[:, ::2]
+    state = [fused_engine.asarray(np.zeros((6, 10)))[:, 1::2] for _ in range(2)]
+    args = {
+        "sgd_update": (dict(lr=0.1), 0),
+        "momentum_update": (dict(lr=0.1, momentum=0.9, nesterov=True), 1),
+        "adam_update": (dict(lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, step=1), 2),
+    }[update]
+    kwargs, n_state = args
+    try:
+        getattr(fused_engine, update)(param, fused_engine.asarray(grad_host), *state[:n_state], **kwargs)
+    except HandpropError as exc:
+        assert "contiguous" in str(exc)
+        return
+    want = base_host.copy()
+    ref_state = [np.zeros((6, 10))[:, 1::2] for _ in range(2)]
+    getattr(CPU, update)(want[:, ::2], grad_host, *ref_state[:n_state], **kwargs)
+    got = host(fused_engine, base)
+    close(got, want, "float64")
+    np.testing.assert_array_equal(got[:, 1::2], base_host[:, 1::2])
+    for s, r in zip(state[:n_state], ref_state):
+        close(host(fused_engine, s), r, "float64")
