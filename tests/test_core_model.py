@@ -124,9 +124,6 @@ def test_set_weights_reports_extra_tensors(cpu):
         model.set_weights(weights)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: get_weights/set_weights alias the live parameter "
-                   "arrays on NumPy engines (Engine.asarray/to_numpy do not copy), so a snapshot "
-                   "of the weights changes as training goes on")
 def test_get_weights_is_a_snapshot(cpu):
     model = small_model(cpu)
     snap = model.get_weights()
@@ -140,8 +137,6 @@ def test_get_weights_is_a_snapshot(cpu):
         np.testing.assert_array_equal(snap[name], kept[name])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: set_weights keeps the caller's arrays on NumPy "
-                   "engines, so two models given the same dict share their parameters")
 def test_set_weights_does_not_share_memory_between_models(cpu):
     a, b = small_model(cpu, seed=1), small_model(cpu, seed=2)
     b.set_weights(a.get_weights())

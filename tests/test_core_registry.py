@@ -121,13 +121,21 @@ def test_explicit_unavailable_engine_is_an_error_naming_the_reason(monkeypatch):
 
 
 def test_engine_whose_library_is_missing(monkeypatch):
-    monkeypatch.setitem(registry.ENGINE_CLASSES, "numba", "handprop_no_such_module_xyz:Engine")
+    monkeypatch.setitem(registry.ENGINE_CLASSES, "numba", "no_such_library_xyz.engine:Engine")
     monkeypatch.setattr(registry, "_instances", {})
     status = engine_status("numba")
     assert not status.available
-    assert "cannot import its library" in status.reason and "handprop_no_such_module_xyz" in status.reason
-    with pytest.raises(EngineUnavailableError, match="handprop_no_such_module_xyz"):
+    assert "no_such_library_xyz is not installed" in status.reason
+    with pytest.raises(EngineUnavailableError, match="no_such_library_xyz"):
         get_engine("numba")
+
+
+def test_engine_whose_own_module_is_missing_says_so(monkeypatch):
+    monkeypatch.setitem(registry.ENGINE_CLASSES, "numba", "handprop.engines.no_such_engine:Engine")
+    monkeypatch.setattr(registry, "_instances", {})
+    status = engine_status("numba")
+    assert not status.available
+    assert "handprop.engines.no_such_engine is missing from this install" in status.reason
     assert resolve_name("auto") != "numba"  # auto silently skips it
 
 

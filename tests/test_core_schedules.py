@@ -154,9 +154,6 @@ def test_unknown_schedule_option_is_a_config_error():
         make_schedule("step", 0.1, gamma=0.5)
 
 
-@pytest.mark.xfail(strict=True, raises=TypeError,
-                   reason="BUG: make_schedule('cyclic', ...) does not catch TypeError for an "
-                   "unknown option, so the user gets a raw TypeError instead of a ConfigError")
 def test_unknown_cyclic_option_is_a_config_error():
     with pytest.raises(ConfigError, match="bad options for schedule 'cyclic'"):
         make_schedule("cyclic", 0.1, gamma=0.5)

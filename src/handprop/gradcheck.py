@@ -201,6 +201,7 @@ def overfit_check(model: Sequential, loss, optimizer, x, targets, steps: int = 5
     """
     loss = get_loss(loss)
     engine = model.engine
+    check_targets(np.asarray(targets), len(x), model.output_dim, loss)
     xs = engine.asarray(np.asarray(x), model.dtype)
     ts = engine.asarray(np.asarray(targets))
     losses = []

@@ -69,7 +69,11 @@ class Engine:
 
     # ------------------------------------------------------------------ arrays
     def asarray(self, array, dtype=None):
-        """Copy a host array (or nested list) onto this engine."""
+        """Put a host array (or nested list) onto this engine.
+
+        On host engines the result may share memory with ``array``; copy first
+        if the caller keeps using it while the engine updates it in place.
+        """
         host = np.asarray(array)
         if dtype is not None:
             host = host.astype(np.dtype(dtype), copy=False)

@@ -60,7 +60,10 @@ def engine_status(name: str) -> EngineStatus:
     try:
         cls = _engine_class(name)
     except ImportError as exc:
-        return EngineStatus(name, False, f"cannot import its library ({exc})")
+        missing = exc.name or str(exc)
+        if missing.startswith("handprop"):
+            return EngineStatus(name, False, f"its module {missing} is missing from this install")
+        return EngineStatus(name, False, f"{missing} is not installed ({exc})")
     reason = cls.unavailable_reason() if hasattr(cls, "unavailable_reason") else ""
     return EngineStatus(name, not reason, reason or "")
 

@@ -104,7 +104,7 @@ class Sequential:
                 layer.grads["W"] = layer.grads["W"] + l2 * layer.params["W"]
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        return {name: self.engine.to_numpy(layer.params[key])
+        return {name: np.array(self.engine.to_numpy(layer.params[key]), copy=True)
                 for name, layer, key in self.named_parameters()}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
@@ -120,7 +120,7 @@ class Sequential:
         if problems:
             raise CheckpointError("saved weights do not fit this model:\n  " + "\n  ".join(problems))
         for name, layer, key in self.named_parameters():
-            layer.params[key] = self.engine.asarray(weights[name], self.dtype)
+            layer.params[key] = self.engine.asarray(np.array(weights[name], copy=True), self.dtype)
 
     # ------------------------------------------------------------- description
     def summary(self) -> str:

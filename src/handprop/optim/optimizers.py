@@ -16,8 +16,10 @@ from .schedules import Constant, schedule_config, schedule_from_config
 
 
 def _check_fraction(name, value, upper_inclusive=False):
-    ok = 0.0 <= value <= 1.0 if upper_inclusive else 0.0 <= value < 1.0
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and ok):
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok = is_number and math.isfinite(value) and (
+        0.0 <= value <= 1.0 if upper_inclusive else 0.0 <= value < 1.0)
+    if not ok:
         raise ConfigError(f"{name} must be in [0, 1{']' if upper_inclusive else ')'}, got {value!r}")
     return float(value)
 

@@ -128,10 +128,11 @@ def make_schedule(name: str, lr: float, **options):
     """Build a schedule by name. For ``cyclic``, ``lr`` is ``eta_max``."""
     if name not in SCHEDULES:
         raise ConfigError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
-    if name == "cyclic":
-        options.setdefault("eta_min", lr / 10.0)
-        return TriangularCyclic(eta_max=lr, **options)
+    _positive("learning rate", lr)
     try:
+        if name == "cyclic":
+            options.setdefault("eta_min", lr / 10.0)
+            return TriangularCyclic(eta_max=lr, **options)
         return SCHEDULES[name](lr=lr, **options)
     except TypeError as exc:
         raise ConfigError(f"bad options for schedule {name!r}: {exc}") from None
