@@ -113,11 +113,10 @@ class NumbaEngine(NumpyEngine):
         self.check_bias_shapes(z, b)
         z = np.ascontiguousarray(z)
         b = np.ascontiguousarray(b)
-        dt = z.dtype.type
         k = self._k
         out = np.empty_like(z)
         if code in (_IDENTITY, _RELU, _LEAKY):
-            k.bias_act_direct(z, b, code, dt(alpha), out)
+            k.bias_act_direct(z, b, code, float(alpha), out)
         elif code == _SIGMOID:
             k.bias_neg_abs(z, b, out)
             np.exp(out, out=out)
@@ -126,9 +125,9 @@ class NumbaEngine(NumpyEngine):
             np.add(z, b, out=out)
             np.tanh(out, out=out)
         else:  # lecun_tanh: A * tanh(S * (z + b)), the reference's order
-            k.bias_scale(z, b, dt(LECUN_S), out)
+            k.bias_scale(z, b, LECUN_S, out)
             np.tanh(out, out=out)
-            np.multiply(out, dt(LECUN_A), out=out)
+            np.multiply(out, LECUN_A, out=out)  # a weak Python scalar, as in the reference
         return out
 
     def act_backward(self, grad, out, kind: str, alpha: float = 0.01):
@@ -138,11 +137,8 @@ class NumbaEngine(NumpyEngine):
             return super().act_backward(grad, out, kind, alpha)
         grad = np.ascontiguousarray(grad)
         out = np.ascontiguousarray(out)
-        dt = grad.dtype.type
         res = np.empty_like(grad)
-        self._k.act_backward(
-            _flat(grad), _flat(out), code, dt(alpha), dt(LECUN_A), dt(LECUN_A * LECUN_S), _flat(res)
-        )
+        self._k.act_backward(_flat(grad), _flat(out), code, float(alpha), _flat(res))
         return res
 
     def bias_grad(self, grad):
@@ -190,11 +186,8 @@ class NumbaEngine(NumpyEngine):
     def sgd_update(self, param, grad, lr: float, weight_decay: float = 0.0) -> None:
         if not _floats(param, grad) or param.shape != grad.shape or not _inplace_ok(param):
             return super().sgd_update(param, grad, lr, weight_decay)
-        dt = param.dtype.type
-        self._k.sgd_update(
-            _flat(param), _flat(np.ascontiguousarray(grad)), dt(lr), dt(weight_decay),
-            bool(weight_decay),
-        )
+        self._k.sgd_update(_flat(param), _flat(np.ascontiguousarray(grad)), float(lr),
+                           float(weight_decay), bool(weight_decay))
 
     def momentum_update(self, param, grad, velocity, lr: float, momentum: float,
                         weight_decay: float = 0.0, nesterov: bool = False) -> None:
@@ -205,10 +198,9 @@ class NumbaEngine(NumpyEngine):
         ):
             return super().momentum_update(param, grad, velocity, lr, momentum,
                                            weight_decay, nesterov)
-        dt = param.dtype.type
         self._k.momentum_update(
-            _flat(param), _flat(np.ascontiguousarray(grad)), _flat(velocity), dt(lr),
-            dt(momentum), dt(weight_decay), bool(weight_decay), bool(nesterov),
+            _flat(param), _flat(np.ascontiguousarray(grad)), _flat(velocity), float(lr),
+            float(momentum), float(weight_decay), bool(weight_decay), bool(nesterov),
         )
 
     def adam_update(self, param, grad, m, v, lr: float, beta1: float, beta2: float,
@@ -222,14 +214,15 @@ class NumbaEngine(NumpyEngine):
             # step < 1 too: the reference raises the ConfigError.
             return super().adam_update(param, grad, m, v, lr, beta1, beta2, eps, step,
                                        weight_decay)
-        dt = param.dtype.type
-        # Scalars in float64 (Python floats), then cast, as the reference does.
+        # Scalars in float64 (Python floats); the kernel casts them, as the
+        # reference's array arithmetic does.
+        beta1, beta2 = float(beta1), float(beta2)
         bc1 = 1.0 - beta1**step
         bc2 = 1.0 - beta2**step
         self._k.adam_update(
             _flat(param), _flat(np.ascontiguousarray(grad)), _flat(m), _flat(v),
-            dt(beta1), dt(1.0 - beta1), dt(beta2), dt(1.0 - beta2), dt(eps),
-            dt(lr / bc1), dt(math.sqrt(bc2)), dt(weight_decay), bool(weight_decay),
+            beta1, 1.0 - beta1, beta2, 1.0 - beta2, float(eps),
+            float(lr) / bc1, math.sqrt(bc2), float(weight_decay), bool(weight_decay),
         )
 
 

@@ -6,9 +6,10 @@ reference computes, in the same order, so results agree to float tolerance
 
 * Arrays arrive C-contiguous with matching float32/float64 dtypes; the
   wrapper in ``numba_engine.py`` checks that. Numba specialises each kernel on
-  the dtype; scalars arrive already cast to the array dtype (as NumPy's weak
-  Python scalars are), constants are made with ``dtype.type`` so float32 math
-  stays float32 like the reference.
+  the dtype. Scalars arrive as Python floats (computed in float64; typing a
+  Python float costs Numba's dispatcher a third of an ``np.float32``) and are
+  cast to the array dtype first thing, as NumPy casts its weak Python
+  scalars, so float32 math stays float32 like the reference.
 * ``cache=True``: compiled code is kept in ``__pycache__`` or in
   ``NUMBA_CACHE_DIR`` when that is set.
 * No ``fastmath``: it would let LLVM assume no NaN/Inf (``isnan`` becomes
@@ -26,6 +27,8 @@ import math
 import numpy as np
 from numba import njit
 
+from .base import LECUN_A, LECUN_S
+
 # Codes from base.ACTIVATION_CODES (duplicated as literals so the kernels do
 # not import the engine package; a test checks they agree).
 IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, LECUN_TANH = 0, 1, 2, 3, 4, 5
@@ -42,6 +45,7 @@ def bias_act_direct(z, b, code, alpha, out):
     identity, relu, leaky_relu (``alpha`` has the dtype of ``z``)."""
     n, k = z.shape
     zero = z.dtype.type(0)
+    alpha = z.dtype.type(alpha)
     if code == RELU:
         for i in range(n):
             for j in range(k):
@@ -62,6 +66,7 @@ def bias_act_direct(z, b, code, alpha, out):
 def bias_scale(z, b, scale, out):
     """``out = scale * (z + b)``: the first pass of tanh/lecun_tanh."""
     n, k = z.shape
+    scale = z.dtype.type(scale)
     for i in range(n):
         for j in range(k):
             out[i, j] = scale * (z[i, j] + b[j])
@@ -93,11 +98,15 @@ def sigmoid_finish(z, b, e):
 
 # ---------------------------------------------------------------- backward
 @_jit
-def act_backward(grad, out, code, alpha, lecun_a, lecun_as, res):
-    """``res = grad * f'(z)`` written in terms of ``out = f(z)``; 1-D arrays.
-    Scalars have the array dtype; the operation order is the reference's."""
-    one = grad.dtype.type(1)
-    zero = grad.dtype.type(0)
+def act_backward(grad, out, code, alpha, res):
+    """``res = grad * f'(z)`` written in terms of ``out = f(z)``; 1-D arrays,
+    in the reference's operation order."""
+    dt = grad.dtype.type
+    one = dt(1)
+    zero = dt(0)
+    alpha = dt(alpha)
+    lecun_a = dt(LECUN_A)
+    lecun_as = dt(LECUN_A * LECUN_S)  # the product in float64, then cast
     n = grad.shape[0]
     if code == SIGMOID:
         for i in range(n):
@@ -220,6 +229,8 @@ def xent_finish(e, labels, picked):
 @_jit
 def sgd_update(param, grad, lr, weight_decay, decay):
     """``param -= lr * (grad + weight_decay * param)``; 1-D, in place."""
+    lr = param.dtype.type(lr)
+    weight_decay = param.dtype.type(weight_decay)
     for i in range(param.shape[0]):
         g = grad[i]
         if decay:
@@ -230,6 +241,10 @@ def sgd_update(param, grad, lr, weight_decay, decay):
 @_jit
 def momentum_update(param, grad, velocity, lr, momentum, weight_decay, decay, nesterov):
     """``torch.optim.SGD`` momentum (classic or Nesterov); 1-D, in place."""
+    dt = param.dtype.type
+    lr = dt(lr)
+    momentum = dt(momentum)
+    weight_decay = dt(weight_decay)
     for i in range(param.shape[0]):
         g = grad[i]
         if decay:
@@ -246,7 +261,10 @@ def momentum_update(param, grad, velocity, lr, momentum, weight_decay, decay, ne
 def adam_update(param, grad, m, v, beta1, one_m_beta1, beta2, one_m_beta2, eps,
                 step_size, sqrt_bc2, weight_decay, decay):
     """Bias-corrected Adam (torch form); 1-D, in place. The bias corrections
-    come precomputed in float64 and cast, as the reference's scalars are."""
+    come precomputed in float64 and are cast, as the reference's scalars are."""
+    dt = param.dtype.type
+    beta1, one_m_beta1, beta2, one_m_beta2 = dt(beta1), dt(one_m_beta1), dt(beta2), dt(one_m_beta2)
+    eps, step_size, sqrt_bc2, weight_decay = dt(eps), dt(step_size), dt(sqrt_bc2), dt(weight_decay)
     for i in range(param.shape[0]):
         g = grad[i]
         if decay:
