@@ -141,11 +141,15 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
 
     trainer.fit(data.x_train, data.y_train, data.x_val, data.y_val)
     test_loss, test_acc = trainer.evaluate(data.x_test, data.y_test)
+    # The history's train metrics are running means during each epoch; these
+    # are of the final weights on the whole training split.
+    train_loss, train_acc = trainer.evaluate(data.x_train, data.y_train)
     summary = {
         "test_loss": test_loss, "test_accuracy": test_acc, "engine": engine.name,
         "epochs": trainer.epoch, "train_seconds": trainer.train_seconds,
         "parameters": model.num_parameters(), "stopped_early": trainer.stopped_early,
         "best_epoch": trainer.best.get("epoch") if config["patience"] else trainer.epoch,
+        "train_loss": train_loss, "train_accuracy": train_acc,
         "final_train_loss": trainer.history.rows[-1]["train_loss"],
         "final_train_accuracy": trainer.history.rows[-1]["train_acc"],
         "final_val_loss": trainer.history.rows[-1]["val_loss"],

@@ -1,0 +1,273 @@
+"""The trainer: batching, determinism, resume, NaN handling, early stopping, output."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import make_engine
+from handprop.errors import CheckpointError, ConfigError, NumericalError
+from handprop.nn import mlp
+from handprop.optim import Adam, SGD
+from handprop.train import Trainer, run_training
+from handprop.train.trainer import CHECKPOINT_NAME
+
+SMALL = {"dataset": "mnist", "train_subset": 600, "val_size": 200, "hidden": [16],
+         "activation": "tanh", "optimizer": "adam", "lr": 0.01, "batch_size": 32, "epochs": 3,
+         "backend": "cpu"}
+
+
+def toy_problem(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 5))
+    y = (x[:, 0] + x[:, 1] > 0).astype(np.int64)
+    return x, y
+
+
+def make_trainer(engine="cpu", seed=0, optimizer=None, **kwargs):
+    model = mlp(5, [8], 2, activation="tanh", engine=make_engine(engine), dtype="float64", seed=seed)
+    return Trainer(model, "softmax_cross_entropy", optimizer or Adam(lr=0.01), seed=seed,
+                   progress=False, **kwargs)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64, 1000])
+def test_batch_sizes_from_one_to_the_full_set(batch_size):
+    x, y = toy_problem()
+    trainer = make_trainer(batch_size=batch_size, epochs=2)
+    history = trainer.fit(x, y)
+    assert len(history) == 2
+    # Every sample is seen once per epoch: the update count tells.
+    assert trainer.optimizer.t == 2 * math.ceil(len(x) / batch_size)
+    assert 0 <= history.rows[-1]["train_acc"] <= 1
+
+
+def test_same_seed_same_run_and_other_seed_differs():
+    x, y = toy_problem()
+    a = make_trainer(seed=3, batch_size=8, epochs=3)
+    b = make_trainer(seed=3, batch_size=8, epochs=3)
+    c = make_trainer(seed=4, batch_size=8, epochs=3)
+    la = a.fit(x, y).column("train_loss")
+    assert la == b.fit(x, y).column("train_loss")
+    assert la != c.fit(x, y).column("train_loss")
+
+
+def test_learning_improves_and_validation_is_reported():
+    x, y = toy_problem(200)
+    trainer = make_trainer(batch_size=16, epochs=8)
+    history = trainer.fit(x[:150], y[:150], x[150:], y[150:])
+    assert history.rows[-1]["train_loss"] < history.rows[0]["train_loss"]
+    assert history.rows[-1]["val_acc"] > 0.85
+    assert all(r["val_loss"] is not None for r in history.rows)
+
+
+def test_evaluate_matches_a_hand_computed_accuracy():
+    x, y = toy_problem(100)
+    trainer = make_trainer(batch_size=10, epochs=2, eval_batch_size=7)
+    trainer.fit(x, y)
+    engine = trainer.engine
+    logits = engine.to_numpy(trainer.model.forward(engine.asarray(x, "float64")))
+    expected_acc = float(np.mean(logits.argmax(axis=1) == y))
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    logp = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    expected_loss = float(-logp[np.arange(len(y)), y].mean())
+    loss, acc = trainer.evaluate(x, y)
+    assert acc == pytest.approx(expected_acc)
+    assert loss == pytest.approx(expected_loss, rel=1e-10)
+
+
+def test_interrupted_training_resumes_to_identical_weights(tmp_path):
+    """Kill mid-epoch, resume from the last checkpoint: same weights as never stopped."""
+    x, y = toy_problem(90)
+    uninterrupted = make_trainer(batch_size=8, epochs=5, checkpoint_dir=tmp_path / "a")
+    uninterrupted.fit(x, y, x[:20], y[:20])
+
+    class Crash(Exception):
+        pass
+
+    def crash(epoch, batch):
+        if epoch == 4 and batch == 5:
+            raise Crash
+
+    crashed = make_trainer(batch_size=8, epochs=5, checkpoint_dir=tmp_path / "b", on_batch_end=crash)
+    with pytest.raises(Crash):
+        crashed.fit(x, y, x[:20], y[:20])
+
+    resumed = make_trainer(seed=99, batch_size=8, epochs=5, checkpoint_dir=tmp_path / "b")
+    resumed.load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)
+    assert resumed.epoch == 3 and resumed.optimizer.t == 3 * math.ceil(90 / 8)
+    resumed.fit(x, y, x[:20], y[:20])
+    for name, value in uninterrupted.model.get_weights().items():
+        np.testing.assert_array_equal(resumed.model.get_weights()[name], value)
+    assert resumed.history.column("train_loss") == uninterrupted.history.column("train_loss")
+
+
+def test_a_killed_cli_run_resumes_to_the_same_result(tmp_path):
+    """A real SIGKILL of `handprop train`, then `--resume`."""
+    flags = ["--dataset", "mnist", "--train-subset", "3000", "--val-size", "300", "--hidden", "512",
+             "--activation", "relu", "--optimizer", "momentum", "--lr", "0.05",
+             "--batch-size", "8", "--epochs", "4", "--backend", "cpu", "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
+    proc = subprocess.Popen([sys.executable, "-m", "handprop", "train", *flags, "--out", str(killed_dir)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        metrics = killed_dir / "metrics.jsonl"
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
+    time.sleep(0.3)  # now somewhere inside a later epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed_dir / "summary.json").exists()
+    resume = subprocess.run([sys.executable, "-m", "handprop", "train", "--resume", str(killed_dir),
+                             "--no-progress"], env=env, capture_output=True, text=True)
+    assert resume.returncode == 0, resume.stderr
+    assert "resuming" in resume.stdout
+    clean = subprocess.run([sys.executable, "-m", "handprop", "train", *flags, "--out", str(clean_dir)],
+                           env=env, capture_output=True, text=True)
+    assert clean.returncode == 0, clean.stderr
+    a = np.load(killed_dir / "model.npz", allow_pickle=False)
+    b = np.load(clean_dir / "model.npz", allow_pickle=False)
+    for name in b.files:
+        if name != "__meta__":
+            np.testing.assert_array_equal(a[name], b[name])
+    rows = [json.loads(line) for line in (killed_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+
+
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+    x, y = toy_problem()
+
+    def poison(epoch, batch):
+        if epoch == 2 and batch == 3:
+            trainer.model.layers[0].params["W"][0, 0] = np.nan
+
+    trainer = make_trainer(batch_size=8, epochs=4, checkpoint_dir=tmp_path, on_batch_end=poison)
+    with pytest.raises(NumericalError, match=r"loss became nan at epoch 2, batch 4.*after epoch 1"):
+        trainer.fit(x, y)
+    again = make_trainer(batch_size=8, epochs=4)
+    again.load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    assert again.epoch == 1
+    assert all(np.isfinite(w).all() for w in again.model.get_weights().values())
+
+
+def test_early_stopping_restores_the_best_weights(monkeypatch):
+    x, y = toy_problem()
+    trainer = make_trainer(batch_size=16, epochs=10, patience=2)
+    scripted = iter([1.0, 0.5, 0.7, 0.8, 0.9, 0.4])
+    monkeypatch.setattr(trainer, "evaluate_on_engine", lambda xs, ys: (next(scripted), 0.5))
+    snapshots = {}
+    trainer.on_epoch_end = lambda t, row: snapshots.__setitem__(row["epoch"], t.model.get_weights())
+    trainer.fit(x, y, x[:10], y[:10])
+    assert trainer.stopped_early and trainer.epoch == 4
+    assert trainer.best["epoch"] == 2
+    for name, value in trainer.model.get_weights().items():
+        np.testing.assert_array_equal(value, snapshots[2][name])
+    assert not np.array_equal(snapshots[2]["layer0.W"], snapshots[4]["layer0.W"])
+
+
+def test_early_stopping_without_validation_is_refused():
+    x, y = toy_problem()
+    with pytest.raises(ConfigError, match="validation"):
+        make_trainer(patience=2).fit(x, y)
+
+
+def test_plain_epoch_lines_when_not_a_terminal(capsys):
+    x, y = toy_problem()
+    model = mlp(5, [4], 2, engine=make_engine("cpu"), seed=0)
+    Trainer(model, "softmax_cross_entropy", SGD(lr=0.1), batch_size=16, epochs=2,
+            progress=True).fit(x, y, x[:8], y[:8])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("epoch   1/2  train_loss") and "val_acc" in lines[0]
+    assert "\r" not in capsys.readouterr().err
+
+
+def test_bad_training_input_is_refused_before_training():
+    x, y = toy_problem()
+    trainer = make_trainer()
+    with pytest.raises(Exception, match="labels must lie in 0..1"):
+        trainer.fit(x, y + 5)
+    x_bad = x.copy()
+    x_bad[3, 2] = np.inf
+    with pytest.raises(Exception, match="NaN or Inf"):
+        trainer.fit(x_bad, y)
+    with pytest.raises(Exception, match="expects 5"):
+        trainer.fit(x[:, :4], y)
+    assert trainer.optimizer.t == 0
+
+
+@pytest.mark.parametrize("engine_name", ["numba", "cuda-emulated"])
+def test_whole_run_parity_with_cpu(engine_name):
+    """Same seed on cpu and a fused engine: per-epoch losses within 1e-4 relative."""
+    from conftest import ENGINE_PARAMS
+    from handprop.engines import engine_status
+    from handprop.train import make_config
+
+    if engine_name not in [p.values[0] for p in ENGINE_PARAMS]:
+        pytest.skip(f"{engine_name} engine is not built on this machine (no C++ compiler)")
+    if engine_name == "numba" and not engine_status("numba").available:
+        pytest.skip(f"numba engine unavailable: {engine_status('numba').reason}")
+    config = make_config(SMALL, {"epochs": 3, "dtype": "float32"})
+    losses = {}
+    for name in ("cpu", engine_name):
+        engine = make_engine(name)
+        from handprop.train.run import build_model, build_optimizer, prepare_data
+
+        data = prepare_data(config)
+        model = build_model(config, data.input_dim, data.classes, engine)
+        optimizer = build_optimizer(config, math.ceil(len(data.x_train) / config["batch_size"]))
+        trainer = Trainer(model, "softmax_cross_entropy", optimizer, batch_size=32, epochs=3,
+                          seed=0, progress=False)
+        history = trainer.fit(data.x_train, data.y_train, data.x_val, data.y_val)
+        losses[name] = history.column("train_loss") + history.column("val_loss")
+    np.testing.assert_allclose(losses[engine_name], losses["cpu"], rtol=1e-4)
+
+
+# ------------------------------------------------------------------ run folders
+def test_run_folder_contents(tmp_path):
+    summary = run_training(SMALL, tmp_path / "run", progress=False, log=lambda *a: None)
+    out = tmp_path / "run"
+    for name in ("config.json", "metrics.jsonl", CHECKPOINT_NAME, "model.npz", "curves.png",
+                 "summary.json"):
+        assert (out / name).exists(), name
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert set(rows[0]) >= {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}
+    saved = json.loads((out / "summary.json").read_text())
+    assert set(saved) >= {"test_loss", "test_accuracy", "engine", "epochs", "train_seconds", "parameters"}
+    assert saved["parameters"] == 784 * 16 + 16 + 16 * 10 + 10
+    assert saved["test_accuracy"] == summary["test_accuracy"] > 0.5
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["hidden"] == [16] and config["preprocessing"]["normalize"]["kind"] == "scale"
+    assert (out / "curves.png").stat().st_size > 5000
+    # Rerunning from config.json alone reproduces the result.
+    again = run_training(config["config"], tmp_path / "again", progress=False, log=lambda *a: None)
+    assert again["test_loss"] == summary["test_loss"]
+
+
+def test_run_refuses_to_overwrite_and_resume_needs_a_run(tmp_path):
+    run_training(dict(SMALL, epochs=1), tmp_path / "r", progress=False, log=lambda *a: None)
+    with pytest.raises(ConfigError, match="already holds a run"):
+        run_training(dict(SMALL, epochs=1), tmp_path / "r", progress=False, log=lambda *a: None)
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        run_training({}, tmp_path / "empty", resume=True, progress=False, log=lambda *a: None)
+
+
+@pytest.mark.parametrize("name, hidden, lr, epochs, batch", [("xor", [3], 2.0, 3000, 21),
+                                                              ("linear", [2], 1.0, 1000, 10)])
+def test_toy_sets_reach_full_training_accuracy(tmp_path, name, hidden, lr, epochs, batch):
+    config = {"dataset": name, "hidden": hidden, "activation": "sigmoid", "output_loss": "mse",
+              "val_size": 0, "batch_size": batch, "lr": lr, "epochs": epochs, "backend": "cpu"}
+    summary = run_training(config, None, progress=False, log=lambda *a: None)
+    assert summary["train_accuracy"] == 1.0
