@@ -70,13 +70,13 @@ def test_mixing_numpy_and_cupy_is_refused():
         engine.sgd_update(z, np.zeros((4, 3), dtype=np.float32), 0.1)
 
 
-def test_labels_out_of_range_on_the_gpu():
-    from handprop.errors import DataError
-
+def test_labels_out_of_range_on_the_gpu_poison_the_loss():
+    """No per-step host round trip: a bad label shows as a NaN loss, not a sync."""
     engine = get_engine("cuda")
     logits = engine.asarray(np.zeros((3, 4), dtype=np.float32))
-    with pytest.raises(DataError):
-        engine.softmax_xent(logits, engine.asarray(np.array([0, 4, 1])))
+    loss, _ = engine.softmax_xent(logits, engine.asarray(np.array([0, 4, 1])))
+    assert not isinstance(loss, float)  # still on the device
+    assert np.isnan(engine.to_float(loss))
 
 
 def test_kernels_compile_once_and_are_reused():

@@ -73,7 +73,7 @@ class GradcheckReport:
 
 def total_loss(model: Sequential, loss, x, targets, l2: float) -> float:
     value, _ = loss(model.engine, model.forward(x, training=False), targets)
-    return value + model.l2_penalty(l2)
+    return model.engine.to_float(value) + model.l2_penalty(l2)
 
 
 def gradcheck(model: Sequential, loss, x, targets, l2: float = 0.0, step: float = 1e-4,
@@ -207,6 +207,7 @@ def overfit_check(model: Sequential, loss, optimizer, x, targets, steps: int = 5
     losses = []
     for step in range(1, steps + 1):
         value, grad = loss(engine, model.forward(xs, training=True), ts)
+        value = engine.to_float(value)
         losses.append(value)
         if value < threshold:
             return SanityResult(True, value, step, losses, threshold)

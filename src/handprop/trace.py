@@ -330,6 +330,7 @@ def trace(net: NetSpec | dict, engine=None) -> Trace:
 
     outputs = model.forward(xs, training=True)
     loss_value, grad_outputs = loss_fn(engine, outputs, ts)
+    loss_value = engine.to_float(loss_value)
     if not math.isfinite(loss_value):
         raise NumericalError(f"the loss is {loss_value}; the weights or inputs are too large "
                              f"for float64 here")

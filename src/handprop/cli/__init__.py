@@ -21,6 +21,7 @@ from ..errors import HandpropError
 # Order is the order shown by --help.
 COMMAND_MODULES = [
     "train",
+    "sweep",
     "evaluate",
     "predict",
     "trace",

@@ -17,7 +17,11 @@ Conventions shared by every engine (the kernels in ``numba_kernels.py`` and
 * Activation derivatives are computed from the activation *output*, which
   every supported activation allows, so layers keep only their output.
 * ``softmax_xent`` takes integer class labels and returns the batch-mean loss
-  and ``(softmax - onehot) / batch`` in one call.
+  and ``(softmax - onehot) / batch`` in one call. Labels are validated once
+  per dataset by the caller (``nn.losses.check_targets``), not per batch.
+* Scalars that come out of a primitive (a loss) may stay on the engine: a
+  Python float on host engines, a 0-d device array on a GPU, so a training
+  step never waits for the device. Read them with ``engine.to_float``.
 * Optimizer updates work in place. ``weight_decay`` is coupled (added to the
   gradient, as in ``torch.optim``); L2 as a loss term lives in the model.
 """
@@ -157,7 +161,8 @@ class Engine:
     def softmax_xent(self, logits, labels):
         """Batch-mean softmax cross-entropy and its gradient w.r.t. the logits.
 
-        Returns ``(loss, grad)`` where ``loss`` is a Python float and
+        Returns ``(loss, grad)`` where ``loss`` is a scalar (see the module
+        notes; read it with ``to_float``) and
         ``grad = (softmax(logits) - onehot(labels)) / batch``.
         """
         xp = self.xp

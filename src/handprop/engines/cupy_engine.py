@@ -184,11 +184,13 @@ class CudaKernelEngine(Engine):
         bad_label = self._raw.zeros((1,), dtype=np.int32)
         self._run(f"softmax_xent_{sfx}", rows,
                   (logits, labels, grad, row_loss, bad_label, np.int32(rows), np.int32(cols)))
-        # The base contract returns a Python float, which waits for the GPU.
-        loss = self.to_float(self.xp.sum(row_loss) / rows)
-        # A bad label poisons the loss with NaN, so the flag is read (one more
-        # transfer) only when the loss is not finite anyway.
-        if not math.isfinite(loss) and int(self.to_numpy(bad_label)[0]):
+        loss = self.xp.sum(row_loss) / rows
+        if self.is_gpu:
+            # Stay on the device: reading the loss would wait for the GPU every
+            # step. A bad label makes the loss NaN, which the trainer's NaN
+            # check reports; datasets' labels are checked once up front.
+            return loss, grad
+        if not math.isfinite(self.to_float(loss)) and int(self.to_numpy(bad_label)[0]):
             raise DataError(
                 f"softmax_xent: a label lies outside [0, {cols}) for logits with {cols} classes; "
                 "check the dataset's labels against the model's number of outputs"

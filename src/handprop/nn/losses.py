@@ -23,7 +23,7 @@ class Loss:
     name = "loss"
 
     def __call__(self, engine, outputs, targets):
-        """Return ``(loss: float, grad_outputs)``."""
+        """Return ``(loss, grad_outputs)``; ``loss`` is an engine scalar (``engine.to_float``)."""
         raise NotImplementedError
 
     def predict(self, engine, outputs):
@@ -60,7 +60,7 @@ class MeanSquaredError(Loss):
         diff = outputs - self.targets_as_array(engine, outputs, targets)
         n = outputs.shape[0]
         loss = 0.5 * xp.sum(diff * diff) / n
-        return engine.to_float(loss), diff / n
+        return loss, diff / n
 
 
 class BinaryCrossEntropy(Loss):
@@ -74,7 +74,7 @@ class BinaryCrossEntropy(Loss):
         z = outputs
         per_element = xp.where(z > 0, z, xp.zeros_like(z)) - z * t + xp.log1p(xp.exp(-xp.abs(z)))
         loss = xp.sum(per_element) / n
-        return engine.to_float(loss), (engine.activation(z, "sigmoid") - t) / n
+        return loss, (engine.activation(z, "sigmoid") - t) / n
 
 
 LOSSES = {cls.name: cls for cls in (SoftmaxCrossEntropy, MeanSquaredError, BinaryCrossEntropy)}

@@ -63,10 +63,13 @@ class EpochReporter:
                                         position=1, leave=False, file=self.stream,
                                         dynamic_ncols=True, mininterval=0.2)
 
-    def batch(self, loss: float, acc: float) -> None:
+    def batch(self, read_metrics) -> None:
+        """``read_metrics() -> (loss, acc)`` is called only when the bar shows them,
+        since reading a GPU scalar waits for the device."""
         if self.batch_bar is not None:
             self.batch_bar.update(1)
             if self.batch_bar.n % 20 == 0 or self.batch_bar.n == self.batches:
+                loss, acc = read_metrics()
                 self.batch_bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.2%}", refresh=False)
 
     def end_epoch(self, row: dict) -> None:
@@ -135,14 +138,15 @@ class Trainer:
         check_targets(y, len(x), self.model.output_dim, self.loss)
         return self.engine.asarray(x, self.model.dtype), self.engine.asarray(y)
 
-    def _correct(self, outputs, y) -> float:
+    def _correct(self, outputs, y):
+        """Number of correct predictions, as an engine scalar."""
         xp = self.engine.xp
         pred = self.loss.predict(self.engine, outputs)
         if len(y.shape) == 2:  # target arrays: compare with their argmax (or threshold)
             truth = (xp.astype(y[:, 0] > 0.5, xp.int64) if y.shape[1] == 1 else xp.argmax(y, axis=1))
         else:
             truth = y
-        return self.engine.to_float(xp.sum(xp.astype(pred == truth, xp.float64)))
+        return xp.sum(xp.astype(pred == truth, xp.float64))
 
     def evaluate_on_engine(self, xs, ys) -> tuple[float, float]:
         """Mean loss and accuracy over engine-resident arrays."""
@@ -152,9 +156,9 @@ class Trainer:
             xb, yb = xs[start:start + self.eval_batch_size], ys[start:start + self.eval_batch_size]
             outputs = self.model.forward(xb, training=False)
             value, _ = self.loss(self.engine, outputs, yb)
-            total_loss += value * xb.shape[0]
-            total_correct += self._correct(outputs, yb)
-        return total_loss / n, total_correct / n
+            total_loss = total_loss + value * xb.shape[0]
+            total_correct = total_correct + self._correct(outputs, yb)
+        return self.engine.to_float(total_loss) / n, self.engine.to_float(total_correct) / n
 
     def evaluate(self, x, y) -> tuple[float, float]:
         """Mean loss (without L2) and accuracy on host arrays ``x``, ``y``."""
@@ -173,6 +177,10 @@ class Trainer:
         batches = math.ceil(n / self.batch_size)
         reporter = EpochReporter(self.epochs, batches, enabled=self.progress)
         xp, engine = self.engine.xp, self.engine
+        to_float = engine.to_float
+        # Reading the loss waits for a GPU, so there it is checked for NaN now
+        # and then; on the host every batch costs nothing extra.
+        nan_check_every = 50 if engine.is_gpu else 1
         try:
             while self.epoch < self.epochs and not self.stopped_early:
                 epoch = self.epoch + 1
@@ -186,19 +194,21 @@ class Trainer:
                     xb, yb = xp.take(xs, idx, axis=0), xp.take(ys, idx, axis=0)
                     outputs = self.model.forward(xb, training=True)
                     value, grad = self.loss(engine, outputs, yb)
-                    if not math.isfinite(value):
-                        raise NumericalError(self._nan_message(value, epoch, b + 1))
+                    if (b + 1) % nan_check_every == 0 or b + 1 == batches:
+                        if not math.isfinite(to_float(value)):
+                            raise NumericalError(self._nan_message(to_float(value), epoch, b + 1))
                     self.model.backward(grad)
                     self.model.add_l2_gradient(self.l2)
                     self.optimizer.step(self.model)
-                    size = xb.shape[0]
-                    loss_sum += value * size
-                    correct += self._correct(outputs, yb)
-                    reporter.batch(value, correct / min(n, (b + 1) * self.batch_size))
+                    loss_sum = loss_sum + value * xb.shape[0]
+                    correct = correct + self._correct(outputs, yb)
+                    seen = min(n, (b + 1) * self.batch_size)
+                    reporter.batch(lambda: (to_float(value), to_float(correct) / seen))
                     if self.on_batch_end:
                         self.on_batch_end(epoch, b + 1)
                 engine.synchronize()
-                row = {"epoch": epoch, "train_loss": loss_sum / n, "train_acc": correct / n,
+                row = {"epoch": epoch, "train_loss": to_float(loss_sum) / n,
+                       "train_acc": to_float(correct) / n,
                        "val_loss": None, "val_acc": None, "lr": lr_at_start}
                 if has_val:
                     row["val_loss"], row["val_acc"] = self.evaluate_on_engine(xv, yv)

@@ -1,0 +1,82 @@
+"""One sweep trial: a plain function of its configuration, so it can run anywhere.
+
+``run_trial(config)`` trains in a private temporary folder and returns the
+summary, the per-epoch history and the bytes of the small output files. The
+client writes them into the sweep folder, so workers need no shared file
+system (a Dask cluster on other machines works the same as local processes),
+and an interrupted trial never leaves a half-written trial folder behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+# Files copied back from a trial; checkpoint.npz is left out: it only serves to
+# resume an unfinished run, and a finished trial is complete without it.
+RETURNED_FILES = ("config.json", "metrics.jsonl", "model.npz", "curves.png", "summary.json")
+
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                   "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
+                   "NUMBA_NUM_THREADS")
+
+
+def pin_threads(threads: int) -> None:
+    """Limit BLAS/OpenMP and Numba threads of this process to ``threads``.
+
+    The environment variables take effect for libraries not loaded yet (Numba
+    is imported lazily, after this); threadpoolctl limits the ones already
+    loaded (NumPy's BLAS) and Numba's runtime count covers an imported Numba.
+    """
+    threads = max(1, int(threads))
+    for name in THREAD_ENV_VARS:
+        os.environ[name] = str(threads)
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
+    if "numba" in sys.modules:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def thread_report() -> dict:
+    """What this process runs with: the pinning variables and the loaded thread pools."""
+    import numpy  # noqa: F401  -- load BLAS so threadpoolctl can see it
+    from threadpoolctl import threadpool_info
+
+    return {"pid": os.getpid(),
+            "env": {name: os.environ.get(name) for name in THREAD_ENV_VARS},
+            "pools": [{"api": p.get("internal_api"), "num_threads": p.get("num_threads")}
+                      for p in threadpool_info()]}
+
+
+def run_trial(config: dict, threads: int | None = None) -> dict:
+    """Train ``config``; never raises for a failing run, returns its error instead."""
+    from ..train.run import run_training
+
+    if threads:
+        pin_threads(threads)
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="handprop-trial-") as tmp:
+        out = Path(tmp) / "run"
+        try:
+            summary = run_training(config, out, progress=False, log=lambda *a, **k: None)
+            result = {"status": "ok", "summary": summary, "error": None}
+        except Exception as exc:  # the sweep goes on; the error is reported with the trial
+            result = {"status": "failed", "summary": None,
+                      "error": f"{type(exc).__name__}: {exc}",
+                      "traceback": traceback.format_exc()}
+        # A failed run still returns what it wrote (its epochs so far), to help find why.
+        metrics = out / "metrics.jsonl"
+        result["history"] = ([json.loads(line) for line in metrics.read_text().splitlines()
+                              if line.strip()] if metrics.exists() else [])
+        result["files"] = {name: (out / name).read_bytes() for name in RETURNED_FILES
+                           if (out / name).exists()}
+    result["seconds"] = time.time() - started
+    return result
