@@ -146,15 +146,15 @@ def option_key(name: str) -> str:
     from ..train.config import DEFAULTS
 
     bare = name.strip().lstrip("-")
-    for flag, key, _, _ in TRAIN_FLAGS:
-        if bare == flag.lstrip("-"):
-            return key
-    key = bare.replace("-", "_")
+    flags = {flag.lstrip("-"): key for flag, key, _, _ in TRAIN_FLAGS}
+    key = flags.get(bare, bare.replace("-", "_"))
     if key == "seed":
         raise ConfigError("seeds are not part of the space: give them with --seeds 0,1,2 "
                           "(or seeds = [...] under [sweep])")
     if key not in DEFAULTS:
-        close = [k for k in DEFAULTS if k.startswith(key[:3])]
+        import difflib
+
+        close = difflib.get_close_matches(key, list(DEFAULTS), n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ConfigError(f"cannot sweep {name!r}: not a training option{hint}")
     return key
