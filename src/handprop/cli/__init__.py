@@ -29,6 +29,7 @@ COMMAND_MODULES = [
     "data",
     "info",
     "doctor",
+    "bench",
 ]
 
 
