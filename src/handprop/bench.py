@@ -517,8 +517,9 @@ def primitive_cases(model, batch: int, engine_name: str, seed: int = 0) -> dict:
         cases[f"bias_grad ({batch},{units})"] = lambda g=g: engine.bias_grad(g)
     logits = arr(batch, CLASSES, scale=3.0)
     labels = engine.asarray(rng.integers(0, CLASSES, batch))
+    b_out = arr(CLASSES)
     cases[f"bias_act identity ({batch},{CLASSES})"] = (
-        lambda: engine.bias_act(logits, arr(CLASSES), "identity"))
+        lambda: engine.bias_act(logits, b_out, "identity"))
     cases[f"softmax_xent ({batch},{CLASSES})"] = lambda: engine.softmax_xent(logits, labels)
     shapes = [s for a, b in zip(dims[:-1], dims[1:]) for s in ((a, b), (b,))]
     params = [arr(*s, scale=0.05) for s in shapes]

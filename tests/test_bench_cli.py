@@ -1,0 +1,86 @@
+"""`handprop bench`: runs, saves JSON rows with the documented keys, compares with a
+saved file and flags regressions. Tiny settings; no speed is asserted."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from handprop.cli import main
+
+TINY = ["bench", "--quick", "--engines", "cpu", "--models", "0", "--batches", "16",
+        "--steps", "2", "--repeats", "1", "--no-torch"]
+KEYS = {"engine", "model", "batch", "optimizer", "samples_per_s", "samples_per_s_min",
+        "samples_per_s_max", "ceiling_samples_per_s", "ratio_to_cpu", "ceiling_share",
+        "blas_kernel", "threads"}
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "rows.json"
+    assert main(TINY + ["--json", str(path)]) == 0
+    return path
+
+
+def test_json_rows_have_the_documented_keys(saved):
+    rows = json.loads(saved.read_text())
+    assert isinstance(rows, list) and len(rows) == 1
+    row = rows[0]
+    assert KEYS <= set(row)
+    assert (row["engine"], row["model"], row["batch"], row["optimizer"]) == \
+        ("cpu", "784-100-10 sigmoid", 16, "sgd")
+    assert row["samples_per_s"] > 0 and row["ceiling_samples_per_s"] > 0
+    assert row["samples_per_s_min"] <= row["samples_per_s"] <= row["samples_per_s_max"]
+    assert "torch_samples_per_s" not in row  # --no-torch
+
+
+def test_compare_flags_a_regression(saved, tmp_path, capsys):
+    rows = json.loads(saved.read_text())
+    fast = [dict(r, samples_per_s=r["samples_per_s"] * 1e6) for r in rows]  # saved much faster
+    path = tmp_path / "fast.json"
+    path.write_text(json.dumps(fast))
+    capsys.readouterr()
+    assert main(TINY + ["--compare", str(path)]) == 1
+    out = capsys.readouterr().out
+    assert "REGRESSION" in out and "1 regression(s)" in out
+
+
+def test_compare_without_regression(saved, tmp_path, capsys):
+    rows = json.loads(saved.read_text())
+    slow = [dict(r, samples_per_s=r["samples_per_s"] * 1e-6) for r in rows]  # saved much slower
+    path = tmp_path / "slow.json"
+    path.write_text(json.dumps(slow))
+    capsys.readouterr()
+    assert main(TINY + ["--compare", str(path), "--threshold", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "REGRESSION" not in out and "no regression beyond 20%" in out
+
+
+def test_compare_row_logic_is_threshold_based():
+    from handprop.bench import compare_rows
+
+    saved = [{"engine": "cpu", "model": "m", "batch": 8, "optimizer": "sgd",
+              "samples_per_s": 100.0}]
+    now = [dict(saved[0], samples_per_s=85.0)]
+    assert compare_rows(now, saved, 0.10)[0]["regression"] is True
+    assert compare_rows(now, saved, 0.20)[0]["regression"] is False
+    assert compare_rows([dict(now[0], batch=9)], saved, 0.1) == []
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--compare", "/nonexistent/rows.json"], "no saved benchmark file"),
+    (["--engines", "nosuch"], "unknown engine"),
+    (["--models", "7"], "unknown --models entry"),
+])
+def test_bad_arguments_are_one_line_errors(argv, message, capsys):
+    assert main(TINY + argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_plot_writes_a_png(saved, tmp_path):
+    from handprop.bench import load_rows, plot_rows
+
+    out = tmp_path / "bars.png"
+    plot_rows(load_rows(saved), out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
