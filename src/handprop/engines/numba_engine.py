@@ -39,21 +39,32 @@ _RELU, _LEAKY, _SIGMOID, _TANH, _LECUN, _IDENTITY = (
 )
 
 
-def _floats(*arrays) -> bool:
-    """All plain ndarrays of one supported float dtype."""
-    first = arrays[0]
-    if type(first) is not np.ndarray or first.dtype not in _FLOATS:
+# These checks run on every call: plain loops, since a generator in
+# ``all()`` alone cost more than a small kernel.
+def _floats(first, *rest) -> bool:
+    """All plain ndarrays of one supported (native-order) float dtype."""
+    if type(first) is not np.ndarray:
         return False
-    return all(type(a) is np.ndarray and a.dtype == first.dtype for a in arrays[1:])
+    dt = first.dtype
+    if dt not in _FLOATS:
+        return False
+    for a in rest:
+        if type(a) is not np.ndarray or a.dtype != dt:
+            return False
+    return True
 
 
 def _inplace_ok(*arrays) -> bool:
-    return all(a.flags.c_contiguous and a.flags.writeable for a in arrays)
+    for a in arrays:
+        flags = a.flags
+        if not (flags.c_contiguous and flags.writeable):
+            return False
+    return True
 
 
 def _flat(a):
     """A 1-D view of a C-contiguous array (writes go through to ``a``)."""
-    return a.reshape(-1)
+    return a.ravel()
 
 
 class NumbaEngine(NumpyEngine):
@@ -108,14 +119,15 @@ class NumbaEngine(NumpyEngine):
     # ---------------------------------------------------------- activations
     def bias_act(self, z, b, kind: str, alpha: float = 0.01):
         code = activation_code(kind)
-        if not _floats(z, b) or z.ndim != 2 or b.ndim != 1:
+        if code == _IDENTITY or not _floats(z, b) or z.ndim != 2 or b.ndim != 1:
+            # identity is just ``z + b``: NumPy's add beats a kernel call.
             return super().bias_act(z, b, kind, alpha)
         self.check_bias_shapes(z, b)
         z = np.ascontiguousarray(z)
         b = np.ascontiguousarray(b)
         k = self._k
         out = np.empty_like(z)
-        if code in (_IDENTITY, _RELU, _LEAKY):
+        if code == _RELU or code == _LEAKY:
             k.bias_act_direct(z, b, code, float(alpha), out)
         elif code == _SIGMOID:
             k.bias_neg_abs(z, b, out)
