@@ -17,6 +17,8 @@ def _pyplot():
 def plot_curves(rows: list[dict], path, title: str = "") -> Path:
     """Loss and accuracy per epoch, train dashed and validation solid."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
     for key, ax, label in (("loss", ax_loss, "loss"), ("acc", ax_acc, "accuracy")):
@@ -28,6 +30,9 @@ def plot_curves(rows: list[dict], path, title: str = "") -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     ax_loss.set_yscale("log")
+    ax_acc.yaxis.set_major_formatter(PercentFormatter(1.0))
+    for ax in (ax_loss, ax_acc):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
