@@ -7,6 +7,7 @@ the MNIST runs on real executors are in test_sweep_e2e.py.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 
@@ -17,7 +18,7 @@ from handprop.errors import ConfigError
 from handprop.experiments import executors
 from handprop.experiments.executors import InlineExecutor, plan_threads
 from handprop.experiments.space import Space
-from handprop.experiments.sweep import SweepSpec, aggregate, best_toml, run_sweep
+from handprop.experiments.sweep import SweepProgress, SweepSpec, aggregate, best_toml, run_sweep
 
 try:
     import tomllib
@@ -35,11 +36,11 @@ class Counting:
         self.calls, self.interrupt_at = [], interrupt_at
         self.real = executors.run_trial
 
-    def __call__(self, config, threads=None):
+    def __call__(self, config, threads=None, plot=True):
         self.calls.append(config)
         if self.interrupt_at is not None and len(self.calls) == self.interrupt_at:
             raise KeyboardInterrupt  # as if Ctrl-C arrived during this trial
-        return self.real(config, threads)
+        return self.real(config, threads, plot)
 
 
 def _spec(**space):
@@ -101,10 +102,10 @@ def test_a_trial_function_that_raises_is_recorded_as_failed(tmp_path, monkeypatc
     # What a lost worker looks like to the client: the future raises instead of returning.
     real = executors.run_trial
 
-    def flaky(config, threads=None):
+    def flaky(config, threads=None, plot=True):
         if config["lr"] == 1.0:
             raise RuntimeError("worker lost")
-        return real(config, threads)
+        return real(config, threads, plot)
 
     monkeypatch.setattr(executors, "run_trial", flaky)
     result = run_sweep(_spec(), tmp_path, InlineExecutor(), **QUIET)
@@ -217,3 +218,27 @@ def test_example_studies_parse(name, trials, capsys):
     path = Path(__file__).parent.parent / "examples" / "sweeps" / f"{name}.toml"
     assert main(["sweep", "--config", str(path), "--dry-run"]) == 0
     assert f"{trials} trials" in capsys.readouterr().out
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_progress_bar_on_a_terminal_and_plain_lines_elsewhere():
+    record = {"trial": "t", "point": {"lr": 0.1}, "seed": 0, "status": "ok", "seconds": 1.0,
+              "metrics": {"val_accuracy": 0.5}, "error": None}
+    best = {"val_accuracy": 0.75, "point": {"lr": 1.0}}
+    terminal = _Terminal()
+    bar = SweepProgress(3, stream=terminal)
+    bar.update(record, best)
+    bar.update({**record, "status": "failed", "error": "ConfigError: bad"}, best)
+    bar.close()
+    text = terminal.getvalue()
+    assert "trials" in text and "2/3" in text and "best 75.00%" in text
+    assert "ConfigError: bad" in text  # failures are written above the bar
+    plain = io.StringIO()
+    lines = SweepProgress(2, stream=plain)
+    lines.update(record, best)
+    assert plain.getvalue().startswith("[1/2] ") and "val_acc 50.00%" in plain.getvalue()
+    assert "\r" not in plain.getvalue()

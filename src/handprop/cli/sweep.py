@@ -59,8 +59,10 @@ def register(subparsers):
     g.add_argument("--refine-mode", choices=("grid", "random"), default=None,
                    help="second stage as an even grid (default) or random samples")
     e = p.add_argument_group("execution and output")
-    e.add_argument("--workers", type=int, default=1,
-                   help="parallel trials (default 1: in this process); workers x threads <= cores")
+    e.add_argument("--workers", type=int, default=None,
+                   help="parallel trials: local processes (default 1, in this process), or the "
+                   "LocalCluster size with --scheduler local (default one per core); "
+                   "workers x threads <= cores")
     e.add_argument("--threads", type=int, default=None,
                    help="BLAS/Numba threads per worker (default cores // workers)")
     e.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT|local",
@@ -68,7 +70,7 @@ def register(subparsers):
     e.add_argument("--out", metavar="DIR", default=None,
                    help="sweep folder (default runs/sweep-<config name>); rerun to resume")
     e.add_argument("--dry-run", action="store_true", help="list the trials and stop")
-    e.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    e.add_argument("--no-plots", action="store_true", help="no PNG plots (neither the sweep's nor each trial's curves.png)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar or trial lines")
     p.set_defaults(func=run)
 

@@ -1,10 +1,11 @@
 """Where trials run: this process, local worker processes, or a Dask cluster.
 
-Every executor is a context manager with ``run(tasks)``: ``tasks`` is a list
-of ``(key, config)`` and it yields ``(key, result, error)`` as trials finish,
-in completion order. ``result`` is what ``trial.run_trial`` returned; ``error``
-is an exception that escaped it (a worker process that died, a lost Dask
-worker), in which case ``result`` is None. Results always come back to the
+Every executor is a context manager with ``run(tasks, plot)``: ``tasks`` is a
+list of ``(key, config)`` (``plot`` is passed on to ``run_trial``) and it
+yields ``(key, result, error)`` as trials finish, in completion order.
+``result`` is what ``trial.run_trial`` returned; ``error`` is an exception
+that escaped it (a worker process that died, a lost Dask worker), in which
+case ``result`` is None. Results always come back to the
 caller, which writes them: workers need no shared file system.
 
 Nothing here imports NumPy or Numba at module level: a local worker must set
@@ -42,7 +43,32 @@ def plan_threads(workers: int, threads: int | None = None, cores: int | None = N
     return threads
 
 
-class InlineExecutor:
+class _Reentrant:
+    """Start on the first ``with``, stop when the outermost one ends: a caller may hold
+    the workers (or cluster) open around a sweep that enters them again."""
+
+    _depth = 0
+
+    def __enter__(self):
+        if self._depth == 0:
+            self._start()
+        self._depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        self._depth -= 1
+        if self._depth == 0:
+            self._stop()
+        return False
+
+    def _start(self):
+        pass
+
+    def _stop(self):
+        pass
+
+
+class InlineExecutor(_Reentrant):
     """Trials one after another in this process (``--workers 1``): no start-up cost,
     and the simplest to debug."""
 
@@ -50,21 +76,15 @@ class InlineExecutor:
         self.threads = threads
         self.description = "this process"
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def run(self, tasks):
+    def run(self, tasks, plot: bool = True):
         for key, config in tasks:
             try:
-                yield key, run_trial(config, self.threads), None
+                yield key, run_trial(config, self.threads, plot), None
             except Exception as exc:  # run_trial catches training errors; this is a bug guard
                 yield key, None, exc
 
 
-class LocalExecutor:
+class LocalExecutor(_Reentrant):
     """``workers`` local processes, each pinned to ``threads`` BLAS/Numba threads.
 
     Processes are *spawned*, not forked: a fresh interpreter reads the thread
@@ -78,27 +98,25 @@ class LocalExecutor:
         self.description = f"{workers} local processes x {self.threads} threads"
         self.pool = None
 
-    def __enter__(self):
+    def _start(self):
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
         self.pool = ProcessPoolExecutor(max_workers=self.workers,
                                         mp_context=multiprocessing.get_context("spawn"),
                                         initializer=pin_threads, initargs=(self.threads,))
-        return self
 
-    def __exit__(self, *exc):
+    def _stop(self):
         # On an interrupt, drop the queued trials instead of waiting for them all.
         self.pool.shutdown(wait=True, cancel_futures=True)
-        return False
 
     def submit(self, fn, *args):
         return self.pool.submit(fn, *args)
 
-    def run(self, tasks):
+    def run(self, tasks, plot: bool = True):
         from concurrent.futures import as_completed
 
-        futures = {self.pool.submit(run_trial, config, self.threads): key
+        futures = {self.pool.submit(run_trial, config, self.threads, plot): key
                    for key, config in tasks}
         for future in as_completed(futures):
             try:
@@ -107,7 +125,7 @@ class LocalExecutor:
                 yield futures[future], None, exc
 
 
-class DaskExecutor:
+class DaskExecutor(_Reentrant):
     """Trials on a Dask cluster: ``address`` is ``tcp://HOST:PORT`` of a running
     scheduler, or ``"local"`` to start a ``LocalCluster`` of ``workers`` processes.
 
@@ -132,7 +150,7 @@ class DaskExecutor:
             self.threads = threads
             self.description = f"Dask scheduler {address}"
 
-    def __enter__(self):
+    def _start(self):
         try:
             from distributed import Client, LocalCluster
         except ImportError:
@@ -150,26 +168,25 @@ class DaskExecutor:
             else:
                 self.client = Client(self.address, timeout="20s")
         except OSError as exc:
-            self.__exit__(None, None, None)
+            self._stop()
             raise ConfigError(f"cannot reach the Dask scheduler at {self.address}: {exc}") from None
-        return self
 
-    def __exit__(self, *exc):
+    def _stop(self):
         if self.client is not None:
             self.client.close()
         if self.cluster is not None:
             self.cluster.close()
-        return False
 
     def submit(self, fn, *args):
         return self.client.submit(fn, *args, pure=False)
 
-    def run(self, tasks):
+    def run(self, tasks, plot: bool = True):
         from distributed import as_completed
 
         futures = {}
         for key, config in tasks:
-            futures[self.client.submit(run_trial, config, self.threads, pure=False)] = key
+            futures[self.client.submit(run_trial, config, self.threads, plot,
+                                        pure=False)] = key
         try:
             for future in as_completed(list(futures)):
                 try:
@@ -183,9 +200,14 @@ class DaskExecutor:
                 self.client.cancel(pending)
 
 
-def make_executor(workers: int = 1, scheduler: str | None = None, threads: int | None = None):
+def make_executor(workers: int | None = None, scheduler: str | None = None,
+                  threads: int | None = None):
+    """Dask when a scheduler is named (a LocalCluster of ``workers``, default one per
+    core); else ``workers`` local processes, or this process for one worker (default)."""
     if scheduler:
-        return DaskExecutor(scheduler, workers=workers if workers > 1 else None, threads=threads)
-    if workers == 1:
+        return DaskExecutor(scheduler, workers=workers, threads=threads)
+    if (workers or 1) == 1:
+        if threads is not None:
+            plan_threads(1, threads)
         return InlineExecutor(threads)
     return LocalExecutor(workers, threads)

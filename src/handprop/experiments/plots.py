@@ -165,22 +165,28 @@ def plot_heatmap(rows: list[dict], a: str, b: str, path) -> Path:
     """Mean validation accuracy over options ``a`` (x) and ``b`` (y)."""
     plt = _pyplot()
     cells: dict[tuple, float] = {}
+    distinct = [{repr(r["point"][o]) for r in rows} for o in (a, b)]
+    # Few distinct values: a grid of cells; continuous numbers (random search): a scatter.
+    continuous = (max(map(len, distinct)) > MAX_CELLS
+                  and all(is_number(r["point"][o]) for r in rows for o in (a, b)))
     for row in rows:
         if row["val_accuracy"] is None:
             continue
-        key = (row["point"][a], row["point"][b])
+        key = (_tick(row["point"][a]), _tick(row["point"][b])) if not continuous else \
+            (row["point"][a], row["point"][b])
         cells[key] = max(cells.get(key, -1.0), row["val_accuracy"])  # best over other options
-    xs = sorted({k[0] for k in cells}, key=_sort_key)
-    ys = sorted({k[1] for k in cells}, key=_sort_key)
-    fig, ax = plt.subplots(figsize=(1.2 * max(len(xs), 4) + 2, 0.6 * max(len(ys), 4) + 2)
-                           if len(xs) <= MAX_CELLS and len(ys) <= MAX_CELLS else (7, 5.5))
-    if len(xs) <= MAX_CELLS and len(ys) <= MAX_CELLS:
+    order = {_tick(r["point"][o]): _sort_key(r["point"][o]) for r in rows for o in (a, b)}
+    xs = sorted({k[0] for k in cells}, key=lambda v: order.get(v, (1, 0.0, str(v))))
+    ys = sorted({k[1] for k in cells}, key=lambda v: order.get(v, (1, 0.0, str(v))))
+    fig, ax = plt.subplots(figsize=(7, 5.5) if continuous else
+                           (1.2 * max(len(xs), 4) + 2, 0.6 * max(len(ys), 4) + 2))
+    if not continuous:
         grid = np.full((len(ys), len(xs)), np.nan)
         for (x, y), acc in cells.items():
             grid[ys.index(y), xs.index(x)] = acc
         image = ax.imshow(grid, cmap="viridis", origin="lower", aspect="auto")
-        ax.set_xticks(range(len(xs)), [_tick(v) for v in xs])
-        ax.set_yticks(range(len(ys)), [_tick(v) for v in ys])
+        ax.set_xticks(range(len(xs)), xs)
+        ax.set_yticks(range(len(ys)), ys)
         finite = grid[np.isfinite(grid)]
         middle = (finite.min() + finite.max()) / 2 if finite.size else 0
         for (i, j), acc in np.ndenumerate(grid):
@@ -202,11 +208,15 @@ def plot_heatmap(rows: list[dict], a: str, b: str, path) -> Path:
 
 
 def _sort_key(value):
-    return (0, float(value), "") if is_number(value) else (1, 0.0, str(value))
+    return (0, float(value), "") if is_number(value) else (1, 0.0, _tick(value))
 
 
-def _tick(value):
-    return f"{value:g}" if isinstance(value, float) else str(value)
+def _tick(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):  # hidden widths
+        return "x".join(map(str, value))
+    return str(value)
 
 
 def _save(fig, path, plt) -> Path:

@@ -373,7 +373,7 @@ def run_sweep(spec: SweepSpec, out_dir, executor=None, progress: bool = True,
             stack.enter_context(executor)
             entered.append(True)
         try:
-            for key, result, error in executor.run([(t.id, t.config) for t in todo]):
+            for key, result, error in executor.run([(t.id, t.config) for t in todo], plots):
                 record = store_result(by_id[key], out / "trials" / key, result, error)
                 records[key] = record
                 counts["ran"] += 1
@@ -381,6 +381,7 @@ def run_sweep(spec: SweepSpec, out_dir, executor=None, progress: bool = True,
                 # Tables after every trial: an interrupted sweep still has its results.
                 rows = aggregate(list(records.values()))
                 write_results_csv(out / "results.csv", rows, options)
+                atomic_write_text(out / "results.md", results_markdown(rows, options))
                 bar.update(record, best_row(rows))
         finally:
             bar.close()

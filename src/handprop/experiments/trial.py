@@ -56,8 +56,11 @@ def thread_report() -> dict:
                       for p in threadpool_info()]}
 
 
-def run_trial(config: dict, threads: int | None = None) -> dict:
-    """Train ``config``; never raises for a failing run, returns its error instead."""
+def run_trial(config: dict, threads: int | None = None, plot: bool = True) -> dict:
+    """Train ``config``; never raises for a failing run, returns its error instead.
+
+    ``plot=False`` skips the trial's curves.png (about half the time of a tiny run).
+    """
     from ..train.run import run_training
 
     if threads:
@@ -66,7 +69,8 @@ def run_trial(config: dict, threads: int | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="handprop-trial-") as tmp:
         out = Path(tmp) / "run"
         try:
-            summary = run_training(config, out, progress=False, log=lambda *a, **k: None)
+            summary = run_training(config, out, progress=False, plot=plot,
+                                   log=lambda *a, **k: None)
             result = {"status": "ok", "summary": summary, "error": None}
         except Exception as exc:  # the sweep goes on; the error is reported with the trial
             result = {"status": "failed", "summary": None,
