@@ -150,6 +150,14 @@ def test_unhandled_inputs_fall_back_to_reference(nb, spy, rng, case):
     assert spy.calls == []
 
 
+def test_host_scalars_are_python_floats(nb, rng):
+    # base.py: on host engines the loss is a Python float, no device round trip.
+    logits = rng.standard_normal((4, 3)).astype(np.float32)
+    loss, _ = nb.softmax_xent(logits, np.array([0, 1, 2, 0]))
+    assert type(loss) is float
+    assert type(nb.sum_squares(logits)) is float
+
+
 def test_identity_backward_returns_grad_itself(nb, spy):
     g = np.ones((2, 3), np.float32)
     assert nb.act_backward(g, g, "identity") is g
