@@ -70,7 +70,8 @@ def register(subparsers):
     e.add_argument("--out", metavar="DIR", default=None,
                    help="sweep folder (default runs/sweep-<config name>); rerun to resume")
     e.add_argument("--dry-run", action="store_true", help="list the trials and stop")
-    e.add_argument("--no-plots", action="store_true", help="no PNG plots (neither the sweep's nor each trial's curves.png)")
+    e.add_argument("--no-plots", action="store_true",
+                   help="no PNG plots (neither the sweep's nor each trial's curves.png)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar or trial lines")
     p.set_defaults(func=run)
 
@@ -131,8 +132,10 @@ def build_spec(args):
         try:
             seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
         except ValueError:
-            raise ConfigError(f"--seeds takes whole numbers like 0,1,2,3; got {args.seeds!r}") from None
-    if not seeds or not all(isinstance(s, int) and s >= 0 for s in seeds) or len(set(seeds)) < len(seeds):
+            raise ConfigError(f"--seeds takes whole numbers like 0,1,2,3; "
+                              f"got {args.seeds!r}") from None
+    valid = all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+    if not seeds or not valid or len(set(seeds)) < len(seeds):
         raise ConfigError(f"seeds must be distinct whole numbers >= 0; got {seeds!r}")
 
     refine = settings.get("refine", False)

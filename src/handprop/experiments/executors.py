@@ -95,7 +95,8 @@ class LocalExecutor(_Reentrant):
     def __init__(self, workers: int, threads: int | None = None):
         self.workers = workers
         self.threads = plan_threads(workers, threads)
-        self.description = f"{workers} local processes x {self.threads} threads"
+        self.description = (f"{workers} local processes x {self.threads} "
+                            f"thread{'s' if self.threads > 1 else ''} each")
         self.pool = None
 
     def _start(self):
@@ -140,7 +141,7 @@ class DaskExecutor(_Reentrant):
             self.workers = workers or available_cores()
             self.threads = plan_threads(self.workers, threads)
             self.description = (f"Dask LocalCluster of {self.workers} processes x "
-                                f"{self.threads} threads")
+                                f"{self.threads} thread{'s' if self.threads > 1 else ''} each")
         else:
             if not address.startswith(("tcp://", "tls://", "inproc://", "ucx://", "ws://",
                                        "wss://")):

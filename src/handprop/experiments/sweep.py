@@ -389,8 +389,9 @@ def run_sweep(spec: SweepSpec, out_dir, executor=None, progress: bool = True,
     coarse = plan_trials(spec, spec.space.points(spec.trials, spec.sample_seed), stage=1)
     fine_points: list[dict] = []
     stack, entered = contextlib.ExitStack(), []
-    log(f"sweep of {len(coarse)} trials ({len(coarse) // len(spec.seeds)} points x "
-        f"{len(spec.seeds)} seeds) on {executor.description} into {out}")
+    seeds = len(spec.seeds)
+    log(f"sweep of {len(coarse)} trials ({len(coarse) // seeds} points x {seeds} "
+        f"seed{'s' if seeds > 1 else ''}) on {executor.description} into {out}")
     with stack:
         run_stage(coarse)
         if spec.refine is not None:
