@@ -28,7 +28,7 @@ MAX_CELLS = 12  # distinct values per axis drawn as a heat map; beyond, a scatte
 def _label(point: dict) -> str:
     def fmt(v):
         return f"{v:g}" if isinstance(v, float) else str(v)
-    return ", ".join(f"{k}={fmt(v)}" for k, v in point.items()) or "base"
+    return ", ".join(f"{k}={fmt(v)}" for k, v in point.items()) or "base configuration"
 
 
 def _ok(row):
