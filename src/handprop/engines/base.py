@@ -121,6 +121,7 @@ class Engine:
 
     def bias_act(self, z, b, kind: str, alpha: float = 0.01):
         """``activation(z + b)``; ``z`` is (batch, units), ``b`` is (units,)."""
+        self.check_bias_shapes(z, b)
         return self.activation(z + b, kind, alpha)
 
     def act_backward(self, grad, out, kind: str, alpha: float = 0.01):
