@@ -18,7 +18,7 @@ class FakeCUDARuntimeError(RuntimeError):
         self.status = status
 
 
-def fake_cupy(*, count=1, count_error=None, alloc_error=None):
+def fake_cupy(*, count=1, count_error=None, alloc_error=None, driver=12020):
     """Just enough of CuPy's surface for probe_gpu: import succeeds, the GPU may not."""
 
     def get_device_count():
@@ -35,7 +35,7 @@ def fake_cupy(*, count=1, count_error=None, alloc_error=None):
         CUDARuntimeError=FakeCUDARuntimeError,
         getDeviceCount=get_device_count,
         runtimeGetVersion=lambda: 12080,
-        driverGetVersion=lambda: 12020,
+        driverGetVersion=lambda: driver,
     )
     stream = types.SimpleNamespace(synchronize=lambda: None)
     cuda = types.SimpleNamespace(runtime=runtime, get_current_stream=lambda: stream)
@@ -54,6 +54,14 @@ def test_probe_names_an_old_driver_with_versions():
     assert reason.startswith("driver too old for the runtime")
     assert "CUDA runtime 12.8" in reason and "up to CUDA 12.2" in reason
     assert "cupy-cuda13x" in reason
+
+
+def test_probe_tells_no_driver_from_an_old_driver():
+    # Without any NVIDIA driver the runtime also says "insufficient driver";
+    # a driver version of 0 tells the two apart.
+    err = FakeCUDARuntimeError(35, "cudaErrorInsufficientDriver")
+    reason = probe_gpu(fake_cupy(count_error=err, driver=0))
+    assert reason.startswith("no CUDA device") and "no NVIDIA driver" in reason
 
 
 def test_probe_catches_failures_at_first_allocation():

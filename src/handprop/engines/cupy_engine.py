@@ -276,10 +276,20 @@ def _versions(cupy) -> str:
     return f" (CUDA runtime {fmt(runtime)}, driver supports up to CUDA {fmt(driver)})"
 
 
+def _driver_version(cupy) -> int | None:
+    try:
+        return int(cupy.cuda.runtime.driverGetVersion())
+    except Exception:
+        return None
+
+
 def _runtime_error_reason(cupy, exc: Exception) -> str:
     status = getattr(exc, "status", None)
     if status == _CUDA_ERROR_NO_DEVICE:
         return "no CUDA device"
+    if status == _CUDA_ERROR_INSUFFICIENT_DRIVER and _driver_version(cupy) == 0:
+        # The runtime reports "insufficient driver" when there is no driver at all.
+        return "no CUDA device (no NVIDIA driver is loaded on this machine)"
     if status in (_CUDA_ERROR_INSUFFICIENT_DRIVER, _CUDA_ERROR_UNSUPPORTED_PTX):
         return (
             f"driver too old for the runtime{_versions(cupy)}: update the NVIDIA driver, or "
