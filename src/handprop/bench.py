@@ -47,7 +47,7 @@ OPTIMIZERS = ("sgd", "adam")
 LEARNING_RATES = {"sgd": 0.1, "adam": 0.001}
 INPUT_DIM, CLASSES = 784, 10
 #: samples per timed epoch (full run); the number of steps is this / batch.
-SAMPLES_PER_TIMING = {"784-100-10 sigmoid": 32768, "784-256-256-10 relu": 16384}
+SAMPLES_PER_TIMING = {"784-100-10 sigmoid": 16384, "784-256-256-10 relu": 8192}
 #: key fields that identify a row (for --compare)
 ROW_KEY = ("engine", "model", "batch", "optimizer")
 
@@ -353,7 +353,10 @@ class CeilingRunner:
 
     label = "ceiling"
 
-    def __init__(self, model, batch: int, steps: int, seed: int = 0):
+    def __init__(self, model, batch: int, steps: int, seed: int = 0, allocate: bool = False):
+        #: allocate=True: fresh outputs every GEMM (``a @ b``), as the layers do;
+        #: only for the profile, to price the allocations.
+        self.allocate = bool(allocate)
         self.model_name, (hidden, _) = _resolve_model(model)
         self.batch, self.steps = int(batch), int(steps)
         dims = [INPUT_DIM, *hidden, CLASSES]
@@ -375,6 +378,8 @@ class CeilingRunner:
             self.run()
 
     def step(self) -> None:
+        if self.allocate:
+            return self._step_allocating()
         mm, W, z, dz, dW, dx = np.matmul, self.W, self.z, self.dz, self.dW, self.dx
         a = self.x
         for i in range(len(W)):
@@ -385,6 +390,16 @@ class CeilingRunner:
             mm(inp.T, dz[i], out=dW[i])
             if i > 0:
                 mm(dz[i], W[i].T, out=dx[i])
+
+    def _step_allocating(self) -> None:
+        W, dz = self.W, self.dz
+        acts = [self.x]
+        for w in W:
+            acts.append(acts[-1] @ w)
+        for i in range(len(W) - 1, -1, -1):
+            acts[i].T @ dz[i]
+            if i > 0:
+                dz[i] @ W[i].T
 
     def run(self) -> float:
         started = time.perf_counter()
@@ -419,9 +434,14 @@ def default_steps(model_name: str, batch: int, scale: float = 1.0) -> int:
 
 def measure_config(model, batch: int, optimizer: str, engines, *, steps: int,
                    repeats: int = 5, with_torch: bool = True, with_ceiling: bool = True,
-                   warmup: int = 1, seed: int = 0) -> dict[str, Stat]:
+                   warmup: int = 1, seed: int = 0, settle: float = 0.2) -> dict[str, Stat]:
     """Seconds per timed epoch for every runner of one (model, batch, optimizer),
-    side by side: each repeat runs every runner once, in a rotating order."""
+    side by side: each repeat runs every runner once, in a rotating order.
+
+    ``settle`` seconds pass (untimed) before each run, so the thread pool the
+    previous runner used goes idle first: OpenBLAS workers busy-wait about
+    0.1 s after their last GEMM, which on a 2-core machine halves PyTorch's
+    speed for that long when its run follows NumPy's."""
     runners = [HandpropRunner(e, model, batch, optimizer, steps, seed=seed) for e in engines]
     if with_torch:
         runners.append(TorchRunner(model, batch, optimizer, steps, seed=seed))
@@ -433,6 +453,8 @@ def measure_config(model, batch: int, optimizer: str, engines, *, steps: int,
     for rep in range(repeats):
         k = rep % len(runners)
         for runner in runners[k:] + runners[:k]:
+            if settle:
+                time.sleep(settle)
             seconds[runner.label].values.append(runner.run())
     return seconds
 
@@ -444,7 +466,7 @@ def _throughput(stat: Stat, samples: int) -> Stat:
 def measure_training(models=tuple(MODELS), batches=BATCHES, optimizers=OPTIMIZERS, engines=None,
                      *, repeats: int = 5, steps: int | None = None, scale: float = 1.0,
                      with_torch: bool | None = None, with_ceiling: bool = True,
-                     sgemm: Stat | None = None, log=None) -> list[dict]:
+                     sgemm: Stat | None = None, log=None, before_config=None) -> list[dict]:
     """One row per (engine, model, batch, optimizer) with samples/s (median, min, max),
     the torch figure and the GEMM-only ceiling measured in the same run, and ratios."""
     engines = available_engines(engines)
@@ -460,6 +482,8 @@ def measure_training(models=tuple(MODELS), batches=BATCHES, optimizers=OPTIMIZER
             n_steps = steps or default_steps(name, batch, scale)
             samples = n_steps * batch
             for optimizer in optimizers:
+                if before_config:
+                    before_config()
                 if log:
                     log(f"  {name}, batch {batch}, {optimizer}: {n_steps} steps x {repeats}")
                 secs = measure_config(model, batch, optimizer, engines, steps=n_steps,
@@ -473,12 +497,17 @@ def measure_training(models=tuple(MODELS), batches=BATCHES, optimizers=OPTIMIZER
                            **t.as_dict("samples_per_s")}
                     cpu = tput.get("cpu")
                     row["ratio_to_cpu"] = t.median / cpu.median if cpu else None
+                    # "best": ratios of the fastest repeats, the least disturbed by other
+                    # jobs on a shared machine (reported next to the median ratios).
+                    row["ratio_to_cpu_best"] = t.max / cpu.max if cpu else None
                     if with_torch:
                         row.update(tput["torch"].as_dict("torch_samples_per_s"))
                         row["ratio_to_torch"] = t.median / tput["torch"].median
+                        row["ratio_to_torch_best"] = t.max / tput["torch"].max
                     if with_ceiling:
                         row.update(tput["ceiling"].as_dict("ceiling_samples_per_s"))
                         row["ceiling_share"] = t.median / tput["ceiling"].median
+                        row["ceiling_share_best"] = t.max / tput["ceiling"].max
                         flops = step_flops(dims, batch) / batch  # per sample
                         row["gflops"] = t.median * flops / 1e9
                         row["ceiling_gflops"] = tput["ceiling"].median * flops / 1e9
@@ -758,23 +787,31 @@ def format_training_table(rows: list[dict], markdown: bool = False) -> str:
     """engine, model, batch, optimizer, samples/s (median [min-max]), ratios, shares."""
     has_torch = any(r.get("torch_samples_per_s") is not None for r in rows)
     has_ceiling = any(r.get("ceiling_samples_per_s") is not None for r in rows)
-    head = ["engine", "model", "batch", "opt", "samples/s median [min-max]", "x cpu"]
+    best = any(r.get("ratio_to_cpu_best") is not None for r in rows)
+    head = ["engine", "model", "batch", "opt", "samples/s median [min-max]",
+            "x cpu" + (" (best)" if best else "")]
     if has_torch:
-        head += ["torch samples/s", "x torch"]
+        head += ["torch samples/s median [min-max]", "x torch" + (" (best)" if best else "")]
     if has_ceiling:
-        head += ["GEMM ceiling samples/s", "% ceiling", "GFLOP/s", "% sgemm"]
+        head += ["GEMM ceiling samples/s median [min-max]",
+                 "% ceiling" + (" (best)" if best else ""), "GFLOP/s", "% sgemm"]
     body = []
     for r in rows:
+        def rng(key):
+            return (f"{_fmt(r.get(key))} [{_fmt(r.get(key + '_min'))}-"
+                    f"{_fmt(r.get(key + '_max'))}]") if r.get(key) is not None else "-"
+
+        def ratio(key, scale=1.0, spec=".2f"):
+            v, b = r.get(key), r.get(key + "_best")
+            text = _fmt(None if v is None else v * scale, spec)
+            return text + (f" ({b * scale:{spec}})" if b is not None else "")
+
         cells = [r["engine"], r["model"], str(r["batch"]), r.get("optimizer", "-"),
-                 f"{_fmt(r['samples_per_s'])} [{_fmt(r.get('samples_per_s_min'))}-"
-                 f"{_fmt(r.get('samples_per_s_max'))}]",
-                 _fmt(r.get("ratio_to_cpu"), ".2f")]
+                 rng("samples_per_s"), ratio("ratio_to_cpu")]
         if has_torch:
-            cells += [_fmt(r.get("torch_samples_per_s")), _fmt(r.get("ratio_to_torch"), ".2f")]
+            cells += [rng("torch_samples_per_s"), ratio("ratio_to_torch")]
         if has_ceiling:
-            cells += [_fmt(r.get("ceiling_samples_per_s")),
-                      _fmt(None if r.get("ceiling_share") is None else 100 * r["ceiling_share"],
-                           ".0f"),
+            cells += [rng("ceiling_samples_per_s"), ratio("ceiling_share", 100, ".0f"),
                       _fmt(r.get("gflops"), ".1f"),
                       _fmt(None if r.get("sgemm_share") is None else 100 * r["sgemm_share"],
                            ".0f")]
@@ -881,3 +918,96 @@ def plot_rows(rows: list[dict], path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+# -------------------------------------------------------------------- profile
+PRIMITIVES = ("bias_act", "act_backward", "bias_grad", "softmax_xent", "sgd_update",
+              "adam_update")
+
+
+def profile_steps(engine: str, model, batch: int, optimizer: str = "sgd",
+                  steps: int | None = None, repeats: int = 7) -> dict:
+    """Per-step breakdown of one engine's training step, in microseconds:
+
+    * ``total``: the trainer's epoch clock / steps;
+    * one entry per fused primitive (instance methods wrapped with a clock);
+    * ``correct``: the trainer's per-batch accuracy count (``Trainer._correct``);
+    * ``gemm_ceiling``: the same GEMMs preallocated (CeilingRunner, measured
+      right after, same shapes);
+    * ``gemm_alloc_extra``: what the same GEMMs cost more when each allocates
+      its output (``a @ b``, as the layers do) instead of writing a buffer;
+    * ``gather``: the two ``take`` calls that build a batch (timed apart);
+    * ``other``: the rest (Python in layers, model, optimizer and trainer loop,
+      temporaries of the element-wise work).
+    """
+    name, _ = _resolve_model(model)
+    steps = steps or default_steps(name, batch)
+    runner = HandpropRunner(engine, model, batch, optimizer, steps)
+    runner.warmup()
+    eng, trainer = runner.engine, runner.trainer
+    spent: dict[str, float] = {}
+
+    def wrap(label, fn):
+        def timed(*a, **k):
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - t0
+        return timed
+
+    totals, per_rep = [], []
+    for p in PRIMITIVES:
+        setattr(eng, p, wrap(p, getattr(eng, p)))
+    trainer._correct = wrap("correct", trainer._correct)
+    try:
+        for _ in range(repeats):
+            spent.clear()
+            totals.append(runner.run())
+            per_rep.append(dict(spent))
+    finally:
+        for p in PRIMITIVES:
+            eng.__dict__.pop(p, None)
+        del trainer._correct
+    ceiling = CeilingRunner(model, batch, steps)
+    allocating = CeilingRunner(model, batch, steps, allocate=True)
+    ceiling.warmup()
+    allocating.warmup()
+    gemm, gemm_alloc = [], []
+    for _ in range(repeats):
+        gemm.append(ceiling.run())
+        gemm_alloc.append(allocating.run())
+    gemm, gemm_alloc = statistics.median(gemm), statistics.median(gemm_alloc)
+    x, y = runner.x, runner.y
+    xp = eng.xp
+    idx = eng.asarray(np.random.default_rng(0).permutation(len(x))[:batch])
+    xs, ys = eng.asarray(x), eng.asarray(y)
+    gathers = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            xp.take(xs, idx, axis=0), xp.take(ys, idx, axis=0)
+        gathers.append(time.perf_counter() - t0)
+    gather = statistics.median(gathers)
+    us = 1e6 / steps
+    out = {"engine": engine, "model": name, "batch": batch, "optimizer": optimizer,
+           "steps": steps, "repeats": repeats, "total": statistics.median(totals) * us,
+           "gemm_ceiling": gemm * us,
+           "gemm_alloc_extra": max(0.0, gemm_alloc - gemm) * us, "gather": gather * us}
+    # Each phase: its median over the repeats.
+    for label in per_rep[0]:
+        out[label] = statistics.median(r.get(label, 0.0) for r in per_rep) * us
+    known = (out["gemm_ceiling"] + out["gemm_alloc_extra"] + out["gather"]
+             + sum(out[label] for label in per_rep[0]))
+    out["other"] = out["total"] - known
+    return out
+
+
+def format_profile_table(rows: list[dict], markdown: bool = False) -> str:
+    cols = ["total", "gemm_ceiling", "gemm_alloc_extra", "gather", *PRIMITIVES, "correct",
+            "other"]
+    cols = [c for c in cols if any(c in r for r in rows)]
+    head = ["engine", "model", "batch", "opt", *[f"{c} us" for c in cols]]
+    body = [[r["engine"], r["model"], str(r["batch"]), r["optimizer"],
+             *[_fmt(r.get(c), ".0f") for c in cols]] for r in rows]
+    return _table(head, body, markdown)
