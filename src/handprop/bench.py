@@ -144,8 +144,12 @@ def environment(engines=()) -> dict:
     if "numba" in engines:
         import numba
 
-        env["numba_threads"] = int(numba.get_num_threads())
-        env["numba_config_threads"] = int(numba.config.NUMBA_NUM_THREADS)
+        # numba.config, not numba.get_num_threads(): the latter launches Numba's
+        # threading layer (an OpenMP runtime here), whose threads then fight
+        # PyTorch's libgomp and made torch.optim.Adam 3-4x slower in the same
+        # process. The engine's kernels are serial; this is the pool size only.
+        env["numba_threads"] = int(numba.config.NUMBA_NUM_THREADS)
+        env["numba_kernels"] = "serial (no parallel=True)"
     if "torch" in engines:
         import torch
 
