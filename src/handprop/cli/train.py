@@ -88,14 +88,23 @@ def run(args) -> int:
 
     if args.resume:
         out = Path(args.resume)
-        summary = run_training({"backend": args.backend} if args.backend else {}, out,
-                               resume=True, progress=not args.no_progress)
+        config, resume = ({"backend": args.backend} if args.backend else {}), True
     else:
         from ..train.config import make_config
 
         config = make_config(load_toml(args.config) if args.config else None, flags_to_config(args))
         out = Path(args.out or f"runs/{config['dataset']}-{time.strftime('%Y%m%d-%H%M%S')}")
-        summary = run_training(config, out, progress=not args.no_progress)
+        resume = False
+    try:
+        summary = run_training(config, out, resume=resume, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        import sys
+
+        saved = (out / "checkpoint.npz").exists()
+        hint = (f"the last finished epoch is saved; continue with: handprop train --resume {out}"
+                if saved else "no epoch had finished, so nothing was saved")
+        print(f"\nhandprop train: interrupted; {hint}", file=sys.stderr)
+        return 130
     print(f"test accuracy {summary['test_accuracy']:.2%}, test loss {summary['test_loss']:.4f} "
           f"after {summary['epochs']} epochs ({summary['train_seconds']:.1f} s training, "
           f"engine {summary['engine']})")
