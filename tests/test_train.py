@@ -271,3 +271,21 @@ def test_toy_sets_reach_full_training_accuracy(tmp_path, name, hidden, lr, epoch
               "val_size": 0, "batch_size": batch, "lr": lr, "epochs": epochs, "backend": "cpu"}
     summary = run_training(config, None, progress=False, log=lambda *a: None)
     assert summary["train_accuracy"] == 1.0
+
+
+def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "handprop", "train", "--train-subset", "3000", "--val-size", "300",
+         "--hidden", "512", "--batch-size", "8", "--epochs", "50", "--backend", "cpu",
+         "--no-progress", "--out", str(out)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (out / "metrics.jsonl").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert f"handprop train --resume {out}" in err and "Traceback" not in err
+    assert (out / CHECKPOINT_NAME).exists()
