@@ -49,15 +49,9 @@ def _version(distributions) -> str | None:
 
 
 def _blas_pools() -> list[dict]:
-    import numpy  # noqa: F401  (threadpoolctl sees only libraries already loaded)
+    from ..bench import blas_info  # imports numpy, so threadpoolctl sees its BLAS
 
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        return []
-    keep = ("user_api", "internal_api", "num_threads", "version", "threading_layer",
-            "architecture", "filepath")
-    return [{k: pool.get(k) for k in keep if k in pool} for pool in threadpool_info()]
+    return blas_info()
 
 
 def _numba_threads() -> int | str | None:
