@@ -23,8 +23,7 @@ def run(args) -> int:
     from ..errors import DataError
     from ..nn.losses import get_loss
     from ..train.run import confusion_matrix, load_run, prepare_data
-    from ..train.trainer import Trainer
-    from ..optim import SGD
+    from ..train.trainer import evaluate
 
     model, saved = load_run(args.run_dir, args.backend)
     config = dict(saved["config"], dtype=model.dtype)
@@ -34,8 +33,7 @@ def run(args) -> int:
     if len(y) == 0:
         raise DataError(f"this run has no {args.split} split (val_size was 0)")
     loss = get_loss(config["output_loss"])
-    evaluator = Trainer(model, loss, SGD(lr=1.0), progress=False)
-    value, accuracy = evaluator.evaluate(x, y)
+    value, accuracy = evaluate(model, loss, x, y)
     engine = model.engine
     outputs = []
     for start in range(0, len(x), 4096):

@@ -139,26 +139,11 @@ class Trainer:
         return self.engine.asarray(x, self.model.dtype), self.engine.asarray(y)
 
     def _correct(self, outputs, y):
-        """Number of correct predictions, as an engine scalar."""
-        xp = self.engine.xp
-        pred = self.loss.predict(self.engine, outputs)
-        if len(y.shape) == 2:  # target arrays: compare with their argmax (or threshold)
-            truth = (xp.astype(y[:, 0] > 0.5, xp.int64) if y.shape[1] == 1 else xp.argmax(y, axis=1))
-        else:
-            truth = y
-        return xp.sum(xp.astype(pred == truth, xp.float64))
+        return count_correct(self.engine, self.loss, outputs, y)
 
     def evaluate_on_engine(self, xs, ys) -> tuple[float, float]:
         """Mean loss and accuracy over engine-resident arrays."""
-        n = xs.shape[0]
-        total_loss = total_correct = 0.0
-        for start in range(0, n, self.eval_batch_size):
-            xb, yb = xs[start:start + self.eval_batch_size], ys[start:start + self.eval_batch_size]
-            outputs = self.model.forward(xb, training=False)
-            value, _ = self.loss(self.engine, outputs, yb)
-            total_loss = total_loss + value * xb.shape[0]
-            total_correct = total_correct + self._correct(outputs, yb)
-        return self.engine.to_float(total_loss) / n, self.engine.to_float(total_correct) / n
+        return evaluate_arrays(self.model, self.loss, xs, ys, self.eval_batch_size)
 
     def evaluate(self, x, y) -> tuple[float, float]:
         """Mean loss (without L2) and accuracy on host arrays ``x``, ``y``."""
@@ -282,3 +267,38 @@ class Trainer:
         self.best = {**meta["best"], "weights": best_weights}
         self.stopped_early = bool(meta["stopped_early"])
         self.train_seconds = float(meta.get("train_seconds", 0.0))
+
+
+def count_correct(engine, loss, outputs, y):
+    """Number of correct predictions, as an engine scalar (no device sync)."""
+    xp = engine.xp
+    pred = loss.predict(engine, outputs)
+    if len(y.shape) == 2:  # target arrays: compare with their argmax (or threshold)
+        truth = xp.astype(y[:, 0] > 0.5, xp.int64) if y.shape[1] == 1 else xp.argmax(y, axis=1)
+    else:
+        truth = y
+    return xp.sum(xp.astype(pred == truth, xp.float64))
+
+
+def evaluate_arrays(model: Sequential, loss, xs, ys, batch_size: int = 2048) -> tuple[float, float]:
+    """Mean loss (without L2) and accuracy of ``model`` over engine-resident arrays."""
+    engine, loss = model.engine, get_loss(loss)
+    n = xs.shape[0]
+    total_loss = total_correct = 0.0
+    for start in range(0, n, batch_size):
+        xb, yb = xs[start:start + batch_size], ys[start:start + batch_size]
+        outputs = model.forward(xb, training=False)
+        value, _ = loss(engine, outputs, yb)
+        total_loss = total_loss + value * xb.shape[0]
+        total_correct = total_correct + count_correct(engine, loss, outputs, yb)
+    return engine.to_float(total_loss) / n, engine.to_float(total_correct) / n
+
+
+def evaluate(model: Sequential, loss, x, y, batch_size: int = 2048) -> tuple[float, float]:
+    """Mean loss (without L2) and accuracy of ``model`` on host arrays, after checking them."""
+    loss = get_loss(loss)
+    check_inputs(x, model.input_dim)
+    check_targets(y, len(x), model.output_dim, loss)
+    engine = model.engine
+    return evaluate_arrays(model, loss, engine.asarray(np.asarray(x), model.dtype),
+                           engine.asarray(np.asarray(y)), batch_size)
