@@ -75,8 +75,6 @@ def _compare(check: Check, label: str, actual, expected) -> None:
 
 
 def _inputs(rng, shape, dtype, extreme: bool):
-    import numpy as np
-
     x = rng.standard_normal(shape)
     if extreme:
         # Saturating, zero and tiny values side by side.
