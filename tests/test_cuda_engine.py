@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import sys
 import types
 
 import pytest
@@ -73,8 +73,8 @@ def test_probe_catches_failures_at_first_allocation():
     assert probe_gpu(fake_cupy()) == ""
 
 
-@pytest.mark.skipif(importlib.util.find_spec("cupy") is not None, reason="CuPy is installed here")
 def test_without_cupy_the_reason_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
     monkeypatch.setattr(CupyEngine, "_reason", None)
     assert CupyEngine.unavailable_reason() == CUPY_MISSING
     assert "pip install 'handprop[cuda]'" in CUPY_MISSING and "cupy-cuda13x" in CUPY_MISSING
@@ -113,7 +113,6 @@ def test_loader_reports_missing_sources(monkeypatch, tmp_path):
 
 def test_cuda_engine_module_does_not_import_cupy():
     import subprocess
-    import sys
 
     code = "import sys, handprop.engines.cupy_engine; print('cupy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

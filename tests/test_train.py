@@ -207,7 +207,8 @@ def test_bad_training_input_is_refused_before_training():
     assert trainer.optimizer.t == 0
 
 
-@pytest.mark.parametrize("engine_name", ["numba", "cuda-emulated"])
+@pytest.mark.parametrize("engine_name", ["numba", "cuda-emulated",
+                                         pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_whole_run_parity_with_cpu(engine_name):
     """Same seed on cpu and a fused engine: per-epoch losses within 1e-4 relative."""
     from conftest import ENGINE_PARAMS
@@ -216,8 +217,10 @@ def test_whole_run_parity_with_cpu(engine_name):
 
     if engine_name not in [p.values[0] for p in ENGINE_PARAMS]:
         pytest.skip(f"{engine_name} engine is not built on this machine (no C++ compiler)")
-    if engine_name == "numba" and not engine_status("numba").available:
-        pytest.skip(f"numba engine unavailable: {engine_status('numba').reason}")
+    status = engine_status(engine_name) if engine_name in ("numba", "cuda") else None
+    if status is not None and not status.available:
+        what = "no usable GPU" if engine_name == "cuda" else "numba engine unavailable"
+        pytest.skip(f"{what}: {status.reason}")
     config = make_config(SMALL, {"epochs": 3, "dtype": "float32"})
     losses = {}
     for name in ("cpu", engine_name):
