@@ -13,6 +13,9 @@ def register(subparsers):
     p.add_argument("run_dir", metavar="DIR", help="the --out folder of `handprop train`")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
     p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.add_argument("--plot", action="store_true",
+                   help="also draw the confusion matrix, the most confident mistakes and, for "
+                   "image data, the first layer's weights as PNGs in the run folder")
     add_backend_argument(p)
     p.set_defaults(func=run)
 
@@ -22,6 +25,7 @@ def run(args) -> int:
 
     from ..errors import DataError
     from ..nn.losses import get_loss
+    from ..train.plots import most_confident_mistakes
     from ..train.run import confusion_matrix, load_run, prepare_data
     from ..train.trainer import evaluate
 
@@ -35,24 +39,55 @@ def run(args) -> int:
     loss = get_loss(config["output_loss"])
     value, accuracy = evaluate(model, loss, x, y)
     engine = model.engine
-    outputs = []
+    outputs, preds = [], []
     for start in range(0, len(x), 4096):
         out = model.forward(engine.asarray(x[start:start + 4096], model.dtype))
-        outputs.append(engine.to_numpy(loss.predict(engine, out)))
-    pred = np.concatenate(outputs)
+        outputs.append(engine.to_numpy(out))
+        preds.append(engine.to_numpy(loss.predict(engine, out)))
+    outputs, pred, truth = np.concatenate(outputs), np.concatenate(preds), np.asarray(y)
     classes = max(int(saved.get("classes", model.output_dim)), 2)
-    matrix = confusion_matrix(np.asarray(y), pred, classes)
+    mistakes = most_confident_mistakes(outputs, truth, pred, 32, loss.single_output_threshold)
+    matrix = confusion_matrix(truth, pred, classes)
     names = saved.get("class_names") or [str(i) for i in range(classes)]
+    totals = matrix.sum(axis=1)
+    per_class = [float(matrix[i, i] / totals[i]) if totals[i] else None for i in range(classes)]
+    plots = _draw(args, model, data, x, truth, pred, mistakes, matrix, names) if args.plot else []
     if args.json:
         print(json.dumps({"split": args.split, "n": int(len(y)), "loss": value, "accuracy": accuracy,
                           "engine": engine.name, "class_names": names,
-                          "confusion_matrix": matrix.tolist()}, indent=2))
+                          "per_class_accuracy": per_class,
+                          "confusion_matrix": matrix.tolist(), "plots": plots}, indent=2))
         return 0
     print(f"{args.split}: {len(y):,} samples, loss {value:.4f}, accuracy {accuracy:.2%} "
           f"(engine {engine.name})")
-    print("confusion matrix (rows: true class, columns: predicted)")
+    print("confusion matrix (rows: true class, columns: predicted; last column: class accuracy)")
     width = max(5, max(len(n) for n in names) + 1, len(str(matrix.max())) + 1)
-    print(" " * width + "".join(n[:width - 1].rjust(width) for n in names))
-    for name, row in zip(names, matrix):
-        print(name[:width - 1].rjust(width) + "".join(str(v).rjust(width) for v in row))
+    print(" " * width + "".join(n[:width - 1].rjust(width) for n in names) + "   accuracy")
+    for name, row, share in zip(names, matrix, per_class):
+        shown = "-" if share is None else f"{share:.1%}"
+        print(name[:width - 1].rjust(width) + "".join(str(v).rjust(width) for v in row)
+              + shown.rjust(11))
+    for path in plots:
+        print(f"wrote {path}")
     return 0
+
+
+def _draw(args, model, data, x, truth, pred, mistakes, matrix, names) -> list[str]:
+    """The evaluation pictures, written next to the run's curves.png."""
+    from pathlib import Path
+
+    from ..train.plots import is_image_shape, plot_confusion, plot_mistakes, plot_weights
+
+    run_dir = Path(args.run_dir)
+    written = [plot_confusion(matrix, names, run_dir / f"confusion-{args.split}.png",
+                              title=f"{args.split} split")]
+    if is_image_shape(data.input_shape):
+        written.append(plot_mistakes(x, truth, pred, mistakes, names, data.input_shape,
+                                     run_dir / f"mistakes-{args.split}.png",
+                                     title=f"most confident mistakes on the {args.split} split "
+                                           f"({int((pred != truth).sum()):,} in all; true → predicted)"))
+        first = next((layer for layer in model.layers if "W" in getattr(layer, "params", {})), None)
+        if first is not None:
+            weights = model.engine.to_numpy(first.params["W"])
+            written.append(plot_weights(weights, data.input_shape, run_dir / "weights-layer1.png"))
+    return [str(path) for path in written]

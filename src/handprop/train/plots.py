@@ -40,3 +40,147 @@ def plot_curves(rows: list[dict], path, title: str = "") -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------ evaluation
+def is_image_shape(shape) -> bool:
+    """Inputs that are pictures: (height, width) or (height, width, 1 or 3 channels)."""
+    shape = tuple(shape)
+    return (len(shape) == 2 and min(shape) > 1) or (len(shape) == 3 and shape[-1] in (1, 3))
+
+
+def most_confident_mistakes(outputs, truth, pred, count: int, threshold: float = 0.5):
+    """Indices of up to ``count`` wrong predictions, the most confident first.
+
+    Confidence is the predicted class's output minus the true class's (for a
+    single output, its distance from the decision ``threshold``), so it works
+    for logits, probabilities and regression outputs alike.
+    """
+    import numpy as np
+
+    outputs = np.asarray(outputs, dtype=np.float64)
+    truth, pred = np.asarray(truth).astype(np.int64), np.asarray(pred).astype(np.int64)
+    if outputs.shape[1] == 1:
+        margin = np.abs(outputs[:, 0] - threshold)
+    else:
+        rows = np.arange(len(truth))
+        margin = outputs[rows, pred] - outputs[rows, truth]
+    wrong = np.flatnonzero(pred != truth)
+    # A stable sort keeps equally confident mistakes in dataset order.
+    return wrong[np.argsort(-margin[wrong], kind="stable")][:count]
+
+
+def _display(image):
+    """An image scaled to [0, 1] for showing, whatever the normalization was."""
+    import numpy as np
+
+    image = np.asarray(image, dtype=np.float64)
+    low, high = image.min(), image.max()
+    return (image - low) / (high - low) if high > low else np.zeros_like(image)
+
+
+def plot_confusion(matrix, names, path, title: str = "") -> Path:
+    """Confusion matrix: colour is the share of the true class, numbers are counts."""
+    import numpy as np
+
+    plt = _pyplot()
+    from matplotlib.ticker import PercentFormatter
+
+    matrix = np.asarray(matrix)
+    classes = len(names)
+    totals = matrix.sum(axis=1, keepdims=True)
+    share = np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+    side = max(4.5, 0.5 * classes + 2.5)
+    fig, ax = plt.subplots(figsize=(side + 1.2, side))
+    image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0)
+    if classes <= 20:  # past that the numbers would not fit in their cells
+        for i in range(classes):
+            for j in range(classes):
+                if matrix[i, j]:
+                    ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if share[i, j] > 0.5 else "black")
+    rotate = 45 if max(len(n) for n in names) > 2 else 0
+    ax.set_xticks(range(classes), names, rotation=rotate, ha="right" if rotate else "center")
+    ax.set_yticks(range(classes), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    accuracy = np.trace(matrix) / max(matrix.sum(), 1)
+    ax.set_title(f"{title + ': ' if title else ''}accuracy {accuracy:.2%} of {matrix.sum():,}")
+    fig.colorbar(image, ax=ax, format=PercentFormatter(1.0), label="share of the true class")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_mistakes(images, truth, pred, indices, names, image_shape, path, title: str = "") -> Path:
+    """A grid of the given misclassified inputs, each titled 'true → predicted'."""
+    import math
+
+    plt = _pyplot()
+    count = len(indices)
+    cols = min(8, max(count, 1))
+    rows = max(1, math.ceil(count / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols + 0.4, 1.6 * rows + 0.6), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, indices):
+        picture = _display(images[i].reshape(image_shape))
+        ax.imshow(picture, cmap="gray" if picture.ndim == 2 or picture.shape[-1] == 1 else None)
+        ax.set_title(f"{names[truth[i]]} → {names[pred[i]]}", fontsize=8)
+    if not count:
+        axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
+    fig.suptitle(title or "most confident mistakes (true → predicted)")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def weight_tiles(weights, image_shape, count: int = 64):
+    """The first ``count`` columns of a first-layer weight matrix as images.
+
+    Grayscale tiles keep their sign, scaled to [-1, 1] by the largest
+    magnitude of each unit; colour tiles are scaled to [0, 1] per unit.
+    """
+    import numpy as np
+
+    weights = np.asarray(weights, dtype=np.float64)
+    tiles = []
+    for j in range(min(count, weights.shape[1])):
+        tile = weights[:, j].reshape(image_shape)
+        if tile.ndim == 3 and tile.shape[-1] == 3:
+            tiles.append(_display(tile))
+        else:
+            peak = np.abs(tile).max()
+            tiles.append(tile.reshape(image_shape[:2]) / peak if peak > 0 else tile.reshape(image_shape[:2]))
+    return tiles
+
+
+def plot_weights(weights, image_shape, path, title: str = "", count: int = 64) -> Path:
+    """What the first hidden units look for: each unit's input weights as an image."""
+    import math
+
+    plt = _pyplot()
+    tiles = weight_tiles(weights, image_shape, count)
+    cols = math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.1 * cols + 0.4, 1.1 * rows + 0.8), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for j, (ax, tile) in enumerate(zip(axes.flat, tiles)):
+        if tile.ndim == 2:  # red positive, blue negative, white zero
+            ax.imshow(tile, cmap="RdBu_r", vmin=-1.0, vmax=1.0)
+        else:
+            ax.imshow(tile)
+        ax.set_title(str(j), fontsize=7)
+    shown = f"{len(tiles)} of {weights.shape[1]}" if len(tiles) < weights.shape[1] else len(tiles)
+    legend = " (red +, blue -)" if tiles and tiles[0].ndim == 2 else ""
+    fig.suptitle(title or f"first-layer weights of {shown} units{legend}")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
