@@ -271,7 +271,7 @@ def test_l2_penalty_and_gradient_by_hand(engine):
     assert model.l2_penalty(l2) == pytest.approx(0.05 * 19.25, rel=1e-14)
     assert model.l2_penalty(0.0) == 0.0
     x = engine.asarray(np.array([[0.3, -0.2]]), "float64")
-    out = model.forward(x, training=True)
+    model.forward(x, training=True)
     model.backward(engine.asarray(np.ones((1, 1)), "float64"))
     before = engine.to_numpy(model.layers[0].grads["W"]).copy()
     before_b = engine.to_numpy(model.layers[0].grads["b"]).copy()

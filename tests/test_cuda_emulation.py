@@ -24,7 +24,7 @@ cuda_emulation = pytest.importorskip("cuda_emulation")
 if cuda_emulation.compiler() is None:
     pytest.skip("no C++ compiler (g++ or $CXX) to build the host emulation", allow_module_level=True)
 
-from cuda_emulation import EmulatedModule, build_library, emulated_engine  # noqa: E402
+from cuda_emulation import emulated_engine  # noqa: E402
 
 GRIDS = [(1, 1), (2, 3), (64, 32), (None, 4)]  # (blocks, threads); None sizes the grid to the data
 GRID_IDS = ["1x1", "2x3", "64x32-more-threads-than-data", "sized-to-data"]
