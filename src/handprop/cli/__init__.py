@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "train",
     "sweep",
     "evaluate",
+    "compare",
     "predict",
     "trace",
     "gradcheck",

@@ -67,7 +67,7 @@ class Trial:
 
 
 # ----------------------------------------------------------------- planning
-def _format(value) -> str:
+def format_value(value) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, (list, tuple)):
@@ -77,7 +77,7 @@ def _format(value) -> str:
 
 def trial_id(point: dict, seed: int, config: dict) -> str:
     """``l2=0.0001_seed=0-1a2b3c4d``: readable, and unique to the full configuration."""
-    slug = "_".join(f"{k}={_format(v)}" for k, v in point.items()) or "base"
+    slug = "_".join(f"{k}={format_value(v)}" for k, v in point.items()) or "base"
     slug = re.sub(r"[^A-Za-z0-9._=+-]", "-", slug)[:80]
     digest = hashlib.sha1(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
     return f"{slug}_seed={seed}-{digest[:8]}"
@@ -93,7 +93,7 @@ def plan_trials(spec: SweepSpec, points: list[dict], stage: int) -> list[Trial]:
             try:
                 config = make_config(spec.base, point, {"seed": seed})
             except ConfigError as exc:
-                where = ", ".join(f"{k}={_format(v)}" for k, v in point.items()) or "base options"
+                where = ", ".join(f"{k}={format_value(v)}" for k, v in point.items()) or "base options"
                 raise ConfigError(f"point {where}: {exc}") from None
             if not config["val_size"]:
                 raise ConfigError("a sweep selects on validation metrics, so it needs a "
@@ -208,7 +208,7 @@ def write_results_csv(path: Path, rows: list[dict], options: list[str]) -> None:
     for row in rows:
         for r in sorted(row["records"], key=lambda r: r["seed"]):
             writer.writerow([row["rank"], r["trial"], r["stage"], r["status"], r["seed"],
-                             *[_format(r["point"].get(k, "")) for k in options],
+                             *[format_value(r["point"].get(k, "")) for k in options],
                              *[r["metrics"].get(m, "") for m in CSV_METRICS],
                              "" if r["seconds"] is None else f"{r['seconds']:.2f}",
                              r["error"] or ""])
@@ -233,7 +233,7 @@ def results_markdown(rows: list[dict], options: list[str], title: str = "Sweep r
     lines.append("|" + "|".join("---:" if h not in options else "---" for h in header) + "|")
     for row in rows:
         seeds = f"{row['n_ok']}" + (f" ({row['n_failed']} failed)" if row["n_failed"] else "")
-        cells = [str(row["rank"]), *[_format(row["point"].get(k, "")) for k in options], seeds,
+        cells = [str(row["rank"]), *[format_value(row["point"].get(k, "")) for k in options], seeds,
                  _pm(row["val_accuracy"], row["val_accuracy_std"], True),
                  _pm(row["val_loss"], row["val_loss_std"]),
                  _pm(row["test_accuracy"], row["test_accuracy_std"], True),
@@ -259,7 +259,7 @@ def _toml_value(value) -> str:
 def best_toml(row: dict) -> str:
     ok = sorted((r for r in row["records"] if r["status"] == "ok"), key=lambda r: r["seed"])
     config = ok[0]["config"]
-    point = ", ".join(f"{k}={_format(v)}" for k, v in row["point"].items()) or "base options"
+    point = ", ".join(f"{k}={format_value(v)}" for k, v in row["point"].items()) or "base options"
     lines = [f"# Best point of a handprop sweep: {point}",
              f"# validation accuracy {_pm(row['val_accuracy'], row['val_accuracy_std'], True)}, "
              f"loss {_pm(row['val_loss'], row['val_loss_std'])} over {row['n_ok']} seed(s)",
@@ -344,7 +344,7 @@ def run_sweep(spec: SweepSpec, out_dir, executor=None, progress: bool = True,
     atomic_write_json(out / "sweep.json", spec.describe())
 
     def describe(point):
-        return ", ".join(f"{k}={_format(v)}" for k, v in point.items()) or "base"
+        return ", ".join(f"{k}={format_value(v)}" for k, v in point.items()) or "base"
 
     records: dict[str, dict] = {}
     counts = {"ran": 0, "skipped": 0, "failed": 0}
