@@ -85,3 +85,11 @@ def test_evaluate_plot_on_points_draws_only_the_confusion_matrix(tmp_path, capsy
     report = json.loads(capsys.readouterr().out)
     assert report["plots"] == [str(run / "confusion-train.png")]
     assert not (run / "mistakes-train.png").exists() and not (run / "weights-layer1.png").exists()
+
+
+def test_batch_positions_fill_each_epoch():
+    from handprop.train.plots import batch_positions
+
+    np.testing.assert_allclose(batch_positions([1.0, 2.0, 3.0, 4.0], 2), [0.5, 1.0, 1.5, 2.0])
+    assert batch_positions([1.0, 2.0, 3.0], 2) is None  # does not split into epochs
+    assert batch_positions([], 2) is None

@@ -107,6 +107,20 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path):
     for name, value in uninterrupted.model.get_weights().items():
         np.testing.assert_array_equal(resumed.model.get_weights()[name], value)
     assert resumed.history.column("train_loss") == uninterrupted.history.column("train_loss")
+    assert resumed.batch_losses == uninterrupted.batch_losses  # kept in the checkpoint
+
+
+def test_batch_losses_make_up_the_epoch_means():
+    x, y = toy_problem(90)
+    trainer = make_trainer(batch_size=8, epochs=3)  # 12 batches, the last of 2 samples
+    history = trainer.fit(x, y)
+    losses = np.array(trainer.batch_losses)
+    assert losses.shape == (3 * 12,) and np.isfinite(losses).all()
+    sizes = np.array([8] * 11 + [2])
+    for epoch, row in enumerate(history.rows):
+        chunk = losses[epoch * 12:(epoch + 1) * 12]
+        assert row["train_loss"] == pytest.approx(float(sizes @ chunk) / 90, rel=1e-12)
+    assert losses[:12].mean() > losses[-12:].mean()  # it learns
 
 
 def test_a_killed_cli_run_resumes_to_the_same_result(tmp_path):
@@ -242,8 +256,12 @@ def test_run_folder_contents(tmp_path):
     summary = run_training(SMALL, tmp_path / "run", progress=False, log=lambda *a: None)
     out = tmp_path / "run"
     for name in ("config.json", "metrics.jsonl", CHECKPOINT_NAME, "model.npz", "curves.png",
-                 "summary.json"):
+                 "summary.json", "batch_loss.csv"):
         assert (out / name).exists(), name
+    batch_rows = (out / "batch_loss.csv").read_text().splitlines()
+    per_epoch = math.ceil(600 / 32)  # train_subset 600, batches of 32
+    assert batch_rows[0] == "epoch,batch,loss" and len(batch_rows) == 1 + 3 * per_epoch
+    assert batch_rows[1].startswith("1,1,") and batch_rows[-1].startswith(f"3,{per_epoch},")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert set(rows[0]) >= {"epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"}

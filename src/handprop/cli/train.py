@@ -106,7 +106,8 @@ def run(args) -> int:
         print(f"\nhandprop train: interrupted; {hint}", file=sys.stderr)
         return 130
     print(f"test accuracy {summary['test_accuracy']:.2%}, test loss {summary['test_loss']:.4f} "
-          f"after {summary['epochs']} epochs ({summary['train_seconds']:.1f} s training, "
+          f"after {summary['epochs']} epoch{'s' if summary['epochs'] != 1 else ''} "
+          f"({summary['train_seconds']:.1f} s training, "
           f"engine {summary['engine']})")
     print(f"curves:  {out / 'curves.png'}")
     print(f"summary: {out / 'summary.json'}")

@@ -14,13 +14,42 @@ def _pyplot():
     return plt
 
 
-def plot_curves(rows: list[dict], path, title: str = "") -> Path:
-    """Loss and accuracy per epoch, train dashed and validation solid."""
+def batch_positions(batch_losses, epochs: int):
+    """x of each mini-batch loss in epochs: epoch e's batches fill (e - 1, e].
+
+    None when the losses do not split evenly into ``epochs`` (a run resumed
+    from a checkpoint written before per-batch losses were kept).
+    """
+    import numpy as np
+
+    count = len(batch_losses)
+    if not count or not epochs or count % epochs:
+        return None
+    per_epoch = count // epochs
+    return (np.arange(count) + 1) / per_epoch
+
+
+def plot_curves(rows: list[dict], path, title: str = "", batch_losses=None) -> Path:
+    """Loss and accuracy per epoch, train dashed and validation solid; behind the
+    loss, each mini-batch's training loss as a thin line."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     epochs = [r["epoch"] for r in rows]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    x_batches = batch_positions(batch_losses or [], len(rows))
+    if x_batches is not None:
+        import numpy as np
+
+        losses = np.asarray(batch_losses, dtype=np.float64)
+        ax_loss.plot(x_batches, losses, "-", color="0.6", lw=0.5, alpha=0.4,
+                     label="train loss per batch")
+        # Many batches make the raw line a band; a running mean shows the trend in it.
+        window = max(1, round(len(losses) / len(rows)) // 10)
+        if window > 1:
+            smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+            ax_loss.plot(x_batches[window - 1:], smooth, "-", color="0.3", lw=0.9,
+                         label=f"running mean of {window} batches")
     for key, ax, label in (("loss", ax_loss, "loss"), ("acc", ax_acc, "accuracy")):
         ax.plot(epochs, [r[f"train_{key}"] for r in rows], "--o", ms=3, label=f"train {label}")
         if any(r.get(f"val_{key}") is not None for r in rows):

@@ -7,9 +7,10 @@ it writes:
 * ``config.json``: the full configuration plus the preprocessing statistics
   (everything needed to rerun, evaluate or predict);
 * ``metrics.jsonl``: one JSON object per epoch;
+* ``batch_loss.csv``: the training loss of every mini-batch;
 * ``checkpoint.npz``: after every epoch (atomic), for ``--resume``;
 * ``model.npz``: the final (or best, with early stopping) model;
-* ``curves.png``: loss and accuracy, train vs validation;
+* ``curves.png``: loss and accuracy, train vs validation, and the per-batch loss;
 * ``summary.json``: test loss and accuracy, engine, epochs, time, parameters.
 """
 
@@ -91,6 +92,16 @@ def _write_metrics(out: Path, rows: list[dict]) -> None:
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
 
 
+def _write_batch_losses(out: Path, losses: list[float], epochs: int) -> None:
+    """``batch_loss.csv``: epoch, batch (both from 1) and the training loss of that batch."""
+    per_epoch = len(losses) // epochs if epochs and len(losses) % epochs == 0 else None
+    lines = ["epoch,batch,loss"]
+    for i, value in enumerate(losses):
+        epoch, batch = (i // per_epoch + 1, i % per_epoch + 1) if per_epoch else ("", i + 1)
+        lines.append(f"{epoch},{batch},{value:.9g}")
+    atomic_write_text(out / "batch_loss.csv", "\n".join(lines) + "\n")
+
+
 def run_training(config: dict, out_dir=None, resume: bool = False, progress: bool = True,
                  plot: bool = True, log=print) -> dict:
     """Train as ``config`` says; return the summary dict (also written to ``summary.json``)."""
@@ -165,7 +176,9 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
 
             plot_curves(trainer.history.rows, out / "curves.png",
                         title=f"{config['dataset']} {'-'.join(map(str, config['hidden']))} "
-                              f"{config['activation']} {config['optimizer']} lr={config['lr']}")
+                              f"{config['activation']} {config['optimizer']} lr={config['lr']}",
+                        batch_losses=trainer.batch_losses)
+        _write_batch_losses(out, trainer.batch_losses, len(trainer.history))
         atomic_write_json(out / "summary.json", summary)
     return summary
 

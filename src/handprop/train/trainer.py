@@ -127,6 +127,8 @@ class Trainer:
         self.progress = progress
         self.on_epoch_end, self.on_batch_end = on_epoch_end, on_batch_end
         self.history = History()
+        # Every mini-batch's loss, epoch after epoch (for the per-batch curve).
+        self.batch_losses: list[float] = []
         self.epoch = 0  # epochs completed
         self.best = {"val_loss": math.inf, "epoch": 0, "weights": None, "bad_epochs": 0}
         self.stopped_early = False
@@ -174,6 +176,8 @@ class Trainer:
                 lr_at_start = self.optimizer.lr
                 order = engine.asarray(self.rng.permutation(n))
                 loss_sum = correct = 0.0
+                # Filled on the engine and read once per epoch: no per-batch host read.
+                batch_loss = xp.zeros((batches,), dtype=xp.float64)
                 for b in range(batches):
                     idx = order[b * self.batch_size:(b + 1) * self.batch_size]
                     xb, yb = xp.take(xs, idx, axis=0), xp.take(ys, idx, axis=0)
@@ -186,12 +190,14 @@ class Trainer:
                     self.model.add_l2_gradient(self.l2)
                     self.optimizer.step(self.model)
                     loss_sum = loss_sum + value * xb.shape[0]
+                    batch_loss[b] = value
                     correct = correct + self._correct(outputs, yb)
                     seen = min(n, (b + 1) * self.batch_size)
                     reporter.batch(lambda: (to_float(value), to_float(correct) / seen))
                     if self.on_batch_end:
                         self.on_batch_end(epoch, b + 1)
                 engine.synchronize()
+                self.batch_losses.extend(engine.to_numpy(batch_loss).tolist())
                 row = {"epoch": epoch, "train_loss": to_float(loss_sum) / n,
                        "train_acc": to_float(correct) / n,
                        "val_loss": None, "val_acc": None, "lr": lr_at_start}
@@ -239,6 +245,7 @@ class Trainer:
         arrays.update({f"optim/{k}": v for k, v in self.optimizer.state_arrays(self.engine).items()})
         if self.best["weights"] is not None:
             arrays.update({f"best/{k}": v for k, v in self.best["weights"].items()})
+        arrays["log/batch_loss"] = np.asarray(self.batch_losses, dtype=np.float64)
         meta = {
             "format": "handprop.checkpoint", "version": 1,
             "epoch": self.epoch, "optimizer_t": self.optimizer.t,
@@ -262,6 +269,7 @@ class Trainer:
                                          self.model.dtype)
         self.rng.bit_generator.state = meta["rng_state"]
         self.history = History(list(meta["history"]))
+        self.batch_losses = part("log/").get("batch_loss", np.zeros(0)).tolist()
         self.epoch = int(meta["epoch"])
         best_weights = part("best/") or None
         self.best = {**meta["best"], "weights": best_weights}
