@@ -22,6 +22,7 @@ from ..errors import HandpropError
 COMMAND_MODULES = [
     "train",
     "sweep",
+    "lr_find",
     "evaluate",
     "compare",
     "predict",

@@ -56,8 +56,9 @@ def build_schedule(config: dict, steps_per_epoch: int):
     return make_schedule("cyclic", lr, **options)
 
 
-def build_optimizer(config: dict, steps_per_epoch: int):
-    schedule = build_schedule(config, steps_per_epoch)
+def build_optimizer(config: dict, steps_per_epoch: int, schedule=None):
+    """The configured optimizer; ``schedule`` replaces the configured learning-rate schedule."""
+    schedule = schedule or build_schedule(config, steps_per_epoch)
     name = config["optimizer"]
     options = {"weight_decay": config["weight_decay"]}
     if name in ("momentum", "nesterov"):

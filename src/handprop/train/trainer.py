@@ -135,10 +135,23 @@ class Trainer:
         self.train_seconds = 0.0
 
     # ---------------------------------------------------------------- helpers
-    def _to_engine(self, x, y):
+    def to_engine(self, x, y):
+        """Check host inputs and targets against the model, then move them to the engine."""
         check_inputs(x, self.model.input_dim)
         check_targets(y, len(x), self.model.output_dim, self.loss)
         return self.engine.asarray(x, self.model.dtype), self.engine.asarray(y)
+
+    def train_step(self, xb, yb):
+        """One update on an engine-resident batch: forward, loss, backward, L2, optimizer.
+
+        Returns ``(loss, outputs)`` still on the engine; nothing is read back.
+        """
+        outputs = self.model.forward(xb, training=True)
+        value, grad = self.loss(self.engine, outputs, yb)
+        self.model.backward(grad)
+        self.model.add_l2_gradient(self.l2)
+        self.optimizer.step(self.model)
+        return value, outputs
 
     def _correct(self, outputs, y):
         return count_correct(self.engine, self.loss, outputs, y)
@@ -149,15 +162,15 @@ class Trainer:
 
     def evaluate(self, x, y) -> tuple[float, float]:
         """Mean loss (without L2) and accuracy on host arrays ``x``, ``y``."""
-        xs, ys = self._to_engine(np.asarray(x), np.asarray(y))
+        xs, ys = self.to_engine(np.asarray(x), np.asarray(y))
         return self.evaluate_on_engine(xs, ys)
 
     # ------------------------------------------------------------------- fit
     def fit(self, x_train, y_train, x_val=None, y_val=None) -> History:
-        xs, ys = self._to_engine(np.asarray(x_train), np.asarray(y_train))
+        xs, ys = self.to_engine(np.asarray(x_train), np.asarray(y_train))
         has_val = x_val is not None and len(x_val) > 0
         if has_val:
-            xv, yv = self._to_engine(np.asarray(x_val), np.asarray(y_val))
+            xv, yv = self.to_engine(np.asarray(x_val), np.asarray(y_val))
         elif self.patience:
             raise ConfigError("early stopping needs a validation set")
         n = xs.shape[0]
@@ -181,14 +194,10 @@ class Trainer:
                 for b in range(batches):
                     idx = order[b * self.batch_size:(b + 1) * self.batch_size]
                     xb, yb = xp.take(xs, idx, axis=0), xp.take(ys, idx, axis=0)
-                    outputs = self.model.forward(xb, training=True)
-                    value, grad = self.loss(engine, outputs, yb)
+                    value, outputs = self.train_step(xb, yb)
                     if (b + 1) % nan_check_every == 0 or b + 1 == batches:
                         if not math.isfinite(to_float(value)):
                             raise NumericalError(self._nan_message(to_float(value), epoch, b + 1))
-                    self.model.backward(grad)
-                    self.model.add_l2_gradient(self.l2)
-                    self.optimizer.step(self.model)
                     loss_sum = loss_sum + value * xb.shape[0]
                     batch_loss[b] = value
                     correct = correct + self._correct(outputs, yb)

@@ -1,0 +1,55 @@
+"""`handprop lr-find`: the learning-rate range test for a training configuration."""
+
+from __future__ import annotations
+
+import json
+
+
+def register(subparsers):
+    from .train import add_training_flags
+
+    p = subparsers.add_parser(
+        "lr-find", help="learning-rate range test: loss against a growing learning rate",
+        description="Train the configured model for --steps mini-batches while the learning "
+        "rate grows geometrically from --lr-min to --lr-max, then plot the loss against the "
+        "learning rate and suggest one: a tenth of the rate where the smoothed loss is lowest. Takes the same "
+        "options as `handprop train` (its --lr and --schedule are ignored); writes no run folder.")
+    add_training_flags(p)
+    p.add_argument("--lr-min", type=float, default=1e-6, help="first learning rate (default 1e-6)")
+    p.add_argument("--lr-max", type=float, default=10.0, help="last learning rate (default 10)")
+    p.add_argument("--steps", type=int, default=200, help="mini-batches to run (default 200)")
+    p.add_argument("--out", metavar="PNG", default="lr_find.png",
+                   help="where to write the plot (default lr_find.png)")
+    p.add_argument("--json", action="store_true", help="print the curve and suggestions as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..train.config import load_toml, make_config
+    from ..train.lr_find import lr_range_test, plot_range_test
+    from .train import flags_to_config
+
+    config = make_config(load_toml(args.config) if args.config else None, flags_to_config(args))
+    result = lr_range_test(config, args.lr_min, args.lr_max, args.steps,
+                           progress=not args.no_progress and not args.json)
+    hidden = "-".join(map(str, config["hidden"]))
+    what = (f"{config['dataset']} {hidden} {config['activation']}, {config['optimizer']}, "
+            f"batch {config['batch_size']}")
+    plot = plot_range_test(result, args.out, title=f"learning-rate range test: {what}")
+    if args.json:
+        print(json.dumps({**result.to_dict(), "plot": str(plot)}, indent=2))
+        return 0
+    print(f"lr range test on {what}: {len(result.losses)} steps from {args.lr_min:g} "
+          f"to {result.lrs[-1]:.3g}" if result.lrs else f"lr range test on {what}: no finite loss")
+    if result.stopped:
+        print(f"stopped early: {result.stopped}")
+    if result.suggestion is None:
+        print("the loss never fell; widen the range (--lr-max) or run more --steps")
+    else:
+        steepest = ("" if result.steepest is None
+                    else f"; it falls fastest at lr {result.steepest:.3g}")
+        print(f"the smoothed loss is lowest at lr {result.minimum:.3g}{steepest}")
+        print(f"suggested: --lr {result.suggestion:.2g} (a tenth of the lowest point's rate)")
+    print(f"plot: {plot}")
+    return 0
