@@ -8,7 +8,7 @@ from . import add_backend_argument
 
 
 def register(subparsers):
-    p = subparsers.add_parser("evaluate", help="loss, accuracy and confusion matrix of a trained run",
+    p = subparsers.add_parser("evaluate", help="loss, accuracy, confusion matrix and pictures of a trained run",
                               description="Evaluate the model of a run folder on a split of its dataset.")
     p.add_argument("run_dir", metavar="DIR", help="the --out folder of `handprop train`")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
