@@ -122,9 +122,10 @@ def test_training_reads_the_device_per_epoch_not_per_batch(standin, monkeypatch)
     synchronizes = standin.recorder.synchronizes  # the probe's
     history = _fit(engine, batch_size=4)  # 125 batches an epoch
     # Per epoch: the NaN check at batches 50, 100 and 125, train loss and
-    # accuracy, validation loss and accuracy -- 7 reads, whatever the batch
-    # count -- and one copy of the epoch's per-batch losses.
-    assert reads == {"to_float": 2 * 7, "to_numpy": 2}
+    # accuracy, validation loss and accuracy, the gradient norms of the two
+    # weight matrices -- 9 reads, whatever the batch count -- and one copy of
+    # the epoch's per-batch losses.
+    assert reads == {"to_float": 2 * 9, "to_numpy": 2}
     assert standin.recorder.host_copies == 2
     assert standin.recorder.synchronizes - synchronizes == 2  # at the end of each epoch
     # The same numbers as the reference engine, which reads every batch.

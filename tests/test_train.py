@@ -123,6 +123,33 @@ def test_batch_losses_make_up_the_epoch_means():
     assert losses[:12].mean() > losses[-12:].mean()  # it learns
 
 
+@pytest.mark.parametrize("activation, vanishing", [("sigmoid", True), ("relu", False)])
+def test_gradient_norms_show_vanishing_gradients_in_deep_sigmoid_nets(activation, vanishing):
+    from handprop.train import make_config
+    from handprop.train.run import prepare_data
+
+    config = make_config(SMALL, {"train_subset": 1000, "hidden": [64] * 5,
+                                 "activation": activation, "optimizer": "sgd", "lr": 0.1})
+    data = prepare_data(config)
+    model = mlp(784, [64] * 5, 10, activation=activation, engine=make_engine("cpu"), seed=0)
+    trainer = Trainer(model, "softmax_cross_entropy", SGD(lr=0.1), batch_size=64, epochs=2,
+                      seed=0, progress=False)
+    history = trainer.fit(data.x_train, data.y_train)
+    norms = history.rows[-1]["grad_norms"]
+    assert list(norms) == [f"layer{i}.W" for i in range(6)]
+    assert all(np.isfinite(v) and v > 0 for v in norms.values())
+    first, last = norms["layer0.W"], norms["layer5.W"]
+    # Each sigmoid layer scales the gradient by at most 1/4 times its weights.
+    assert (first < last / 20) is vanishing
+    # Measuring touches neither the weights nor the optimizer.
+    before = model.get_weights()
+    xs, ys = trainer.to_engine(data.x_train[:100], data.y_train[:100])
+    assert trainer.gradient_norms(xs, ys).keys() == norms.keys()
+    for name, value in model.get_weights().items():
+        np.testing.assert_array_equal(value, before[name])
+    assert trainer.optimizer.t == 2 * math.ceil(1000 / 64)
+
+
 def test_a_killed_cli_run_resumes_to_the_same_result(tmp_path):
     """A real SIGKILL of `handprop train`, then `--resume`."""
     flags = ["--dataset", "mnist", "--train-subset", "3000", "--val-size", "300", "--hidden", "512",
@@ -256,7 +283,7 @@ def test_run_folder_contents(tmp_path):
     summary = run_training(SMALL, tmp_path / "run", progress=False, log=lambda *a: None)
     out = tmp_path / "run"
     for name in ("config.json", "metrics.jsonl", CHECKPOINT_NAME, "model.npz", "curves.png",
-                 "summary.json", "batch_loss.csv"):
+                 "summary.json", "batch_loss.csv", "gradients.png"):
         assert (out / name).exists(), name
     batch_rows = (out / "batch_loss.csv").read_text().splitlines()
     per_epoch = math.ceil(600 / 32)  # train_subset 600, batches of 32

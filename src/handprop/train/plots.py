@@ -213,3 +213,32 @@ def plot_weights(weights, image_shape, path, title: str = "", count: int = 64) -
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_gradient_norms(rows: list[dict], path, shapes: dict | None = None, title: str = "") -> Path:
+    """Per-layer gradient norm of the weights against epoch, on a log axis."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    names = list(rows[0].get("grad_norms") or {}) if rows else []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    epochs = [r["epoch"] for r in rows]
+    colors = plt.cm.viridis([i / max(len(names) - 1, 1) * 0.9 for i in range(len(names))])
+    for number, (name, color) in enumerate(zip(names, colors), start=1):
+        values = [(r.get("grad_norms") or {}).get(name) for r in rows]
+        shape = (shapes or {}).get(name)
+        where = f" ({shape[0]}→{shape[1]})" if shape is not None and len(shape) == 2 else ""
+        ax.plot(epochs, values, "-o", ms=3, color=color, label=f"weights {number}{where}")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("‖∂loss/∂W‖ (Euclidean norm)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3, which="both")
+    if names:
+        ax.legend(fontsize=8, title="input side first", title_fontsize=8)
+    ax.set_title(title or "gradient norm per layer, after each epoch")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -8,6 +8,7 @@ it writes:
   (everything needed to rerun, evaluate or predict);
 * ``metrics.jsonl``: one JSON object per epoch;
 * ``batch_loss.csv``: the training loss of every mini-batch;
+* ``gradients.png``: the gradient norm of each weight matrix after each epoch;
 * ``checkpoint.npz``: after every epoch (atomic), for ``--resume``;
 * ``model.npz``: the final (or best, with early stopping) model;
 * ``curves.png``: loss and accuracy, train vs validation, and the per-batch loss;
@@ -30,7 +31,7 @@ from ..nn.model import mlp
 from ..optim.optimizers import make_optimizer
 from ..optim.schedules import make_schedule
 from .config import make_config, validate
-from .trainer import CHECKPOINT_NAME, Trainer
+from .trainer import CHECKPOINT_NAME, GRADIENT_PROBE_SIZE, Trainer
 
 OUTPUT_ACTIVATION = {"softmax_cross_entropy": "identity", "binary_cross_entropy": "identity",
                      "mse": "sigmoid"}
@@ -179,6 +180,13 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
                         title=f"{config['dataset']} {'-'.join(map(str, config['hidden']))} "
                               f"{config['activation']} {config['optimizer']} lr={config['lr']}",
                         batch_losses=trainer.batch_losses)
+            from .plots import plot_gradient_norms
+
+            shapes = {name: tuple(layer.params[key].shape)
+                      for name, layer, key in model.named_parameters()}
+            plot_gradient_norms(trainer.history.rows, out / "gradients.png", shapes=shapes,
+                                title=f"gradient norm per layer ({GRADIENT_PROBE_SIZE} training "
+                                      f"samples, after each epoch)")
         _write_batch_losses(out, trainer.batch_losses, len(trainer.history))
         atomic_write_json(out / "summary.json", summary)
     return summary

@@ -24,7 +24,10 @@ from ..nn.model import Sequential
 from ..optim.optimizers import Optimizer
 
 CHECKPOINT_NAME = "checkpoint.npz"
-HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+#: Training samples (the first ones) on which per-layer gradient norms are taken.
+GRADIENT_PROBE_SIZE = 1024
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
+                "grad_norms")
 
 
 @dataclass
@@ -160,6 +163,19 @@ class Trainer:
         """Mean loss and accuracy over engine-resident arrays."""
         return evaluate_arrays(self.model, self.loss, xs, ys, self.eval_batch_size)
 
+    def gradient_norms(self, xs, ys) -> dict[str, float]:
+        """Euclidean norm of the data-loss gradient of every weight matrix on ``xs, ys``.
+
+        Parameters and optimizer state are left alone, so measuring changes
+        nothing about training; it shows vanishing or exploding gradients
+        layer by layer.
+        """
+        outputs = self.model.forward(xs, training=True)
+        _, grad = self.loss(self.engine, outputs, ys)
+        self.model.backward(grad)
+        return {name: math.sqrt(self.engine.sum_squares(layer.grads[key]))
+                for name, layer, key in self.model.named_parameters() if key == "W"}
+
     def evaluate(self, x, y) -> tuple[float, float]:
         """Mean loss (without L2) and accuracy on host arrays ``x``, ``y``."""
         xs, ys = self.to_engine(np.asarray(x), np.asarray(y))
@@ -174,6 +190,8 @@ class Trainer:
         elif self.patience:
             raise ConfigError("early stopping needs a validation set")
         n = xs.shape[0]
+        # A fixed batch on which gradient norms are measured after each epoch.
+        probe = (xs[:GRADIENT_PROBE_SIZE], ys[:GRADIENT_PROBE_SIZE])
         batches = math.ceil(n / self.batch_size)
         reporter = EpochReporter(self.epochs, batches, enabled=self.progress)
         xp, engine = self.engine.xp, self.engine
@@ -212,6 +230,7 @@ class Trainer:
                        "val_loss": None, "val_acc": None, "lr": lr_at_start}
                 if has_val:
                     row["val_loss"], row["val_acc"] = self.evaluate_on_engine(xv, yv)
+                row["grad_norms"] = self.gradient_norms(*probe)
                 seconds = time.perf_counter() - started
                 row["seconds"] = seconds
                 self.train_seconds += seconds
