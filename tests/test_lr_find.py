@@ -89,3 +89,10 @@ def test_cli_bad_range_is_one_line(capsys):
     assert main(["lr-find", "--lr-min", "1", "--lr-max", "0.1", "--backend", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "0 < lr-min < lr-max" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_says_when_the_range_ends_too_early(tmp_path, capsys):
+    assert main(["lr-find", "--dataset", "xor", "--hidden", "3", "--loss", "mse", "--val-size", "0",
+                 "--batch-size", "21", "--steps", "40", "--lr-max", "0.01", "--backend", "cpu",
+                 "--no-progress", "--out", str(tmp_path / "x.png")]) == 0
+    assert "a larger --lr-max would show where it turns" in capsys.readouterr().out

@@ -51,5 +51,8 @@ def run(args) -> int:
                     else f"; it falls fastest at lr {result.steepest:.3g}")
         print(f"the smoothed loss is lowest at lr {result.minimum:.3g}{steepest}")
         print(f"suggested: --lr {result.suggestion:.2g} (a tenth of the lowest point's rate)")
+        if not result.stopped and result.minimum == result.lrs[-1]:
+            print("note: the loss was still falling at the end of the range; a larger --lr-max "
+                  "would show where it turns")
     print(f"plot: {plot}")
     return 0
