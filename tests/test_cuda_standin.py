@@ -161,3 +161,12 @@ def test_train_command_runs_and_checkpoints_on_the_cuda_engine(standin, tmp_path
     assert before.keys() == after.keys()
     for key in before:
         np.testing.assert_array_equal(before[key], after[key])
+
+
+def test_lr_find_runs_on_the_cuda_engine(standin, tmp_path, capsys):
+    assert main(["lr-find", "--backend", "cuda", "--train-subset", "600", "--val-size", "0",
+                 "--hidden", "16", "--optimizer", "adam", "--batch-size", "32", "--steps", "40",
+                 "--no-progress", "--json", "--out", str(tmp_path / "lr.png")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert 10 <= len(report["losses"]) <= 40 and report["minimum"] is not None
+    assert any(name.startswith("adam_update") for name, _, _ in standin.recorder.launches)
