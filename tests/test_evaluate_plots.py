@@ -83,8 +83,24 @@ def test_evaluate_plot_on_points_draws_only_the_confusion_matrix(tmp_path, capsy
     capsys.readouterr()
     assert main(["evaluate", str(run), "--split", "train", "--plot", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["plots"] == [str(run / "confusion-train.png")]
+    assert report["plots"] == [str(run / "confusion-train.png"), str(run / "decision-train.png")]
     assert not (run / "mistakes-train.png").exists() and not (run / "weights-layer1.png").exists()
+    assert (run / "decision.png").exists()  # drawn by train itself for two inputs
+
+
+def test_decision_grid_is_the_models_prediction_over_the_plane():
+    from handprop.nn import Dense, Sequential
+    from handprop.train.plots import decision_grid
+
+    # Identity weights: the predicted class is the larger input, so class 1 above the diagonal.
+    model = Sequential([Dense(2, "identity")], input_dim=2, engine="cpu", dtype="float64")
+    model.set_weights({"layer0.W": np.eye(2), "layer0.b": np.zeros(2)})
+    x = np.array([[0.0, 0.0], [1.0, 2.0]])
+    g0, g1, classes = decision_grid(model, "softmax_cross_entropy", x, resolution=41)
+    assert g0.shape == g1.shape == classes.shape == (41, 41)
+    assert g0.min() == pytest.approx(-0.1) and g1.max() == pytest.approx(2.2)  # 10 % margins
+    off_diagonal = g0 != g1
+    np.testing.assert_array_equal(classes[off_diagonal], (g1 > g0)[off_diagonal].astype(int))
 
 
 def test_batch_positions_fill_each_epoch():

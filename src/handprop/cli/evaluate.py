@@ -51,7 +51,8 @@ def run(args) -> int:
     names = saved.get("class_names") or [str(i) for i in range(classes)]
     totals = matrix.sum(axis=1)
     per_class = [float(matrix[i, i] / totals[i]) if totals[i] else None for i in range(classes)]
-    plots = _draw(args, model, data, x, truth, pred, mistakes, matrix, names) if args.plot else []
+    plots = (_draw(args, model, loss, data, x, truth, pred, mistakes, matrix, names)
+             if args.plot else [])
     if args.json:
         print(json.dumps({"split": args.split, "n": int(len(y)), "loss": value, "accuracy": accuracy,
                           "engine": engine.name, "class_names": names,
@@ -72,15 +73,20 @@ def run(args) -> int:
     return 0
 
 
-def _draw(args, model, data, x, truth, pred, mistakes, matrix, names) -> list[str]:
+def _draw(args, model, loss, data, x, truth, pred, mistakes, matrix, names) -> list[str]:
     """The evaluation pictures, written next to the run's curves.png."""
     from pathlib import Path
 
-    from ..train.plots import is_image_shape, plot_confusion, plot_mistakes, plot_weights
+    from ..train.plots import (is_image_shape, plot_confusion, plot_decision_regions,
+                               plot_mistakes, plot_weights)
 
     run_dir = Path(args.run_dir)
     written = [plot_confusion(matrix, names, run_dir / f"confusion-{args.split}.png",
                               title=f"{args.split} split")]
+    if tuple(data.input_shape) == (2,):
+        written.append(plot_decision_regions(model, loss, x, truth, names,
+                                             run_dir / f"decision-{args.split}.png",
+                                             what=f"{args.split} split"))
     if is_image_shape(data.input_shape):
         written.append(plot_mistakes(x, truth, pred, mistakes, names, data.input_shape,
                                      run_dir / f"mistakes-{args.split}.png",

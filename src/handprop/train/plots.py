@@ -242,3 +242,65 @@ def plot_gradient_norms(rows: list[dict], path, shapes: dict | None = None, titl
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def decision_grid(model, loss, x, resolution: int = 200):
+    """``(g0, g1, classes)``: a grid over the data's range (plus 10 %) and the class predicted at
+    each of its points, for a model of two inputs."""
+    import numpy as np
+
+    from ..nn.losses import get_loss
+
+    x = np.asarray(x, dtype=np.float64)
+    engine, loss = model.engine, get_loss(loss)
+    low, high = x.min(axis=0), x.max(axis=0)
+    margin = 0.1 * np.maximum(high - low, 1e-9)
+    g0, g1 = np.meshgrid(np.linspace(low[0] - margin[0], high[0] + margin[0], resolution),
+                         np.linspace(low[1] - margin[1], high[1] + margin[1], resolution))
+    points = np.column_stack([g0.ravel(), g1.ravel()])
+    out = model.forward(engine.asarray(points, model.dtype))
+    classes = np.asarray(engine.to_numpy(loss.predict(engine, out))).reshape(g0.shape)
+    return g0, g1, classes
+
+
+def plot_decision_regions(model, loss, x, y, names, path, what: str = "", resolution: int = 200):
+    """For two inputs: the class the model predicts at every point of the plane, with the data.
+
+    The background is coloured by predicted class; points are the samples in
+    their true class's colour, and a cross marks each one the model gets wrong.
+    """
+    import numpy as np
+
+    from ..nn.losses import get_loss
+
+    plt = _pyplot()
+    from matplotlib.colors import ListedColormap
+
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y)
+    engine = model.engine
+    g0, g1, regions = decision_grid(model, loss, x, resolution)
+    out = model.forward(engine.asarray(x, model.dtype))
+    pred = np.asarray(engine.to_numpy(get_loss(loss).predict(engine, out)))
+    classes = len(names)
+    cmap = ListedColormap([plt.cm.tab10(i % 10) for i in range(classes)])
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.contourf(g0, g1, regions, levels=np.arange(classes + 1) - 0.5, cmap=cmap, alpha=0.25)
+    for c in range(classes):
+        mine = y == c
+        ax.scatter(x[mine, 0], x[mine, 1], s=28, color=cmap(c), edgecolors="black",
+                   linewidths=0.5, label=f"class {names[c]}")
+    wrong = pred != y
+    if wrong.any():
+        ax.scatter(x[wrong, 0], x[wrong, 1], s=90, marker="x", color="black",
+                   label=f"wrong ({int(wrong.sum())})")
+    ax.set_xlabel("input 1")
+    ax.set_ylabel("input 2")
+    ax.legend(fontsize=8, loc="best")
+    accuracy = float((~wrong).mean()) if len(y) else float("nan")
+    ax.set_title(f"decision regions{', ' + what if what else ''}: "
+                 f"{accuracy:.1%} of {len(y)} points right")
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

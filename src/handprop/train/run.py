@@ -9,6 +9,7 @@ it writes:
 * ``metrics.jsonl``: one JSON object per epoch;
 * ``batch_loss.csv``: the training loss of every mini-batch;
 * ``gradients.png``: the gradient norm of each weight matrix after each epoch;
+* ``decision.png``: for two inputs, the predicted class over the plane, with the data;
 * ``checkpoint.npz``: after every epoch (atomic), for ``--resume``;
 * ``model.npz``: the final (or best, with early stopping) model;
 * ``curves.png``: loss and accuracy, train vs validation, and the per-batch loss;
@@ -92,6 +93,10 @@ def build_model(config: dict, input_dim: int, classes: int, engine):
 
 def _write_metrics(out: Path, rows: list[dict]) -> None:
     atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+
+def _class_names(data) -> list[str]:
+    return list(getattr(data, "class_names", None) or [str(i) for i in range(data.classes)])
 
 
 def _write_batch_losses(out: Path, losses: list[float], epochs: int) -> None:
@@ -187,6 +192,12 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
             plot_gradient_norms(trainer.history.rows, out / "gradients.png", shapes=shapes,
                                 title=f"gradient norm per layer ({GRADIENT_PROBE_SIZE} training "
                                       f"samples, after each epoch)")
+            if tuple(data.input_shape) == (2,):
+                from .plots import plot_decision_regions
+
+                plot_decision_regions(model, config["output_loss"], data.x_train, data.y_train,
+                                      _class_names(data), out / "decision.png",
+                                      what="training data")
         _write_batch_losses(out, trainer.batch_losses, len(trainer.history))
         atomic_write_json(out / "summary.json", summary)
     return summary
