@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..train.plots import _pyplot
+from ..train.plots import _pyplot, save_figure
 from .space import axis_scale, is_number
 
 MAX_CURVES = 10
@@ -103,8 +103,7 @@ def plot_curves(rows: list[dict], options: list[str], path) -> Path:
     if seeds > 1:
         title += f"; mean ± 1 std over {seeds} seeds"
     fig.suptitle(title)
-    fig.tight_layout()
-    return _save(fig, path, plt)
+    return save_figure(fig, path)
 
 
 def plot_metric_vs_option(rows: list[dict], options: list[str], option: str, path) -> Path:
@@ -148,8 +147,7 @@ def plot_metric_vs_option(rows: list[dict], options: list[str], option: str, pat
         ax_acc.plot([], [], "k--", label="train (dashed)")
         ax_acc.legend(fontsize=8)
     fig.suptitle(f"validation (solid) and training (dashed) against {option}")
-    fig.tight_layout()
-    return _save(fig, path, plt)
+    return save_figure(fig, path)
 
 
 def _final(records, key):
@@ -203,8 +201,7 @@ def plot_heatmap(rows: list[dict], a: str, b: str, path) -> Path:
     ax.set_xlabel(a)
     ax.set_ylabel(b)
     ax.set_title(f"validation accuracy over {a} and {b}")
-    fig.tight_layout()
-    return _save(fig, path, plt)
+    return save_figure(fig, path)
 
 
 def _sort_key(value):
@@ -217,14 +214,6 @@ def _tick(value) -> str:
     if isinstance(value, (list, tuple)):  # hidden widths
         return "x".join(map(str, value))
     return str(value)
-
-
-def _save(fig, path, plt) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def write_plots(records: list[dict], rows: list[dict], options: list[str], plot_dir) -> list[Path]:

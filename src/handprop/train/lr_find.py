@@ -171,9 +171,7 @@ def _progress_bar(total: int, enabled: bool):
 
 def plot_range_test(result: RangeTest, path, title: str = ""):
     """Loss against learning rate on a log axis, with the two suggestions marked."""
-    from pathlib import Path
-
-    from .plots import _pyplot
+    from .plots import _pyplot, save_figure
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
@@ -198,8 +196,4 @@ def plot_range_test(result: RangeTest, path, title: str = ""):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title or "learning-rate range test")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

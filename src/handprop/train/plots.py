@@ -14,6 +14,17 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path) -> Path:
+    """Lay out, write as PNG (creating the folder) and free the figure."""
+    plt = _pyplot()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def batch_positions(batch_losses, epochs: int):
     """x of each mini-batch loss in epochs: epoch e's batches fill (e - 1, e].
 
@@ -64,11 +75,7 @@ def plot_curves(rows: list[dict], path, title: str = "", batch_losses=None) -> P
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------ evaluation
@@ -136,11 +143,7 @@ def plot_confusion(matrix, names, path, title: str = "") -> Path:
     accuracy = np.trace(matrix) / max(matrix.sum(), 1)
     ax.set_title(f"{title + ': ' if title else ''}accuracy {accuracy:.2%} of {matrix.sum():,}")
     fig.colorbar(image, ax=ax, format=PercentFormatter(1.0), label="share of the true class")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_mistakes(images, truth, pred, indices, names, image_shape, path, title: str = "") -> Path:
@@ -161,11 +164,7 @@ def plot_mistakes(images, truth, pred, indices, names, image_shape, path, title:
     if not count:
         axes.flat[0].text(0.5, 0.5, "no mistakes", ha="center", va="center")
     fig.suptitle(title or "most confident mistakes (true → predicted)")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def weight_tiles(weights, image_shape, count: int = 64):
@@ -208,11 +207,7 @@ def plot_weights(weights, image_shape, path, title: str = "", count: int = 64) -
     shown = f"{len(tiles)} of {weights.shape[1]}" if len(tiles) < weights.shape[1] else len(tiles)
     legend = " (red +, blue -)" if tiles and tiles[0].ndim == 2 else ""
     fig.suptitle(title or f"first-layer weights of {shown} units{legend}")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_gradient_norms(rows: list[dict], path, shapes: dict | None = None, title: str = "") -> Path:
@@ -237,11 +232,7 @@ def plot_gradient_norms(rows: list[dict], path, shapes: dict | None = None, titl
     if names:
         ax.legend(fontsize=8, title="input side first", title_fontsize=8)
     ax.set_title(title or "gradient norm per layer, after each epoch")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def decision_grid(model, loss, x, resolution: int = 200):
@@ -299,8 +290,4 @@ def plot_decision_regions(model, loss, x, y, names, path, what: str = "", resolu
     accuracy = float((~wrong).mean()) if len(y) else float("nan")
     ax.set_title(f"decision regions{', ' + what if what else ''}: "
                  f"{accuracy:.1%} of {len(y)} points right")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
