@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ConfigError
-from .nn.layers import Activation, Dense
+from .nn.layers import Activation, Dense, Dropout
 from .nn.losses import check_targets, get_loss
 from .nn.model import Sequential
 
@@ -71,8 +71,12 @@ class GradcheckReport:
                             for c in self.checks]}
 
 
-def total_loss(model: Sequential, loss, x, targets, l2: float) -> float:
-    value, _ = loss(model.engine, model.forward(x, training=False), targets)
+def total_loss(model: Sequential, loss, x, targets, l2: float, rng_states=None) -> float:
+    """The loss of a training-mode forward pass; with ``rng_states``, layers that draw random
+    numbers (dropout) are reset first, so every evaluation uses the same masks."""
+    if rng_states is not None:
+        model.set_rng_states(rng_states)
+    value, _ = loss(model.engine, model.forward(x, training=True), targets)
     return model.engine.to_float(value) + model.l2_penalty(l2)
 
 
@@ -93,6 +97,9 @@ def gradcheck(model: Sequential, loss, x, targets, l2: float = 0.0, step: float 
     xs, ts = engine.asarray(x_host, "float64"), engine.asarray(targets)
     rng = np.random.default_rng(seed)
 
+    # Dropout masks are drawn once here and redrawn identically for every
+    # numerical evaluation below, so the check covers dropout's backward too.
+    rng_states = model.rng_states()
     outputs = model.forward(xs, training=True)
     _, grad_out = loss(engine, outputs, ts)
     grad_input = engine.to_numpy(model.backward(grad_out, need_input_grad=True))
@@ -113,7 +120,7 @@ def gradcheck(model: Sequential, loss, x, targets, l2: float = 0.0, step: float 
             values = []
             for offset in (2 * step, step, -step, -2 * step):
                 write(idx, original + offset)
-                values.append(total_loss(model, loss, current_x[0], ts, l2))
+                values.append(total_loss(model, loss, current_x[0], ts, l2, rng_states))
             write(idx, original)
             numeric[idx] = (-values[0] + 8 * values[1] - 8 * values[2] + values[3]) / (12 * step)
             mask[idx] = True
@@ -159,9 +166,9 @@ DEFAULT_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "lecun_tanh", "i
 
 def default_network(loss_name: str, engine=None, seed: int = 0, inputs: int = 4,
                     width: int = 5, outputs: int = 3) -> Sequential:
-    """An MLP with one Dense layer per activation, plus separate activation layers."""
+    """An MLP with one Dense layer per activation, plus separate activation layers and dropout."""
     layers = [Dense(width, act, init="xavier_normal") for act in DEFAULT_ACTIVATIONS]
-    layers += [Activation("tanh"), Dense(width, "identity"), Activation("sigmoid"),
+    layers += [Activation("tanh"), Dropout(0.4), Dense(width, "identity"), Activation("sigmoid"),
                Activation("leaky_relu", alpha=0.1), Activation("lecun_tanh")]
     layers.append(Dense(outputs, "sigmoid" if loss_name == "mse" else "identity"))
     return Sequential(layers, input_dim=inputs, engine=engine, dtype="float64", seed=seed)

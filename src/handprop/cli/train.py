@@ -19,6 +19,7 @@ TRAIN_FLAGS = [
     ("--hidden", "hidden", str, "hidden widths, e.g. 300 or 256,256 ('' for none; default 100)"),
     ("--activation", "activation", str,
      "sigmoid, tanh, relu, leaky_relu, lecun_tanh or identity (default sigmoid)"),
+    ("--dropout", "dropout", float, "dropout rate after each hidden layer, in [0, 1) (default 0)"),
     ("--loss", "output_loss", str, "softmax_cross_entropy (default), mse or binary_cross_entropy"),
     ("--init", "init", str, "auto, uniform, lecun, xavier_uniform, xavier_normal, he, he_uniform"),
     ("--optimizer", "optimizer", str, "sgd (default), momentum, nesterov or adam"),

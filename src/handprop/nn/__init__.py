@@ -4,6 +4,7 @@ from .layers import (
     ACTIVATIONS,
     Activation,
     Dense,
+    Dropout,
     Identity,
     Layer,
     LeakyReLU,
@@ -15,6 +16,7 @@ from .layers import (
 from .losses import LOSSES, BinaryCrossEntropy, Loss, MeanSquaredError, SoftmaxCrossEntropy, get_loss
 from .model import Sequential, mlp
 
-__all__ = ["ACTIVATIONS", "LOSSES", "Activation", "BinaryCrossEntropy", "Dense", "Identity",
+__all__ = ["ACTIVATIONS", "LOSSES", "Activation", "BinaryCrossEntropy", "Dense", "Dropout",
+           "Identity",
            "Layer", "LeakyReLU", "LecunTanh", "Loss", "MeanSquaredError", "ReLU", "Sequential",
            "Sigmoid", "SoftmaxCrossEntropy", "Tanh", "get_loss", "mlp"]

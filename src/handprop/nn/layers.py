@@ -41,6 +41,13 @@ class Layer:
         """Everything needed to rebuild this layer (JSON-serializable)."""
         raise NotImplementedError
 
+    def rng_state(self) -> dict | None:
+        """The state of this layer's random generator (for checkpoints), None if it has none."""
+        return None
+
+    def set_rng_state(self, state: dict) -> None:
+        """Restore what ``rng_state`` returned."""
+
     def describe(self) -> str:
         return type(self).__name__
 
@@ -124,6 +131,51 @@ class Activation(Layer):
         return f"Activation({self.kind})"
 
 
+class Dropout(Layer):
+    """Inverted dropout: in training, each input is zeroed with probability ``rate`` and the
+    rest are scaled by ``1 / (1 - rate)``, so at test time the layer passes inputs through.
+
+    Masks are drawn on the host from the layer's own generator, spawned from
+    the model's seed without drawing from it (initial weights do not depend on
+    dropout), then moved to the engine, so every engine sees the same masks.
+    """
+
+    def __init__(self, rate: float = 0.5):
+        super().__init__()
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0.0 <= rate < 1.0:
+            raise ConfigError(f"dropout rate must be in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.rng: np.random.Generator | None = None
+        self.mask = None
+
+    def build(self, input_dim, engine, dtype, rng):
+        self.rng, self.dtype = rng.spawn(1)[0], dtype
+        return super().build(input_dim, engine, dtype, rng)
+
+    def forward(self, x, training=False):
+        if not training or self.rate == 0.0:
+            self.mask = None
+            return x
+        keep = self.rng.random(tuple(x.shape)) >= self.rate
+        self.mask = self.engine.asarray(keep / (1.0 - self.rate), self.dtype)
+        return x * self.mask
+
+    def backward(self, grad_out, need_input_grad=True):
+        return grad_out if self.mask is None else grad_out * self.mask
+
+    def rng_state(self):
+        return self.rng.bit_generator.state
+
+    def set_rng_state(self, state):
+        self.rng.bit_generator.state = state
+
+    def config(self):
+        return {"type": "Dropout", "rate": self.rate}
+
+    def describe(self):
+        return f"Dropout({self.rate:g})"
+
+
 def Sigmoid():
     return Activation("sigmoid")
 
@@ -149,7 +201,7 @@ def Identity():
     return Activation("identity")
 
 
-LAYER_TYPES = {"Dense": Dense, "Activation": Activation}
+LAYER_TYPES = {"Dense": Dense, "Activation": Activation, "Dropout": Dropout}
 
 
 def layer_from_config(config: dict) -> Layer:
@@ -160,5 +212,5 @@ def layer_from_config(config: dict) -> Layer:
     return LAYER_TYPES[kind](**config)
 
 
-__all__ = ["ACTIVATIONS", "Activation", "Dense", "Identity", "Layer", "LeakyReLU",
+__all__ = ["ACTIVATIONS", "Activation", "Dense", "Dropout", "Identity", "Layer", "LeakyReLU",
            "LecunTanh", "ReLU", "Sigmoid", "Tanh", "layer_from_config"]

@@ -7,7 +7,7 @@ import numpy as np
 from ..engines import get_engine
 from ..errors import CheckpointError, ConfigError, ShapeError
 from ..io import load_arrays, save_arrays
-from .layers import Dense, Layer, layer_from_config
+from .layers import Dense, Dropout, Layer, layer_from_config
 
 DTYPES = ("float32", "float64")
 FORMAT_VERSION = 1
@@ -78,6 +78,16 @@ class Sequential:
 
     def __call__(self, x):
         return self.forward(x, training=False)
+
+    def rng_states(self) -> dict:
+        """States of the layers' own random generators (dropout masks), by layer."""
+        states = {f"layer{i}": layer.rng_state() for i, layer in enumerate(self.layers)}
+        return {name: state for name, state in states.items() if state is not None}
+
+    def set_rng_states(self, states: dict) -> None:
+        for i, layer in enumerate(self.layers):
+            if f"layer{i}" in states:
+                layer.set_rng_state(states[f"layer{i}"])
 
     # -------------------------------------------------------------- parameters
     def named_parameters(self):
@@ -170,8 +180,14 @@ class Sequential:
 
 
 def mlp(input_dim: int, hidden: list[int], outputs: int, activation="relu",
-        output_activation="identity", init="auto", engine=None, dtype="float32", seed=0) -> Sequential:
-    """A multi-layer perceptron: ``hidden`` Dense layers, then an output layer."""
-    layers = [Dense(h, activation, init=init) for h in hidden]
+        output_activation="identity", init="auto", engine=None, dtype="float32", seed=0,
+        dropout: float = 0.0) -> Sequential:
+    """A multi-layer perceptron: ``hidden`` Dense layers (each followed by ``Dropout(dropout)``
+    when ``dropout`` > 0), then an output layer."""
+    layers = []
+    for width in hidden:
+        layers.append(Dense(width, activation, init=init))
+        if dropout:
+            layers.append(Dropout(dropout))
     layers.append(Dense(outputs, output_activation, init=init))
     return Sequential(layers, input_dim=input_dim, engine=engine, dtype=dtype, seed=seed)

@@ -25,6 +25,7 @@ DEFAULTS: dict = {
     "seed": 0,
     "hidden": [100],
     "activation": "sigmoid",
+    "dropout": 0.0,           # dropout rate after each hidden layer
     "output_loss": "softmax_cross_entropy",
     "init": "auto",
     "optimizer": "sgd",
@@ -103,7 +104,8 @@ def make_config(*sources: dict | None) -> dict:
 
 
 def validate(config: dict) -> dict:
-    c = dict(config)
+    # Defaults fill options added after a run's config.json was written.
+    c = {**DEFAULTS, **config}
     c["hidden"] = parse_hidden(c["hidden"])
     for key, choices in CHOICES.items():
         if c[key] not in choices:
@@ -141,7 +143,7 @@ def validate(config: dict) -> dict:
     number("cycles", 1, integer=True, allow_none=True)
     number("patience", 1, integer=True, allow_none=True)
     number("train_subset", 1, integer=True, allow_none=True)
-    for key in ("momentum", "beta1", "beta2"):
+    for key in ("momentum", "beta1", "beta2", "dropout"):
         number(key, 0)
         if c[key] >= 1:
             raise ConfigError(f"{key} must be in [0, 1); got {c[key]!r}")

@@ -88,7 +88,8 @@ def build_model(config: dict, input_dim: int, classes: int, engine):
     outputs = 1 if (classes == 2 and config["output_loss"] == "binary_cross_entropy") else classes
     return mlp(input_dim, config["hidden"], outputs, activation=config["activation"],
                output_activation=OUTPUT_ACTIVATION[config["output_loss"]], init=config["init"],
-               engine=engine, dtype=config["dtype"], seed=config["seed"])
+               engine=engine, dtype=config["dtype"], seed=config["seed"],
+               dropout=config["dropout"])
 
 
 def _write_metrics(out: Path, rows: list[dict]) -> None:

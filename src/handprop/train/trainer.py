@@ -170,9 +170,11 @@ class Trainer:
         nothing about training; it shows vanishing or exploding gradients
         layer by layer.
         """
+        states = self.model.rng_states()  # dropout masks drawn here must not shift training's
         outputs = self.model.forward(xs, training=True)
         _, grad = self.loss(self.engine, outputs, ys)
         self.model.backward(grad)
+        self.model.set_rng_states(states)
         return {name: math.sqrt(self.engine.sum_squares(layer.grads[key]))
                 for name, layer, key in self.model.named_parameters() if key == "W"}
 
@@ -279,6 +281,7 @@ class Trainer:
             "epoch": self.epoch, "optimizer_t": self.optimizer.t,
             "optimizer": self.optimizer.config(),
             "rng_state": self.rng.bit_generator.state,
+            "layer_rng_states": self.model.rng_states(),
             "history": self.history.rows,
             "best": {k: v for k, v in self.best.items() if k != "weights"},
             "stopped_early": self.stopped_early, "train_seconds": self.train_seconds,
@@ -296,6 +299,7 @@ class Trainer:
         self.optimizer.load_state_arrays(self.engine, part("optim/"), meta["optimizer_t"],
                                          self.model.dtype)
         self.rng.bit_generator.state = meta["rng_state"]
+        self.model.set_rng_states(meta.get("layer_rng_states", {}))
         self.history = History(list(meta["history"]))
         self.batch_losses = part("log/").get("batch_loss", np.zeros(0)).tolist()
         self.epoch = int(meta["epoch"])
