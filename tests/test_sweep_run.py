@@ -211,7 +211,7 @@ def test_cli_runs_a_toml_sweep_and_flags_win(tmp_path, capsys):
 
 @pytest.mark.parametrize("name, trials", [("l2_accuracy", 21), ("lr_curves", 5),
                                           ("decay_curves", 4), ("l2_coarse_to_fine", 10),
-                                          ("multi_seed", 4)])
+                                          ("multi_seed", 4), ("dropout_accuracy", 12)])
 def test_example_studies_parse(name, trials, capsys):
     from pathlib import Path
 
