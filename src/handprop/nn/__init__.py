@@ -17,6 +17,5 @@ from .losses import LOSSES, BinaryCrossEntropy, Loss, MeanSquaredError, SoftmaxC
 from .model import Sequential, mlp
 
 __all__ = ["ACTIVATIONS", "LOSSES", "Activation", "BinaryCrossEntropy", "Dense", "Dropout",
-           "Identity",
-           "Layer", "LeakyReLU", "LecunTanh", "Loss", "MeanSquaredError", "ReLU", "Sequential",
-           "Sigmoid", "SoftmaxCrossEntropy", "Tanh", "get_loss", "mlp"]
+           "Identity", "Layer", "LeakyReLU", "LecunTanh", "Loss", "MeanSquaredError", "ReLU",
+           "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "Tanh", "get_loss", "mlp"]

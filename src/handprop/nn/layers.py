@@ -164,7 +164,7 @@ class Dropout(Layer):
         return grad_out if self.mask is None else grad_out * self.mask
 
     def rng_state(self):
-        return self.rng.bit_generator.state
+        return None if self.rng is None else self.rng.bit_generator.state
 
     def set_rng_state(self, state):
         self.rng.bit_generator.state = state

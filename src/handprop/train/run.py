@@ -153,9 +153,10 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
                 "config": config, "preprocessing": data.preprocessing,
                 "input_dim": data.input_dim, "classes": data.classes,
                 "class_names": getattr(data, "class_names", None)})
+    dropout = f" with dropout {config['dropout']:g}" if config["dropout"] else ""
     log(f"engine {engine.name}, model {data.input_dim}-"
         f"{'-'.join(map(str, config['hidden']))}{'-' if config['hidden'] else ''}"
-        f"{model.output_dim} ({model.num_parameters():,} parameters), "
+        f"{model.output_dim}{dropout} ({model.num_parameters():,} parameters), "
         f"{len(data.x_train):,} training samples")
 
     trainer.fit(data.x_train, data.y_train, data.x_val, data.y_val)
