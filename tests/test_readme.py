@@ -1,0 +1,22 @@
+"""The README's Python example runs as printed."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def test_python_example_runs(capsys):
+    if not README.exists():
+        pytest.fail("README.md is missing from the checkout")
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), re.S)
+    assert len(blocks) == 1, "expected exactly one Python example in the README"
+    exec(compile(blocks[0], "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "Dropout(0.2)" in out  # the summary
+    loss, accuracy = eval(out.strip().splitlines()[-1])  # the printed (loss, accuracy)
+    assert accuracy > 0.95 and loss < 0.2
