@@ -13,7 +13,7 @@ import pytest
 
 from handprop.engines.base import ACTIVATIONS, Engine
 from handprop.gradcheck import gradcheck
-from handprop.nn import Activation, Dense, Sequential
+from handprop.nn import Activation, BatchNorm, Dense, Dropout, Sequential
 from handprop.nn.losses import LOSSES, get_loss
 from handprop.optim import OPTIMIZERS, make_optimizer
 
@@ -136,9 +136,10 @@ def test_optimizer_primitives_in_place(strict, cpu, rng):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("opt_name", sorted(OPTIMIZERS))
 def test_whole_model_step(strict, cpu, rng, opt_name, dtype):
-    """Dense forward/backward, loss, L2 and an optimizer step, twice, on both engines."""
+    """Every layer's forward/backward, loss, L2 and an optimizer step, twice, on both engines."""
     def build(engine):
-        return Sequential([Dense(5, "relu"), Dense(4, "lecun_tanh"), Activation("sigmoid"),
+        return Sequential([Dense(5, "relu"), Dropout(0.3), Dense(4, "identity", use_bias=False),
+                           BatchNorm(), Activation("lecun_tanh"), Activation("sigmoid"),
                            Dense(3, "identity")], input_dim=4, engine=engine, dtype=dtype, seed=9)
 
     ms, mc = build(strict), build(cpu)

@@ -169,9 +169,12 @@ def test_cli_gradcheck_json(capsys):
     worst = max(t["rel_error"] for c in out["checks"] for t in c["tensors"])
     assert out["max_rel_error"] == worst
     assert 0 < out["max_rel_error"] < 1e-7
-    # The default network: one Dense per activation (6), a Dense between the
-    # stand-alone activations, the output Dense -> 8 layers x (W, b), plus the input.
-    assert len(out["checks"][0]["tensors"]) == 8 * 2 + 1
+    # The default network: one Dense per activation (6) and the output Dense, each
+    # with W and b; a bias-free Dense (W) and a BatchNorm (gamma, beta) between the
+    # stand-alone activations; plus the input.
+    names = [t["name"] for t in out["checks"][0]["tensors"]]
+    assert len(names) == 7 * 2 + 1 + 2 + 1
+    assert sum(n.endswith(".gamma") for n in names) == 1 and names[-1] == "input"
     assert all(c["l2"] == 0.01 for c in out["checks"])
 
 
@@ -180,7 +183,8 @@ def test_cli_gradcheck_fails_with_broken_backward(capsys, monkeypatch):
 
     def broken(self, grad_out, need_input_grad=True):
         grad_in = original(self, grad_out, need_input_grad)
-        self.grads["b"] = self.grads["b"] * 0.5
+        if self.use_bias:
+            self.grads["b"] = self.grads["b"] * 0.5
         return grad_in
 
     monkeypatch.setattr(DenseClass, "backward", broken)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ConfigError
-from .nn.layers import Activation, Dense, Dropout
+from .nn.layers import Activation, BatchNorm, Dense, Dropout
 from .nn.losses import check_targets, get_loss
 from .nn.model import Sequential
 
@@ -97,6 +97,11 @@ def gradcheck(model: Sequential, loss, x, targets, l2: float = 0.0, step: float 
     xs, ts = engine.asarray(x_host, "float64"), engine.asarray(targets)
     rng = np.random.default_rng(seed)
 
+    with model.state_preserved():  # running statistics are left as they were
+        return _gradcheck(model, loss, engine, x_host, xs, ts, l2, step, max_entries, rng)
+
+
+def _gradcheck(model, loss, engine, x_host, xs, ts, l2, step, max_entries, rng) -> GradcheckReport:
     # Dropout masks are drawn once here and redrawn identically for every
     # numerical evaluation below, so the check covers dropout's backward too.
     rng_states = model.rng_states()
@@ -166,9 +171,11 @@ DEFAULT_ACTIVATIONS = ("sigmoid", "tanh", "relu", "leaky_relu", "lecun_tanh", "i
 
 def default_network(loss_name: str, engine=None, seed: int = 0, inputs: int = 4,
                     width: int = 5, outputs: int = 3) -> Sequential:
-    """An MLP with one Dense layer per activation, plus separate activation layers and dropout."""
+    """An MLP with one Dense layer per activation, plus separate activation layers, dropout
+    and batch normalization."""
     layers = [Dense(width, act, init="xavier_normal") for act in DEFAULT_ACTIVATIONS]
-    layers += [Activation("tanh"), Dropout(0.4), Dense(width, "identity"), Activation("sigmoid"),
+    layers += [Activation("tanh"), Dropout(0.4), Dense(width, "identity", use_bias=False),
+               BatchNorm(), Activation("sigmoid"),
                Activation("leaky_relu", alpha=0.1), Activation("lecun_tanh")]
     layers.append(Dense(outputs, "sigmoid" if loss_name == "mse" else "identity"))
     return Sequential(layers, input_dim=inputs, engine=engine, dtype="float64", seed=seed)

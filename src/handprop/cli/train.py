@@ -54,6 +54,8 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     for flag, key, kind, text in TRAIN_FLAGS:
         parser.add_argument(flag, dest=key, type=_val_size if key == "val_size" else kind,
                             default=None, help=text)
+    parser.add_argument("--batch-norm", dest="batch_norm", action="store_true", default=None,
+                        help="Dense -> BatchNorm -> activation in each hidden layer")
     parser.add_argument("--download", action="store_true", default=None,
                         help="download CIFAR-10 (md5-checked) if it is not in the data folder")
     add_backend_argument(parser)
@@ -61,7 +63,7 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
 
 def flags_to_config(args) -> dict:
     """Only the options given on the command line."""
-    keys = [key for _, key, _, _ in TRAIN_FLAGS] + ["download", "backend"]
+    keys = [key for _, key, _, _ in TRAIN_FLAGS] + ["batch_norm", "download", "backend"]
     return {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
 
 

@@ -3,6 +3,7 @@
 from .layers import (
     ACTIVATIONS,
     Activation,
+    BatchNorm,
     Dense,
     Dropout,
     Identity,
@@ -16,6 +17,7 @@ from .layers import (
 from .losses import LOSSES, BinaryCrossEntropy, Loss, MeanSquaredError, SoftmaxCrossEntropy, get_loss
 from .model import Sequential, mlp
 
-__all__ = ["ACTIVATIONS", "LOSSES", "Activation", "BinaryCrossEntropy", "Dense", "Dropout",
+__all__ = ["ACTIVATIONS", "LOSSES", "Activation", "BatchNorm", "BinaryCrossEntropy", "Dense",
+           "Dropout",
            "Identity", "Layer", "LeakyReLU", "LecunTanh", "Loss", "MeanSquaredError", "ReLU",
            "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "Tanh", "get_loss", "mlp"]

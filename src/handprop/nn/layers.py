@@ -21,6 +21,8 @@ class Layer:
     def __init__(self):
         self.params: dict = {}
         self.grads: dict = {}
+        # State that is saved with the weights but not trained (BatchNorm's running statistics).
+        self.buffers: dict = {}
         self.engine: Engine | None = None
         self.input_dim: int | None = None
         self.output_dim: int | None = None
@@ -58,11 +60,12 @@ class Dense(Layer):
     ``units``: output width. ``activation``: one of ``ACTIVATIONS``.
     ``init``: a name from ``handprop.nn.init.INITIALIZERS`` or ``auto``
     (He for ReLU-like, LeCun for lecun_tanh, Xavier otherwise).
-    ``bias_init``: the constant every bias starts at.
+    ``bias_init``: the constant every bias starts at. ``use_bias=False`` drops
+    the bias, for a layer followed by BatchNorm (whose shift makes it redundant).
     """
 
     def __init__(self, units: int, activation: str = "identity", init: str = "auto",
-                 bias_init: float = 0.0, alpha: float = 0.01):
+                 bias_init: float = 0.0, alpha: float = 0.01, use_bias: bool = True):
         super().__init__()
         if not isinstance(units, (int, np.integer)) or units < 1:
             raise ConfigError(f"Dense needs a positive whole number of units, got {units!r}")
@@ -74,20 +77,23 @@ class Dense(Layer):
         self.init = resolve_init(init, activation)
         self.bias_init = float(bias_init)
         self.alpha = float(alpha)
+        self.use_bias = bool(use_bias)
 
     def build(self, input_dim, engine, dtype, rng):
         self.engine, self.input_dim, self.output_dim = engine, input_dim, self.units
         weights = init_weights(self.init, input_dim, self.units, rng)
-        self.params = {
-            "W": engine.asarray(weights, dtype),
-            "b": engine.asarray(np.full(self.units, self.bias_init), dtype),
-        }
+        self.params = {"W": engine.asarray(weights, dtype)}
+        if self.use_bias:
+            self.params["b"] = engine.asarray(np.full(self.units, self.bias_init), dtype)
         self.grads = {}
         return self.units
 
     def forward(self, x, training=False):
-        W, b = self.params["W"], self.params["b"]
-        out = self.engine.bias_act(x @ W, b, self.activation, self.alpha)
+        W = self.params["W"]
+        if self.use_bias:
+            out = self.engine.bias_act(x @ W, self.params["b"], self.activation, self.alpha)
+        else:
+            out = self.engine.activation(x @ W, self.activation, self.alpha)
         if training:
             self.x, self.out = x, out
         return out
@@ -95,15 +101,17 @@ class Dense(Layer):
     def backward(self, grad_out, need_input_grad=True):
         dz = self.engine.act_backward(grad_out, self.out, self.activation, self.alpha)
         self.grads["W"] = self.x.T @ dz
-        self.grads["b"] = self.engine.bias_grad(dz)
+        if self.use_bias:
+            self.grads["b"] = self.engine.bias_grad(dz)
         return dz @ self.params["W"].T if need_input_grad else None
 
     def config(self):
         return {"type": "Dense", "units": self.units, "activation": self.activation,
-                "init": self.init, "bias_init": self.bias_init, "alpha": self.alpha}
+                "init": self.init, "bias_init": self.bias_init, "alpha": self.alpha,
+                "use_bias": self.use_bias}
 
     def describe(self):
-        return f"Dense({self.units}, {self.activation})"
+        return f"Dense({self.units}, {self.activation}{'' if self.use_bias else ', no bias'})"
 
 
 class Activation(Layer):
@@ -176,6 +184,67 @@ class Dropout(Layer):
         return f"Dropout({self.rate:g})"
 
 
+class BatchNorm(Layer):
+    """Batch normalization (Ioffe and Szegedy, 2015) of each feature over the batch:
+    ``y = gamma * x_hat + beta`` with ``x_hat = (x - mean) / sqrt(var + eps)``.
+
+    Training uses the batch's mean and (biased) variance and moves the running
+    averages toward them by ``1 - momentum``; evaluation uses the running
+    averages, which are saved with the weights. Backward is the compact form
+    ``dx = inv_std / n * (n g - sum(g) - x_hat * sum(g * x_hat))`` with
+    ``g = dL/dy * gamma``.
+    """
+
+    def __init__(self, momentum: float = 0.9, eps: float = 1e-5):
+        super().__init__()
+        if not 0.0 <= momentum < 1.0:
+            raise ConfigError(f"BatchNorm momentum must be in [0, 1), got {momentum!r}")
+        if not eps > 0:
+            raise ConfigError(f"BatchNorm eps must be > 0, got {eps!r}")
+        self.momentum, self.eps = float(momentum), float(eps)
+
+    def build(self, input_dim, engine, dtype, rng):
+        self.params = {"gamma": engine.asarray(np.ones(input_dim), dtype),
+                       "beta": engine.asarray(np.zeros(input_dim), dtype)}
+        self.buffers = {"running_mean": engine.asarray(np.zeros(input_dim), dtype),
+                        "running_var": engine.asarray(np.ones(input_dim), dtype)}
+        self.grads = {}
+        return super().build(input_dim, engine, dtype, rng)
+
+    def forward(self, x, training=False):
+        xp, m = self.engine.xp, self.momentum
+        if not training:
+            x_hat = (x - self.buffers["running_mean"]) / xp.sqrt(self.buffers["running_var"] + self.eps)
+            return self.params["gamma"] * x_hat + self.params["beta"]
+        n = x.shape[0]
+        mean = xp.mean(x, axis=0)
+        var = xp.mean((x - mean) ** 2, axis=0)
+        self.inv_std = 1.0 / xp.sqrt(var + self.eps)
+        self.x_hat = (x - mean) * self.inv_std
+        # The running variance is the unbiased estimate, as in PyTorch.
+        unbiased = var * (n / (n - 1)) if n > 1 else var
+        self.buffers["running_mean"] = m * self.buffers["running_mean"] + (1 - m) * mean
+        self.buffers["running_var"] = m * self.buffers["running_var"] + (1 - m) * unbiased
+        return self.params["gamma"] * self.x_hat + self.params["beta"]
+
+    def backward(self, grad_out, need_input_grad=True):
+        xp = self.engine.xp
+        self.grads["beta"] = xp.sum(grad_out, axis=0)
+        self.grads["gamma"] = xp.sum(grad_out * self.x_hat, axis=0)
+        if not need_input_grad:
+            return None
+        n = grad_out.shape[0]
+        g = grad_out * self.params["gamma"]
+        return (self.inv_std / n) * (n * g - xp.sum(g, axis=0)
+                                     - self.x_hat * xp.sum(g * self.x_hat, axis=0))
+
+    def config(self):
+        return {"type": "BatchNorm", "momentum": self.momentum, "eps": self.eps}
+
+    def describe(self):
+        return "BatchNorm"
+
+
 def Sigmoid():
     return Activation("sigmoid")
 
@@ -201,7 +270,7 @@ def Identity():
     return Activation("identity")
 
 
-LAYER_TYPES = {"Dense": Dense, "Activation": Activation, "Dropout": Dropout}
+LAYER_TYPES = {"Dense": Dense, "Activation": Activation, "Dropout": Dropout, "BatchNorm": BatchNorm}
 
 
 def layer_from_config(config: dict) -> Layer:
@@ -212,5 +281,5 @@ def layer_from_config(config: dict) -> Layer:
     return LAYER_TYPES[kind](**config)
 
 
-__all__ = ["ACTIVATIONS", "Activation", "Dense", "Dropout", "Identity", "Layer", "LeakyReLU",
-           "LecunTanh", "ReLU", "Sigmoid", "Tanh", "layer_from_config"]
+__all__ = ["ACTIVATIONS", "Activation", "BatchNorm", "Dense", "Dropout", "Identity", "Layer",
+           "LeakyReLU", "LecunTanh", "ReLU", "Sigmoid", "Tanh", "layer_from_config"]

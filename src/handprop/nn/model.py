@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 
 from ..engines import get_engine
 from ..errors import CheckpointError, ConfigError, ShapeError
 from ..io import load_arrays, save_arrays
-from .layers import Dense, Dropout, Layer, layer_from_config
+from .init import resolve_init
+from .layers import Activation, BatchNorm, Dense, Dropout, Layer, layer_from_config
 
 DTYPES = ("float32", "float64")
 FORMAT_VERSION = 1
@@ -79,6 +82,19 @@ class Sequential:
     def __call__(self, x):
         return self.forward(x, training=False)
 
+    @contextmanager
+    def state_preserved(self):
+        """Run a training-mode pass without side effects: the layers' random generators and
+        buffers (BatchNorm's running statistics) are put back afterwards."""
+        rng_states = self.rng_states()
+        buffers = [dict(layer.buffers) for layer in self.layers]
+        try:
+            yield self
+        finally:
+            self.set_rng_states(rng_states)
+            for layer, saved in zip(self.layers, buffers):
+                layer.buffers = saved
+
     def rng_states(self) -> dict:
         """States of the layers' own random generators (dropout masks), by layer."""
         states = {f"layer{i}": layer.rng_state() for i, layer in enumerate(self.layers)}
@@ -94,6 +110,16 @@ class Sequential:
         """``(name, layer, key)`` for every parameter, in a stable order."""
         return [(f"layer{i}.{key}", layer, key)
                 for i, layer in enumerate(self.layers) for key in layer.params]
+
+    def named_buffers(self):
+        """``(name, layer, key)`` for every buffer (saved, not trained), in a stable order."""
+        return [(f"layer{i}.{key}", layer, key)
+                for i, layer in enumerate(self.layers) for key in layer.buffers]
+
+    def _named_arrays(self):
+        """Parameters then buffers, each as ``(name, store, key)``: what weights files hold."""
+        return ([(name, layer.params, key) for name, layer, key in self.named_parameters()]
+                + [(name, layer.buffers, key) for name, layer, key in self.named_buffers()])
 
     def num_parameters(self) -> int:
         return int(sum(int(np.prod(layer.params[key].shape))
@@ -114,11 +140,12 @@ class Sequential:
                 layer.grads["W"] = layer.grads["W"] + l2 * layer.params["W"]
 
     def get_weights(self) -> dict[str, np.ndarray]:
-        return {name: np.array(self.engine.to_numpy(layer.params[key]), copy=True)
-                for name, layer, key in self.named_parameters()}
+        """Host copies of every parameter and buffer, by name."""
+        return {name: np.array(self.engine.to_numpy(store[key]), copy=True)
+                for name, store, key in self._named_arrays()}
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
-        expected = {name: tuple(layer.params[key].shape) for name, layer, key in self.named_parameters()}
+        expected = {name: tuple(store[key].shape) for name, store, key in self._named_arrays()}
         problems = []
         for name, shape in expected.items():
             if name not in weights:
@@ -129,8 +156,8 @@ class Sequential:
             problems.append(f"{name}: in the file but not in the model")
         if problems:
             raise CheckpointError("saved weights do not fit this model:\n  " + "\n  ".join(problems))
-        for name, layer, key in self.named_parameters():
-            layer.params[key] = self.engine.asarray(np.array(weights[name], copy=True), self.dtype)
+        for name, store, key in self._named_arrays():
+            store[key] = self.engine.asarray(np.array(weights[name], copy=True), self.dtype)
 
     # ------------------------------------------------------------- description
     def summary(self) -> str:
@@ -181,12 +208,20 @@ class Sequential:
 
 def mlp(input_dim: int, hidden: list[int], outputs: int, activation="relu",
         output_activation="identity", init="auto", engine=None, dtype="float32", seed=0,
-        dropout: float = 0.0) -> Sequential:
-    """A multi-layer perceptron: ``hidden`` Dense layers (each followed by ``Dropout(dropout)``
-    when ``dropout`` > 0), then an output layer."""
+        dropout: float = 0.0, batch_norm: bool = False) -> Sequential:
+    """A multi-layer perceptron: ``hidden`` Dense layers, then an output layer.
+
+    ``batch_norm``: each hidden layer becomes Dense (no bias) -> BatchNorm ->
+    activation, normalizing before the nonlinearity as in the original paper.
+    ``dropout`` > 0: a Dropout layer follows each hidden layer.
+    """
     layers = []
     for width in hidden:
-        layers.append(Dense(width, activation, init=init))
+        if batch_norm:
+            layers += [Dense(width, "identity", init=resolve_init(init, activation), use_bias=False),
+                       BatchNorm(), Activation(activation)]
+        else:
+            layers.append(Dense(width, activation, init=init))
         if dropout:
             layers.append(Dropout(dropout))
     layers.append(Dense(outputs, output_activation, init=init))

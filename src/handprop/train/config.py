@@ -26,6 +26,7 @@ DEFAULTS: dict = {
     "hidden": [100],
     "activation": "sigmoid",
     "dropout": 0.0,           # dropout rate after each hidden layer
+    "batch_norm": False,      # Dense -> BatchNorm -> activation in each hidden layer
     "output_loss": "softmax_cross_entropy",
     "init": "auto",
     "optimizer": "sgd",
@@ -143,6 +144,8 @@ def validate(config: dict) -> dict:
     number("cycles", 1, integer=True, allow_none=True)
     number("patience", 1, integer=True, allow_none=True)
     number("train_subset", 1, integer=True, allow_none=True)
+    if not isinstance(c["batch_norm"], bool):
+        raise ConfigError(f"batch_norm must be true or false; got {c['batch_norm']!r}")
     for key in ("momentum", "beta1", "beta2", "dropout"):
         number(key, 0)
         if c[key] >= 1:

@@ -89,7 +89,7 @@ def build_model(config: dict, input_dim: int, classes: int, engine):
     return mlp(input_dim, config["hidden"], outputs, activation=config["activation"],
                output_activation=OUTPUT_ACTIVATION[config["output_loss"]], init=config["init"],
                engine=engine, dtype=config["dtype"], seed=config["seed"],
-               dropout=config["dropout"])
+               dropout=config["dropout"], batch_norm=config["batch_norm"])
 
 
 def _write_metrics(out: Path, rows: list[dict]) -> None:
@@ -153,7 +153,9 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
                 "config": config, "preprocessing": data.preprocessing,
                 "input_dim": data.input_dim, "classes": data.classes,
                 "class_names": getattr(data, "class_names", None)})
-    dropout = f" with dropout {config['dropout']:g}" if config["dropout"] else ""
+    extras = [f"dropout {config['dropout']:g}"] if config["dropout"] else []
+    extras += ["batch norm"] if config["batch_norm"] else []
+    dropout = f" with {' and '.join(extras)}" if extras else ""
     log(f"engine {engine.name}, model {data.input_dim}-"
         f"{'-'.join(map(str, config['hidden']))}{'-' if config['hidden'] else ''}"
         f"{model.output_dim}{dropout} ({model.num_parameters():,} parameters), "

@@ -170,11 +170,11 @@ class Trainer:
         nothing about training; it shows vanishing or exploding gradients
         layer by layer.
         """
-        states = self.model.rng_states()  # dropout masks drawn here must not shift training's
-        outputs = self.model.forward(xs, training=True)
-        _, grad = self.loss(self.engine, outputs, ys)
-        self.model.backward(grad)
-        self.model.set_rng_states(states)
+        # Dropout draws and BatchNorm's running statistics are put back afterwards.
+        with self.model.state_preserved():
+            outputs = self.model.forward(xs, training=True)
+            _, grad = self.loss(self.engine, outputs, ys)
+            self.model.backward(grad)
         return {name: math.sqrt(self.engine.sum_squares(layer.grads[key]))
                 for name, layer, key in self.model.named_parameters() if key == "W"}
 
