@@ -249,3 +249,16 @@ def test_overfit_check_reports_failure(cpu, lr, steps):
     assert result.steps == steps and len(result.losses) == steps
     assert result.final_loss > 0.5
     assert "FAILED" in result.message()
+
+
+def test_cli_gradcheck_hidden_with_batch_norm_and_dropout(capsys):
+    rc = main(["gradcheck", "--backend", "cpu", "--hidden", "6,5", "--activation", "sigmoid",
+               "--batch-norm", "--dropout", "0.3", "--loss", "softmax_cross_entropy", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert rc == 0 and out["passed"]
+    names = [t["name"] for t in out["checks"][0]["tensors"]]
+    # Dense(no bias), BatchNorm, sigmoid, Dropout per hidden layer: W, gamma, beta each.
+    assert names[:3] == ["layer0.W", "layer1.gamma", "layer1.beta"]
+    assert "layer0.b" not in names
+    assert main(["gradcheck", "--batch-norm"]) == 2
+    assert "give --hidden too" in capsys.readouterr().err

@@ -22,6 +22,10 @@ def register(subparsers):
     p.add_argument("--hidden", default=None,
                    help="hidden widths such as 16,8 (default: the every-activation network)")
     p.add_argument("--activation", default="tanh", help="activation for --hidden layers")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout rate after each --hidden layer (masks are held fixed)")
+    p.add_argument("--batch-norm", action="store_true",
+                   help="--hidden layers as Dense (no bias) -> BatchNorm -> activation")
     p.add_argument("--inputs", type=int, default=4, help="input width (default 4)")
     p.add_argument("--outputs", type=int, default=3, help="number of outputs (default 3)")
     p.add_argument("--samples", type=int, default=6, help="batch size of the check (default 6)")
@@ -41,6 +45,9 @@ def run(args) -> int:
 
     if args.inputs < 1 or args.outputs < 1 or args.samples < 1:
         raise ConfigError("--inputs, --outputs and --samples must be positive")
+    if (args.dropout or args.batch_norm) and not args.hidden:
+        raise ConfigError("--dropout and --batch-norm shape the --hidden network; give --hidden "
+                          "too (the default network already has both)")
     engine = get_engine(args.backend)
     losses = LOSS_CHOICES if args.loss == "all" else (args.loss,)
     reports = []
@@ -52,7 +59,8 @@ def run(args) -> int:
                 raise ConfigError(f"--hidden takes widths like 16,8; got {args.hidden!r}") from None
             out_act = "sigmoid" if loss_name == "mse" else "identity"
             model = mlp(args.inputs, hidden, args.outputs, activation=args.activation,
-                        output_activation=out_act, engine=engine, dtype="float64", seed=args.seed)
+                        output_activation=out_act, engine=engine, dtype="float64", seed=args.seed,
+                        dropout=args.dropout, batch_norm=args.batch_norm)
         else:
             model = default_network(loss_name, engine=engine, seed=args.seed,
                                     inputs=args.inputs, outputs=args.outputs)
