@@ -52,6 +52,8 @@ def test_toml_config_with_flags_winning(tmp_path):
     (["--patience", "2", "--val-size", "0"], "set val_size > 0"),
     (["--config", "/nonexistent/x.toml"], "config file not found"),
     (["--backend", "tpu"], "unknown engine 'tpu'; valid names are: cpu, numba, cuda, auto"),
+    (["--dropout", "1"], "dropout must be in [0, 1)"),
+    (["--batch-norm", "--batch-size", "1"], "needs batch_size >= 2"),
 ])
 def test_user_mistakes_exit_2_with_one_line(tmp_path, capsys, args, message):
     code = main(["train", "--train-subset", "50", "--epochs", "1", "--no-progress",

@@ -146,6 +146,9 @@ def validate(config: dict) -> dict:
     number("train_subset", 1, integer=True, allow_none=True)
     if not isinstance(c["batch_norm"], bool):
         raise ConfigError(f"batch_norm must be true or false; got {c['batch_norm']!r}")
+    if c["batch_norm"] and c["batch_size"] < 2:
+        raise ConfigError("batch_norm normalizes over the batch, which needs batch_size >= 2; "
+                          "raise --batch-size or drop --batch-norm")
     for key in ("momentum", "beta1", "beta2", "dropout"):
         number(key, 0)
         if c[key] >= 1:
