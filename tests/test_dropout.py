@@ -7,14 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from conftest import make_engine
 from handprop.cli import main
 from handprop.errors import ConfigError
 from handprop.gradcheck import default_network, default_problem, gradcheck
 from handprop.nn import Dense, Dropout, Sequential, mlp
 from handprop.optim import Adam
 from handprop.train import Trainer
-from handprop.train.trainer import CHECKPOINT_NAME
 
 
 @pytest.mark.parametrize("rate", [-0.1, 1.0, 1.5, True, "0.5"])
@@ -79,37 +77,6 @@ def test_save_and_load_keep_the_layer(tmp_path, cpu):
     assert [layer.describe() for layer in loaded.layers] == [layer.describe() for layer in model.layers]
     x = np.random.default_rng(0).normal(size=(4, 6)).astype(np.float32)
     np.testing.assert_array_equal(cpu.to_numpy(loaded(x)), cpu.to_numpy(model(x)))
-
-
-def test_a_crashed_run_with_dropout_resumes_to_identical_weights(tmp_path):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(90, 5))
-    y = (x[:, 0] > x[:, 1]).astype(np.int64)
-
-    def trainer(**kwargs):
-        model = mlp(5, [16], 2, activation="tanh", engine=make_engine("cpu"), dtype="float64",
-                    seed=0, dropout=0.5)
-        return Trainer(model, "softmax_cross_entropy", Adam(lr=0.01), batch_size=8, epochs=4,
-                       seed=0, progress=False, **kwargs)
-
-    straight = trainer()
-    straight.fit(x, y)
-
-    class Crash(Exception):
-        pass
-
-    def crash(epoch, batch):
-        if epoch == 3 and batch == 4:
-            raise Crash
-
-    crashed = trainer(checkpoint_dir=tmp_path, on_batch_end=crash)
-    with pytest.raises(Crash):
-        crashed.fit(x, y)
-    resumed = trainer(checkpoint_dir=tmp_path)
-    resumed.load_checkpoint(tmp_path / CHECKPOINT_NAME)
-    resumed.fit(x, y)
-    for name, value in straight.model.get_weights().items():
-        np.testing.assert_array_equal(resumed.model.get_weights()[name], value)
 
 
 def test_measuring_gradient_norms_leaves_the_masks_alone(cpu):
