@@ -337,3 +337,28 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path):
     assert proc.returncode == 130
     assert f"handprop train --resume {out}" in err and "Traceback" not in err
     assert (out / CHECKPOINT_NAME).exists()
+
+
+def test_resuming_a_checkpoint_from_before_per_batch_losses(tmp_path):
+    """Checkpoints written before batch losses and gradient norms were kept still resume."""
+    from handprop.io import load_arrays, save_arrays
+
+    out = tmp_path / "run"
+    run_training({**SMALL, "epochs": 2}, out, progress=False, log=lambda *a: None)
+    arrays, meta = load_arrays(out / CHECKPOINT_NAME)
+    arrays.pop("log/batch_loss")
+    for row in meta["history"]:
+        row.pop("grad_norms")
+    save_arrays(out / CHECKPOINT_NAME, arrays, meta)
+    config = json.loads((out / "config.json").read_text())
+    config["config"]["epochs"] = 4
+    (out / "config.json").write_text(json.dumps(config))
+    run_training(None, out, resume=True, progress=False, log=lambda *a: None)
+    rows = [line.split(",") for line in (out / "batch_loss.csv").read_text().splitlines()[1:]]
+    per_epoch = len(rows) // 4
+    assert len(rows) == 4 * per_epoch
+    assert all(r[2] == "nan" for r in rows[:2 * per_epoch])  # unknown, but kept in step
+    assert all(math.isfinite(float(r[2])) for r in rows[2 * per_epoch:])
+    history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [bool(r.get("grad_norms")) for r in history] == [False, False, True, True]
+    assert (out / "gradients.png").exists() and (out / "curves.png").exists()

@@ -215,7 +215,8 @@ def plot_gradient_norms(rows: list[dict], path, shapes: dict | None = None, titl
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
-    names = list(rows[0].get("grad_norms") or {}) if rows else []
+    # Runs resumed from older checkpoints may lack norms for their first epochs.
+    names = list(dict.fromkeys(name for r in rows for name in (r.get("grad_norms") or {})))
     fig, ax = plt.subplots(figsize=(7, 4))
     epochs = [r["epoch"] for r in rows]
     colors = plt.cm.viridis([i / max(len(names) - 1, 1) * 0.9 for i in range(len(names))])

@@ -102,6 +102,8 @@ def _class_names(data) -> list[str]:
 
 def _write_batch_losses(out: Path, losses: list[float], epochs: int) -> None:
     """``batch_loss.csv``: epoch, batch (both from 1) and the training loss of that batch."""
+    if not any(math.isfinite(value) for value in losses):
+        return  # none known (a run resumed from a checkpoint that predates them)
     per_epoch = len(losses) // epochs if epochs and len(losses) % epochs == 0 else None
     lines = ["epoch,batch,loss"]
     for i, value in enumerate(losses):
@@ -193,9 +195,10 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
 
             shapes = {name: tuple(layer.params[key].shape)
                       for name, layer, key in model.named_parameters()}
-            plot_gradient_norms(trainer.history.rows, out / "gradients.png", shapes=shapes,
-                                title=f"gradient norm per layer ({GRADIENT_PROBE_SIZE} training "
-                                      f"samples, after each epoch)")
+            if any(row.get("grad_norms") for row in trainer.history.rows):
+                plot_gradient_norms(trainer.history.rows, out / "gradients.png", shapes=shapes,
+                                    title=f"gradient norm per layer ({GRADIENT_PROBE_SIZE} "
+                                          f"training samples, after each epoch)")
             if tuple(data.input_shape) == (2,):
                 from .plots import plot_decision_regions
 

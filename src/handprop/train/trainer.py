@@ -195,6 +195,10 @@ class Trainer:
         # A fixed batch on which gradient norms are measured after each epoch.
         probe = (xs[:GRADIENT_PROBE_SIZE], ys[:GRADIENT_PROBE_SIZE])
         batches = math.ceil(n / self.batch_size)
+        if self.epoch and not self.batch_losses:
+            # Resumed from a checkpoint that predates per-batch losses: keep the
+            # list aligned with the epochs, the earlier ones unknown.
+            self.batch_losses = [math.nan] * (self.epoch * batches)
         reporter = EpochReporter(self.epochs, batches, enabled=self.progress)
         xp, engine = self.engine.xp, self.engine
         to_float = engine.to_float
