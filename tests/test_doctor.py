@@ -18,7 +18,7 @@ def test_cpu_against_itself_passes(capsys):
                  "sum_squares", "sgd_update", "momentum_update[nesterov]", "adam_update"):
         assert name in out
     assert "MISMATCH" not in out
-    assert out.strip().splitlines()[-1].startswith("PASS: all 19 checks match the cpu reference on cpu (host CPU")
+    assert out.strip().splitlines()[-1].startswith("PASS: all 21 checks match the cpu reference on cpu (host CPU")
 
 
 class _BrokenSigmoid(NumpyEngine):
@@ -37,7 +37,7 @@ def test_a_wrong_primitive_fails_with_exit_1(monkeypatch, capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if "MISMATCH" in line]
     assert [r.split()[0] for r in rows] == ["bias_act[sigmoid]", "bias_act[sigmoid]"]
-    assert out.strip().splitlines()[-1].startswith("FAIL: 2 of 38 checks differ")
+    assert out.strip().splitlines()[-1].startswith("FAIL: 2 of 42 checks differ")
 
 
 def test_unusable_engine_exits_2_with_the_reason(monkeypatch, capsys):
@@ -64,7 +64,7 @@ def test_emulated_cuda_kernels_pass_the_doctor():
     checks = doctor.run_checks(engine, get_engine("cpu"))
     bad = [(c.primitive, c.dtype, c.errors) for c in checks if not c.ok]
     assert not bad
-    assert len(checks) == 38 and all(c.cases >= 6 for c in checks)
+    assert len(checks) == 42 and all(c.cases >= 6 for c in checks)
     assert {name.rsplit("_", 1)[0] for name, _, _ in engine.launches} >= {
         "bias_act", "act_backward", "softmax_xent", "bias_grad", "sum_squares",
         "sgd_update", "momentum_update", "adam_update"}

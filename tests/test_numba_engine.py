@@ -28,7 +28,7 @@ CPU = get_engine("cpu")
 PRIMITIVE_KERNELS = {
     "bias_act_direct", "bias_scale", "bias_neg_abs", "sigmoid_finish", "act_backward",
     "bias_grad", "sum_squares", "xent_shift", "xent_finish", "sgd_update",
-    "momentum_update", "adam_update",
+    "momentum_update", "adam_update", "batch_norm_forward", "batch_norm_backward",
 }
 
 
@@ -113,6 +113,8 @@ def test_contiguous_float_inputs_use_kernels(nb, spy, rng):
     nb.sgd_update(p, z, 0.1)
     nb.momentum_update(p, z, s1, 0.1, 0.9)
     nb.adam_update(p, z, s1, s2, 0.1, 0.9, 0.999, 1e-8, 1)
+    _, x_hat, inv_std, _, _ = nb.batch_norm_forward(z, b + 1, b, 1e-5)
+    nb.batch_norm_backward(z, x_hat, inv_std, b + 1)
     assert PRIMITIVE_KERNELS <= set(spy.calls)
 
 

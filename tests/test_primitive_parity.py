@@ -179,6 +179,29 @@ def test_sum_squares(fused_engine, rng, shape, dtype):
     assert got == pytest.approx(want, rel=1e-5 if dtype == "float32" else 1e-12)
 
 
+# ------------------------------------------------------ batch normalization
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES + [(64, 128)], ids=str)
+@pytest.mark.parametrize("spread", [1.0, 1e3], ids=["unit", "wide"])
+def test_batch_norm(fused_engine, rng, shape, dtype, spread):
+    x = (rng.normal(2.0, 3.0, size=shape) * spread).astype(dtype)
+    gamma, beta = (rng.standard_normal(shape[1]).astype(dtype) for _ in range(2))
+    got, want = run_both(fused_engine, "batch_norm_forward", x, gamma, beta, eps=1e-5)
+    names = ("out", "x_hat", "inv_std", "mean", "var")
+    for name, mine, ref in zip(names, got, want):
+        mine = host(fused_engine, mine)
+        assert mine.dtype == np.dtype(dtype), name
+        close(mine, ref, dtype, scale=max(1.0, float(np.abs(ref).max())))
+    # Backward from the reference's saved x_hat and inv_std, so only backward is compared.
+    _, x_hat, inv_std, _, _ = want
+    grad = rng.standard_normal(shape).astype(dtype)
+    got, want = run_both(fused_engine, "batch_norm_backward", grad, x_hat, inv_std, gamma)
+    for name, mine, ref in zip(("dx", "dgamma", "dbeta"), got, want):
+        mine = host(fused_engine, mine)
+        assert mine.dtype == np.dtype(dtype) and mine.shape == ref.shape, name
+        close(mine, ref, dtype, scale=shape[0] * max(1.0, float(np.abs(ref).max())))
+
+
 # ------------------------------------------------------------------ losses
 def _check_xent(engine, logits, labels, dtype, scale=1.0):
     (loss, grad), (want_loss, want_grad) = run_both(engine, "softmax_xent", logits, labels)

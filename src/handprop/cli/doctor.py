@@ -151,6 +151,29 @@ def run_checks(engine, reference, dtypes=("float32", "float64"), seed: int = 0) 
             _compare(check, label, np.array([engine.sum_squares(on(engine, w))]),
                      np.array([reference.sum_squares(on(reference, w))]))
 
+        def bn_forward(check, label, rng, shape, extreme):
+            x = _inputs(rng, shape, dtype, extreme)
+            gamma, beta = (_inputs(rng, shape[1:], dtype, False) for _ in range(2))
+            mine = engine.batch_norm_forward(on(engine, x), on(engine, gamma), on(engine, beta), 1e-5)
+            ref = reference.batch_norm_forward(on(reference, x), on(reference, gamma),
+                                               on(reference, beta), 1e-5)
+            for name, a, r in zip(("out", "x_hat", "inv_std", "mean", "var"), mine, ref):
+                _compare(check, f"{label} {name}", back(engine, a), back(reference, r))
+
+        def bn_backward(check, label, rng, shape, extreme):
+            x = _inputs(rng, shape, dtype, extreme)
+            g = _inputs(rng, shape, dtype, False)
+            gamma = _inputs(rng, shape[1:], dtype, False)
+            _, x_hat, inv_std, _, _ = reference.batch_norm_forward(
+                on(reference, x), on(reference, gamma), on(reference, gamma), 1e-5)
+            x_hat, inv_std = back(reference, x_hat), back(reference, inv_std)
+            mine = engine.batch_norm_backward(on(engine, g), on(engine, x_hat),
+                                              on(engine, inv_std), on(engine, gamma))
+            ref = reference.batch_norm_backward(on(reference, g), on(reference, x_hat),
+                                                on(reference, inv_std), on(reference, gamma))
+            for name, a, r in zip(("dx", "dgamma", "dbeta"), mine, ref):
+                _compare(check, f"{label} {name}", back(engine, a), back(reference, r))
+
         def optimizer(update):
             def fn(check, label, rng, shape, extreme):
                 p = _inputs(rng, shape, dtype, extreme)
@@ -170,6 +193,8 @@ def run_checks(engine, reference, dtypes=("float32", "float64"), seed: int = 0) 
         run_case("softmax_xent", xent)
         run_case("bias_grad", bias_grad)
         run_case("sum_squares", sum_squares)
+        run_case("batch_norm_forward", bn_forward)
+        run_case("batch_norm_backward", bn_backward)
         run_case("sgd_update", optimizer(
             lambda e, p, g, s, t: e.sgd_update(p, g, 0.1, weight_decay=0.01)))
         run_case("momentum_update", optimizer(

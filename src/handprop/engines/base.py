@@ -149,6 +149,35 @@ class Engine:
         """``sum(w**2)`` as a Python float (for the L2 penalty)."""
         return self.to_float(self.xp.sum(w * w))
 
+    # ------------------------------------------------------ batch normalization
+    def batch_norm_forward(self, x, gamma, beta, eps: float):
+        """Normalize each column of ``x`` over the batch (rows).
+
+        Returns ``(out, x_hat, inv_std, mean, var)``: ``out = gamma * x_hat + beta``,
+        ``x_hat = (x - mean) * inv_std``, ``inv_std = 1 / sqrt(var + eps)``, with the
+        batch mean and biased variance of each column.
+        """
+        xp = self.xp
+        n = x.shape[0]
+        # Column sums in float64: a float32 mean of large values that nearly
+        # cancel would otherwise lose digits the normalization then magnifies.
+        mean = xp.astype(xp.sum(x, axis=0, dtype=xp.float64) / n, x.dtype)
+        centred = x - mean
+        var = xp.astype(xp.sum(centred * centred, axis=0, dtype=xp.float64) / n, x.dtype)
+        inv_std = 1.0 / xp.sqrt(var + eps)
+        x_hat = centred * inv_std
+        return gamma * x_hat + beta, x_hat, inv_std, mean, var
+
+    def batch_norm_backward(self, grad, x_hat, inv_std, gamma):
+        """``(dx, dgamma, dbeta)`` of ``batch_norm_forward`` for ``grad = dL/dout``:
+        ``dx = gamma * inv_std / n * (n * grad - dbeta - x_hat * dgamma)``."""
+        xp = self.xp
+        n = grad.shape[0]
+        dbeta = xp.astype(xp.sum(grad, axis=0, dtype=xp.float64), grad.dtype)
+        dgamma = xp.astype(xp.sum(grad * x_hat, axis=0, dtype=xp.float64), grad.dtype)
+        dx = (gamma * inv_std / n) * (n * grad - dbeta - x_hat * dgamma)
+        return dx, dgamma, dbeta
+
     # ------------------------------------------------------------------ losses
     def log_softmax(self, logits):
         xp = self.xp

@@ -108,6 +108,8 @@ class NumbaEngine(NumpyEngine):
             self.bias_grad(z)
             self.sum_squares(z)
             self.softmax_xent(z, np.array([0, 2], dtype=np.int64))
+            out, x_hat, inv_std, _, _ = self.batch_norm_forward(z, b, b, 1e-5)
+            self.batch_norm_backward(out, x_hat, inv_std, b)
             p, g = z.copy(), z * 0.5
             s1, s2 = np.zeros_like(z), np.zeros_like(z)
             for wd in (0.0, 0.1):
@@ -164,6 +166,31 @@ class NumbaEngine(NumpyEngine):
         if not _floats(w):
             return super().sum_squares(w)
         return float(self._k.sum_squares(_flat(np.ascontiguousarray(w))))
+
+    # ------------------------------------------------ batch normalization
+    def batch_norm_forward(self, x, gamma, beta, eps: float):
+        if (not _floats(x, gamma, beta) or x.ndim != 2 or x.shape[0] == 0
+                or gamma.shape != (x.shape[1],) or beta.shape != gamma.shape):
+            return super().batch_norm_forward(x, gamma, beta, eps)
+        x = np.ascontiguousarray(x)
+        out, x_hat = np.empty_like(x), np.empty_like(x)
+        inv_std, mean, var = (np.empty(x.shape[1], dtype=x.dtype) for _ in range(3))
+        self._k.batch_norm_forward(x, np.ascontiguousarray(gamma), np.ascontiguousarray(beta),
+                                   float(eps), out, x_hat, inv_std, mean, var)
+        return out, x_hat, inv_std, mean, var
+
+    def batch_norm_backward(self, grad, x_hat, inv_std, gamma):
+        if (not _floats(grad, x_hat, inv_std, gamma) or grad.ndim != 2 or grad.shape[0] == 0
+                or x_hat.shape != grad.shape or inv_std.shape != (grad.shape[1],)
+                or gamma.shape != inv_std.shape):
+            return super().batch_norm_backward(grad, x_hat, inv_std, gamma)
+        grad = np.ascontiguousarray(grad)
+        dx = np.empty_like(grad)
+        dgamma, dbeta = np.empty_like(inv_std), np.empty_like(inv_std)
+        self._k.batch_norm_backward(grad, np.ascontiguousarray(x_hat),
+                                    np.ascontiguousarray(inv_std), np.ascontiguousarray(gamma),
+                                    dx, dgamma, dbeta)
+        return dx, dgamma, dbeta
 
     # --------------------------------------------------------------- losses
     def softmax_xent(self, logits, labels):

@@ -274,3 +274,53 @@ def adam_update(param, grad, m, v, beta1, one_m_beta1, beta2, one_m_beta2, eps,
         m[i] = mi
         v[i] = vi
         param[i] -= step_size * (mi / (math.sqrt(vi) / sqrt_bc2 + eps))
+
+
+@_jit
+def batch_norm_forward(x, gamma, beta, eps, out, x_hat, inv_std, mean, var):
+    """Column statistics of ``x`` (float64 sums, two passes as the reference),
+    then ``x_hat`` and ``out = gamma * x_hat + beta`` in one pass."""
+    n, k = x.shape
+    one = x.dtype.type(1.0)
+    eps = x.dtype.type(eps)
+    acc = np.zeros(k)
+    for i in range(n):
+        for j in range(k):
+            acc[j] += x[i, j]
+    for j in range(k):
+        mean[j] = acc[j] / n
+        acc[j] = 0.0
+    for i in range(n):
+        for j in range(k):
+            d = x[i, j] - mean[j]
+            acc[j] += d * d
+    for j in range(k):
+        var[j] = acc[j] / n
+        inv_std[j] = one / math.sqrt(var[j] + eps)
+    for i in range(n):
+        for j in range(k):
+            h = (x[i, j] - mean[j]) * inv_std[j]
+            x_hat[i, j] = h
+            out[i, j] = gamma[j] * h + beta[j]
+
+
+@_jit
+def batch_norm_backward(grad, x_hat, inv_std, gamma, dx, dgamma, dbeta):
+    """Column sums of ``grad`` and ``grad * x_hat`` (float64), then
+    ``dx = gamma * inv_std / n * (n * grad - dbeta - x_hat * dgamma)``."""
+    n, k = grad.shape
+    sum_g = np.zeros(k)
+    sum_gx = np.zeros(k)
+    for i in range(n):
+        for j in range(k):
+            g = grad[i, j]
+            sum_g[j] += g
+            sum_gx[j] += g * x_hat[i, j]
+    for j in range(k):
+        dbeta[j] = sum_g[j]
+        dgamma[j] = sum_gx[j]
+    nn = grad.dtype.type(n)
+    for i in range(n):
+        for j in range(k):
+            scale = gamma[j] * inv_std[j] / nn
+            dx[i, j] = scale * (nn * grad[i, j] - dbeta[j] - x_hat[i, j] * dgamma[j])

@@ -190,9 +190,9 @@ class BatchNorm(Layer):
 
     Training uses the batch's mean and (biased) variance and moves the running
     averages toward them by ``1 - momentum``; evaluation uses the running
-    averages, which are saved with the weights. Backward is the compact form
-    ``dx = inv_std / n * (n g - sum(g) - x_hat * sum(g * x_hat))`` with
-    ``g = dL/dy * gamma``.
+    averages, which are saved with the weights. The engine's
+    ``batch_norm_forward``/``batch_norm_backward`` do the array work; backward is
+    ``dx = gamma * inv_std / n * (n * dy - sum(dy) - x_hat * sum(dy * x_hat))``.
     """
 
     def __init__(self, momentum: float = 0.9, eps: float = 1e-5):
@@ -212,31 +212,23 @@ class BatchNorm(Layer):
         return super().build(input_dim, engine, dtype, rng)
 
     def forward(self, x, training=False):
-        xp, m = self.engine.xp, self.momentum
+        gamma, beta, m = self.params["gamma"], self.params["beta"], self.momentum
         if not training:
-            x_hat = (x - self.buffers["running_mean"]) / xp.sqrt(self.buffers["running_var"] + self.eps)
-            return self.params["gamma"] * x_hat + self.params["beta"]
+            inv_std = 1.0 / self.engine.xp.sqrt(self.buffers["running_var"] + self.eps)
+            return gamma * ((x - self.buffers["running_mean"]) * inv_std) + beta
+        out, self.x_hat, self.inv_std, mean, var = self.engine.batch_norm_forward(
+            x, gamma, beta, self.eps)
         n = x.shape[0]
-        mean = xp.mean(x, axis=0)
-        var = xp.mean((x - mean) ** 2, axis=0)
-        self.inv_std = 1.0 / xp.sqrt(var + self.eps)
-        self.x_hat = (x - mean) * self.inv_std
         # The running variance is the unbiased estimate, as in PyTorch.
         unbiased = var * (n / (n - 1)) if n > 1 else var
         self.buffers["running_mean"] = m * self.buffers["running_mean"] + (1 - m) * mean
         self.buffers["running_var"] = m * self.buffers["running_var"] + (1 - m) * unbiased
-        return self.params["gamma"] * self.x_hat + self.params["beta"]
+        return out
 
     def backward(self, grad_out, need_input_grad=True):
-        xp = self.engine.xp
-        self.grads["beta"] = xp.sum(grad_out, axis=0)
-        self.grads["gamma"] = xp.sum(grad_out * self.x_hat, axis=0)
-        if not need_input_grad:
-            return None
-        n = grad_out.shape[0]
-        g = grad_out * self.params["gamma"]
-        return (self.inv_std / n) * (n * g - xp.sum(g, axis=0)
-                                     - self.x_hat * xp.sum(g * self.x_hat, axis=0))
+        dx, self.grads["gamma"], self.grads["beta"] = self.engine.batch_norm_backward(
+            grad_out, self.x_hat, self.inv_std, self.params["gamma"])
+        return dx if need_input_grad else None
 
     def config(self):
         return {"type": "BatchNorm", "momentum": self.momentum, "eps": self.eps}
