@@ -29,7 +29,8 @@ TARGETS = [
 EXPECTED_KERNELS = {
     f"{base}_{sfx}"
     for base in ("bias_act", "act_backward", "softmax_xent", "sgd_update", "momentum_update",
-                 "adam_update", "bias_grad", "sum_squares")
+                 "adam_update", "bias_grad", "sum_squares", "batch_norm_forward",
+                 "batch_norm_backward")
     for sfx in ("f32", "f64")
 }
 

@@ -273,6 +273,8 @@ ASAN_SCRIPT = textwrap.dedent(
                 p = z.copy(); m = np.zeros_like(z); v = np.zeros_like(z)
                 e.sgd_update(p, z, 0.1, 0.01); e.momentum_update(p, z, m, 0.1, 0.9, nesterov=True)
                 e.adam_update(p, z, m, v, 0.1, 0.9, 0.999, 1e-8, 1, 0.01)
+                _, x_hat, inv_std, _, _ = e.batch_norm_forward(z, b, b, 1e-5)
+                e.batch_norm_backward(z, x_hat, inv_std, b)
         print("CLEAN", len(e.launches))
     """
 )

@@ -67,7 +67,8 @@ def test_emulated_cuda_kernels_pass_the_doctor():
     assert len(checks) == 42 and all(c.cases >= 6 for c in checks)
     assert {name.rsplit("_", 1)[0] for name, _, _ in engine.launches} >= {
         "bias_act", "act_backward", "softmax_xent", "bias_grad", "sum_squares",
-        "sgd_update", "momentum_update", "adam_update"}
+        "sgd_update", "momentum_update", "adam_update", "batch_norm_forward",
+        "batch_norm_backward"}
 
 
 def test_compare_treats_one_sided_nan_as_a_mismatch():

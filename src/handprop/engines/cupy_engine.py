@@ -160,6 +160,48 @@ class CudaKernelEngine(Engine):
         self._launch(f"sum_squares_{sfx}", grid, block, (w, partials, np.int32(w.size)))
         return self.to_float(self.xp.sum(partials))
 
+    # --------------------------------------------------- batch normalization
+    def batch_norm_forward(self, x, gamma, beta, eps: float):
+        self._check_native("batch_norm_forward", x, gamma, beta)
+        if (len(x.shape) != 2 or tuple(gamma.shape) != (x.shape[1],)
+                or tuple(beta.shape) != (x.shape[1],)):
+            raise ShapeError(f"batch_norm_forward needs x of shape (batch, features) and gamma, "
+                             f"beta of shape (features,); got {tuple(x.shape)}, "
+                             f"{tuple(gamma.shape)} and {tuple(beta.shape)}")
+        sfx = self._suffix(x, gamma, beta)
+        if sfx is None or x.size == 0 or x.size > _INT32_MAX:
+            return super().batch_norm_forward(x, gamma, beta, eps)
+        x, gamma, beta = self._contiguous(x), self._contiguous(gamma), self._contiguous(beta)
+        rows, cols = x.shape
+        out, x_hat = self._raw.empty_like(x), self._raw.empty_like(x)
+        inv_std, mean, var = (self._raw.empty((cols,), dtype=x.dtype) for _ in range(3))
+        self._run(f"batch_norm_forward_{sfx}", cols,
+                  (x, gamma, beta, x.dtype.type(eps), out, x_hat, inv_std, mean, var,
+                   np.int32(rows), np.int32(cols)))
+        return out, x_hat, inv_std, mean, var
+
+    def batch_norm_backward(self, grad, x_hat, inv_std, gamma):
+        self._check_native("batch_norm_backward", grad, x_hat, inv_std, gamma)
+        if (len(grad.shape) != 2 or tuple(x_hat.shape) != tuple(grad.shape)
+                or tuple(inv_std.shape) != (grad.shape[1],)
+                or tuple(gamma.shape) != (grad.shape[1],)):
+            raise ShapeError(f"batch_norm_backward needs grad and x_hat of one shape (batch, "
+                             f"features) and inv_std, gamma of shape (features,); got "
+                             f"{tuple(grad.shape)}, {tuple(x_hat.shape)}, "
+                             f"{tuple(inv_std.shape)} and {tuple(gamma.shape)}")
+        sfx = self._suffix(grad, x_hat, inv_std, gamma)
+        if sfx is None or grad.size == 0 or grad.size > _INT32_MAX:
+            return super().batch_norm_backward(grad, x_hat, inv_std, gamma)
+        grad, x_hat = self._contiguous(grad), self._contiguous(x_hat)
+        inv_std, gamma = self._contiguous(inv_std), self._contiguous(gamma)
+        rows, cols = grad.shape
+        dx = self._raw.empty_like(grad)
+        dgamma, dbeta = self._raw.empty_like(inv_std), self._raw.empty_like(inv_std)
+        self._run(f"batch_norm_backward_{sfx}", cols,
+                  (grad, x_hat, inv_std, gamma, dx, dgamma, dbeta, np.int32(rows),
+                   np.int32(cols)))
+        return dx, dgamma, dbeta
+
     # ---------------------------------------------------------------- losses
     def softmax_xent(self, logits, labels):
         self._check_native("softmax_xent", logits, labels)
