@@ -127,37 +127,30 @@ def render(out: Path) -> str:
                "back each step like the library's loop.", ""]
         md.append(hb.format_training_table(tr["data"], markdown=True))
         md += ["", "![training throughput](results/training.png)", ""]
-    for tag, title in (("_unset", "Same, run with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset"),):
-        t2 = _load(out, "training", tag)
-        if t2:
-            md += [f"## {title}", ""] + _env_lines(t2["env"]) + [""]
-            md.append(hb.format_training_table(t2["data"], markdown=True))
-            md.append("")
-    tg = _load(out, "targets")
-    if tg:
-        md += ["## The numba targets, re-measured with more repeats (SGD)", ""]
-        md += _env_lines(tg["env"]) + [""]
-        md.append(hb.format_training_table(tg["data"], markdown=True))
-        md.append("")
-    pr = _load(out, "profile")
-    if pr:
-        md += ["## Where a step's time goes (per-step microseconds, SGD)", ""]
-        md += _env_lines(pr["env"])
-        md += ["", "total = trainer epoch clock / steps; primitives timed by wrapping the "
-               "engine's methods; gemm_ceiling = the same GEMMs preallocated (measured right "
-               "after); gemm_alloc_extra = what those GEMMs cost more when each allocates "
-               "its output as the layers do; gather = the batch `take`s; correct = the "
-               "trainer's per-batch accuracy count; other = total minus all of these (Python "
-               "in layers/model/optimizer/trainer, temporaries). Medians of 7 repeats per "
-               "phase.", ""]
-        md.append(hb.format_profile_table(pr["data"], markdown=True))
-        md.append("")
-    pm = _load(out, "primitives")
-    if pm:
-        md += ["## Fused primitives on their own (microseconds per call)", ""]
-        md += _env_lines(pm["env"]) + [""]
-        md.append(hb.format_primitive_table(pm["data"], markdown=True))
-        md.append("")
+    def section(result, title, table, note=None):
+        """A heading, the run's environment, an optional note, the table."""
+        if not result:
+            return
+        md.extend([f"## {title}", ""] + _env_lines(result["env"]) + [""])
+        if note:
+            md.extend([note, ""])
+        md.extend([table(result["data"], markdown=True), ""])
+
+    section(_load(out, "training", "_unset"),
+            "Same, run with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset", hb.format_training_table)
+    section(_load(out, "targets"), "The numba targets, re-measured with more repeats (SGD)",
+            hb.format_training_table)
+    section(_load(out, "profile"), "Where a step's time goes (per-step microseconds, SGD)",
+            hb.format_profile_table,
+            note="total = trainer epoch clock / steps; primitives timed by wrapping the "
+                 "engine's methods; gemm_ceiling = the same GEMMs preallocated (measured right "
+                 "after); gemm_alloc_extra = what those GEMMs cost more when each allocates "
+                 "its output as the layers do; gather = the batch `take`s; correct = the "
+                 "trainer's per-batch accuracy count; other = total minus all of these (Python "
+                 "in layers/model/optimizer/trainer, temporaries). Medians of 7 repeats per "
+                 "phase.")
+    section(_load(out, "primitives"), "Fused primitives on their own (microseconds per call)",
+            hb.format_primitive_table)
     sc = _load(out, "scaling")
     if sc:
         md += ["## How cost grows", ""] + _env_lines(sc["env"]) + [""]
