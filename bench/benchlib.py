@@ -3,27 +3,29 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from handprop import bench as hb
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+
 
 def _engines():
-    from handprop.engines import ENGINE_NAMES, engine_status
+    """The tests' engine list (``tests/support/engine_cases.py``), without the host
+    emulator; ``HANDPROP_BENCH_ENGINES=cpu,numba`` narrows it."""
+    from engine_cases import engine_params
 
     wanted = os.environ.get("HANDPROP_BENCH_ENGINES")
-    names = [n.strip() for n in wanted.split(",")] if wanted else list(ENGINE_NAMES)
-    params = []
-    for name in names:
-        status = engine_status(name)
-        marks = [] if status.available else [pytest.mark.skip(reason=f"{name}: {status.reason}")]
-        params.append(pytest.param(name, id=name, marks=marks))
-    return params
+    names = [n.strip() for n in wanted.split(",")] if wanted else None
+    return engine_params(names, emulated=False)
 
 
 ENGINES = _engines()
+#: the names in ENGINES that can run here (not skipped)
+USABLE_ENGINES = [p.values[0] for p in ENGINES if not any(m.name == "skip" for m in p.marks)]
 OUT = Path(os.environ.get("HANDPROP_BENCH_OUT", Path(__file__).parent / "out"))
 
 needs_torch = pytest.mark.skipif(not hb.torch_available(),

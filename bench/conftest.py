@@ -11,14 +11,14 @@
 from __future__ import annotations
 
 import pytest
-from benchlib import ENGINES, OUT
+from benchlib import ENGINES, OUT, USABLE_ENGINES
 
 from handprop import bench as hb
 
 
 @pytest.fixture(scope="session")
 def bench_env():
-    kinds = [p.values[0] for p in ENGINES if not p.marks]
+    kinds = list(USABLE_ENGINES)
     if hb.torch_available():
         kinds.append("torch")
     return hb.environment(kinds)

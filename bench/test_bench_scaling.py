@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from benchlib import ENGINES
+from benchlib import ENGINES, USABLE_ENGINES
 
 from handprop import bench as hb
 
 
 def test_scaling(benchmark, record, out_dir):
-    engines = [p.values[0] for p in ENGINES if not p.marks]
+    engines = list(USABLE_ENGINES)
     result = {}
 
     def measure():

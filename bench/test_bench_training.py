@@ -11,7 +11,7 @@ interleaved in one run and store the ratios in ``extra_info``.
 from __future__ import annotations
 
 import pytest
-from benchlib import ENGINES, needs_torch
+from benchlib import ENGINES, USABLE_ENGINES, needs_torch
 
 from handprop import bench as hb
 
@@ -90,7 +90,7 @@ def test_sgemm(benchmark, record, n):
 @pytest.mark.parametrize("model", MODELS)
 def test_side_by_side(benchmark, record, model, batch):
     """Every engine, PyTorch and the ceiling interleaved (SGD); ratios in extra_info."""
-    engines = [p.values[0] for p in ENGINES if not p.marks]
+    engines = list(USABLE_ENGINES)
     benchmark.group = "side by side"
     result = {}
 

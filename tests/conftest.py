@@ -1,55 +1,24 @@
-"""Shared fixtures: the list of engines every parity test runs on.
+"""Shared fixtures: the engines every parity test runs on (``support/engine_cases.py``).
 
-The list is built at import. ``cpu`` is always there; ``numba`` when it
-imports; ``cuda`` only with a usable GPU (marked ``gpu``); and
-``cuda-emulated`` -- the exact ``kernels/*.cu`` source compiled as C++ for the
-host -- wherever a C++ compiler is present, so the CUDA kernels are checked on
-every machine.
+``tests/`` mirrors the package: one folder per package of ``src/handprop``
+(``teaching/`` holds ``gradcheck`` and ``trace``, ``project/`` the README,
+packaging and error-message checks), and ``support/`` the CUDA host emulator
+and the CuPy stand-in that the CPU suite runs the cuda engine on.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from handprop.engines import engine_status, get_engine
+sys.path.insert(0, str(Path(__file__).resolve().parent / "support"))
 
+from engine_cases import ENGINE_PARAMS, FUSED_ENGINE_PARAMS, make_engine  # noqa: E402
 
-def _engine_params():
-    params = [pytest.param("cpu", id="cpu")]
-    status = engine_status("numba")
-    params.append(
-        pytest.param("numba", id="numba", marks=[] if status.available else
-                     pytest.mark.skip(reason=f"numba engine unavailable: {status.reason}"))
-    )
-    status = engine_status("cuda")
-    params.append(
-        pytest.param("cuda", id="cuda", marks=[pytest.mark.gpu] + ([] if status.available else
-                     [pytest.mark.skip(reason=f"no usable GPU: {status.reason}")]))
-    )
-    if importlib.util.find_spec("cuda_emulation") is not None or _local_module("cuda_emulation"):
-        params.append(pytest.param("cuda-emulated", id="cuda-emulated"))
-    return params
-
-
-def _local_module(name: str) -> bool:
-    from pathlib import Path
-
-    return (Path(__file__).parent / f"{name}.py").exists()
-
-
-ENGINE_PARAMS = _engine_params()
-FUSED_ENGINE_PARAMS = [p for p in ENGINE_PARAMS if p.values[0] != "cpu"]
-
-
-def make_engine(name: str):
-    if name == "cuda-emulated":
-        from cuda_emulation import emulated_engine
-
-        return emulated_engine()
-    return get_engine(name)
+from handprop.engines import get_engine  # noqa: E402
 
 
 @pytest.fixture(params=ENGINE_PARAMS)

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import make_engine
+from engine_cases import make_engine
 from handprop.errors import CheckpointError, ConfigError, NumericalError
 from handprop.nn import mlp
 from handprop.optim import Adam, SGD
@@ -252,7 +252,7 @@ def test_bad_training_input_is_refused_before_training():
                                          pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_whole_run_parity_with_cpu(engine_name):
     """Same seed on cpu and a fused engine: per-epoch losses within 1e-4 relative."""
-    from conftest import ENGINE_PARAMS
+    from engine_cases import ENGINE_PARAMS
     from handprop.engines import engine_status
     from handprop.train import make_config
 

@@ -215,7 +215,7 @@ def test_cli_runs_a_toml_sweep_and_flags_win(tmp_path, capsys):
 def test_example_studies_parse(name, trials, capsys):
     from pathlib import Path
 
-    path = Path(__file__).parent.parent / "examples" / "sweeps" / f"{name}.toml"
+    path = Path(__file__).resolve().parents[2] / "examples" / "sweeps" / f"{name}.toml"
     assert main(["sweep", "--config", str(path), "--dry-run"]) == 0
     assert f"{trials} trials" in capsys.readouterr().out
 

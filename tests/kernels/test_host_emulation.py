@@ -293,7 +293,7 @@ def _run_under_asan(*args: str) -> subprocess.CompletedProcess:
     env["LD_PRELOAD"] = LIBASAN  # Python itself is not built with ASan
     env["ASAN_OPTIONS"] = "detect_leaks=0"
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    script = ASAN_SCRIPT.format(tests=str(Path(__file__).parent))
+    script = ASAN_SCRIPT.format(tests=str(Path(__file__).resolve().parents[1] / "support"))
     return subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
                           env=env, timeout=240)
 

@@ -20,7 +20,7 @@ from handprop.cli import main
 from handprop.errors import ConfigError, DataError, ShapeError
 from handprop.trace import load_net, parse_net, trace
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MAZUR = EXAMPLES / "trace_mse_2-2-2.json"
 SOFTMAX = EXAMPLES / "trace_softmax.json"
 

@@ -20,7 +20,7 @@ import pytest
 import handprop
 from handprop.engines import cuda_source
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KERNEL_NAMES = sorted(p.name for p in (ROOT / "kernels").iterdir() if p.suffix in (".cu", ".cuh"))
 
 

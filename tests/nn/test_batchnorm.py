@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import make_engine
+from engine_cases import make_engine
 from handprop.cli import main
 from handprop.gradcheck import gradcheck
 from handprop.nn import Activation, BatchNorm, Dense, Sequential, mlp
