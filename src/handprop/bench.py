@@ -250,18 +250,15 @@ class HandpropRunner:
         opt = make_optimizer(optimizer, lr=lr or LEARNING_RATES[optimizer])
         self.trainer = Trainer(self.model, "softmax_cross_entropy", opt, batch_size=self.batch,
                                epochs=1, seed=seed, checkpoint_dir=None, progress=False)
-        self.trainer.epochs = 0
 
     def warmup(self, epochs: int = 1) -> None:
-        if hasattr(self.engine, "warmup"):
-            self.engine.warmup()
+        self.engine.warmup()
         for _ in range(epochs):
             self.run()
 
     def run(self) -> float:
         """Train one more epoch; return its seconds as the trainer measured them."""
-        self.trainer.epochs = self.trainer.epoch + 1
-        self.trainer.fit(self.x, self.y)
+        self.trainer.fit(self.x, self.y, more_epochs=1)
         row = self.trainer.history.rows[-1]
         if not math.isfinite(row["train_loss"]):
             raise RuntimeError(f"{self.label}: training diverged")
@@ -528,8 +525,7 @@ def primitive_cases(model, batch: int, engine_name: str, seed: int = 0) -> dict:
     from .engines import get_engine
 
     engine = get_engine(engine_name)
-    if hasattr(engine, "warmup"):
-        engine.warmup()
+    engine.warmup()
     name, (hidden, activation) = _resolve_model(model)
     dims = [INPUT_DIM, *hidden, CLASSES]
     rng = np.random.default_rng(seed)
@@ -711,8 +707,7 @@ def time_to_accuracy(engine: str, targets=(0.97, 0.98), max_epochs: int = 20,
     from .train.trainer import Trainer
 
     eng = get_engine(engine)
-    if hasattr(eng, "warmup"):
-        eng.warmup()
+    eng.warmup()
     model = build_model(config, data.input_dim, data.classes, eng)
     optimizer = build_optimizer(config, steps_per_epoch)
 
@@ -935,7 +930,7 @@ def profile_steps(engine: str, model, batch: int, optimizer: str = "sgd",
 
     * ``total``: the trainer's epoch clock / steps;
     * one entry per fused primitive (instance methods wrapped with a clock);
-    * ``correct``: the trainer's per-batch accuracy count (``Trainer._correct``);
+    * ``correct``: the trainer's per-batch accuracy count (``Trainer.count_correct``);
     * ``gemm_ceiling``: the same GEMMs preallocated (CeilingRunner, measured
       right after, same shapes);
     * ``gemm_alloc_extra``: what the same GEMMs cost more when each allocates
@@ -963,7 +958,7 @@ def profile_steps(engine: str, model, batch: int, optimizer: str = "sgd",
     totals, per_rep = [], []
     for p in PRIMITIVES:
         setattr(eng, p, wrap(p, getattr(eng, p)))
-    trainer._correct = wrap("correct", trainer._correct)
+    trainer.count_correct = wrap("correct", trainer.count_correct)
     try:
         for _ in range(repeats):
             spent.clear()
@@ -972,7 +967,7 @@ def profile_steps(engine: str, model, batch: int, optimizer: str = "sgd",
     finally:
         for p in PRIMITIVES:
             eng.__dict__.pop(p, None)
-        del trainer._correct
+        del trainer.count_correct
     ceiling = CeilingRunner(model, batch, steps)
     allocating = CeilingRunner(model, batch, steps, allocate=True)
     ceiling.warmup()

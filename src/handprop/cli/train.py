@@ -4,67 +4,27 @@ from __future__ import annotations
 
 import argparse
 
-from . import add_backend_argument
-
-# flag -> (config key, type, help). Every flag defaults to None so that only
-# the flags actually given override the TOML file and the defaults.
-TRAIN_FLAGS = [
-    ("--dataset", "dataset", str, "mnist, cifar10, linear or xor (default mnist)"),
-    ("--data-dir", "data_dir", str, "folder holding CIFAR-10 (default $HANDPROP_DATA, then a cache)"),
-    ("--train-subset", "train_subset", int, "use only this many training samples"),
-    ("--val-size", "val_size", float, "validation count (e.g. 5000) or fraction (e.g. 0.1); 0 = none"),
-    ("--normalize", "normalize", str, "scale, zscore, zscore-feature or none (default scale)"),
-    ("--dtype", "dtype", str, "float32 (default) or float64"),
-    ("--seed", "seed", int, "seed of weights, split and batch order (default 0)"),
-    ("--hidden", "hidden", str, "hidden widths, e.g. 300 or 256,256 ('' for none; default 100)"),
-    ("--activation", "activation", str,
-     "sigmoid, tanh, relu, leaky_relu, lecun_tanh or identity (default sigmoid)"),
-    ("--dropout", "dropout", float, "dropout rate after each hidden layer, in [0, 1) (default 0)"),
-    ("--loss", "output_loss", str, "softmax_cross_entropy (default), mse or binary_cross_entropy"),
-    ("--init", "init", str, "auto, uniform, lecun, xavier_uniform, xavier_normal, he, he_uniform"),
-    ("--optimizer", "optimizer", str, "sgd (default), momentum, nesterov or adam"),
-    ("--lr", "lr", float, "learning rate (default 0.1)"),
-    ("--momentum", "momentum", float, "momentum / Nesterov coefficient (default 0.9)"),
-    ("--beta1", "beta1", float, "Adam beta1 (default 0.9)"),
-    ("--beta2", "beta2", float, "Adam beta2 (default 0.999)"),
-    ("--eps", "eps", float, "Adam epsilon (default 1e-8)"),
-    ("--weight-decay", "weight_decay", float, "coupled weight decay in the optimizer (default 0)"),
-    ("--schedule", "schedule", str, "constant, step, exponential, inverse_time or cyclic"),
-    ("--decay-rate", "decay_rate", float, "step: factor per period; exponential: rate per period"),
-    ("--decay-epochs", "decay_epochs", float, "period of step/exponential decay, in epochs"),
-    ("--decay-k", "decay_k", float, "inverse_time: lr0 / (1 + k * update)"),
-    ("--eta-min", "eta_min", float, "cyclic: lowest learning rate (default lr/10)"),
-    ("--cycle-epochs", "cycle_epochs", float, "cyclic: half-cycle length in epochs"),
-    ("--cycles", "cycles", int, "cyclic: number of cycles, then eta_min"),
-    ("--batch-size", "batch_size", int, "mini-batch size, 1 to the full set (default 64)"),
-    ("--epochs", "epochs", int, "epochs (default 10)"),
-    ("--l2", "l2", float, "L2 strength: l2/2*sum(W^2) added to the loss (default 0)"),
-    ("--patience", "patience", int, "early stopping: epochs without a better validation loss"),
-]
-
-
-def _val_size(text):
-    value = float(text)
-    return int(value) if value.is_integer() and value >= 1 else value
-
 
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
-    """The training options, shared with `handprop sweep`."""
+    """The training options (``train.config.TRAIN_FLAGS``), shared with `sweep` and `lr-find`."""
+    from ..train.config import TRAIN_FLAGS
+
     parser.add_argument("--config", metavar="TOML", help="TOML file of options (flags win)")
-    for flag, key, kind, text in TRAIN_FLAGS:
-        parser.add_argument(flag, dest=key, type=_val_size if key == "val_size" else kind,
-                            default=None, help=text)
-    parser.add_argument("--batch-norm", dest="batch_norm", action="store_true", default=None,
-                        help="Dense -> BatchNorm -> activation in each hidden layer")
-    parser.add_argument("--download", action="store_true", default=None,
-                        help="download CIFAR-10 (md5-checked) if it is not in the data folder")
-    add_backend_argument(parser)
+    for f in TRAIN_FLAGS:
+        if f.kind is None:
+            parser.add_argument(f.flag, dest=f.key, action="store_true", default=None,
+                                help=f.help_text())
+        else:
+            parser.add_argument(f.flag, dest=f.key, type=f.kind, default=None,
+                                help=f.help_text())
 
 
 def flags_to_config(args) -> dict:
     """Only the options given on the command line."""
-    keys = [key for _, key, _, _ in TRAIN_FLAGS] + ["batch_norm", "download", "backend"]
-    return {key: getattr(args, key) for key in keys if getattr(args, key, None) is not None}
+    from ..train.config import TRAIN_FLAGS
+
+    return {f.key: getattr(args, f.key) for f in TRAIN_FLAGS
+            if getattr(args, f.key, None) is not None}
 
 
 def register(subparsers):

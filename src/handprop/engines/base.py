@@ -71,6 +71,16 @@ class Engine:
     def __init__(self, xp: Any):
         self.xp = xp
 
+    # -------------------------------------------------------------- discovery
+    @classmethod
+    def unavailable_reason(cls) -> str:
+        """"" when this engine can run here, otherwise why not (for ``handprop info``)."""
+        return ""
+
+    def warmup(self, dtypes=("float32",)) -> None:
+        """Compile or load whatever the first call would, so timed calls pay none of it
+        (nothing to do for the reference)."""
+
     # ------------------------------------------------------------------ arrays
     def asarray(self, array, dtype=None):
         """Put a host array (or nested list) onto this engine.

@@ -64,7 +64,7 @@ def engine_status(name: str) -> EngineStatus:
         if missing.startswith("handprop"):
             return EngineStatus(name, False, f"its module {missing} is missing from this install")
         return EngineStatus(name, False, f"{missing} is not installed ({exc})")
-    reason = cls.unavailable_reason() if hasattr(cls, "unavailable_reason") else ""
+    reason = cls.unavailable_reason()
     return EngineStatus(name, not reason, reason or "")
 
 

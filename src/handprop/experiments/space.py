@@ -142,12 +142,10 @@ def parse_distribution(text: str) -> Distribution:
 # ------------------------------------------------------------------ space
 def option_key(name: str) -> str:
     """A config key from a config key or a `train` flag name (``decay-rate``, ``--loss``)."""
-    from ..cli.train import TRAIN_FLAGS
-    from ..train.config import DEFAULTS
+    from ..train.config import DEFAULTS, FLAG_KEYS
 
     bare = name.strip().lstrip("-")
-    flags = {flag.lstrip("-"): key for flag, key, _, _ in TRAIN_FLAGS}
-    key = flags.get(bare, bare.replace("-", "_"))
+    key = FLAG_KEYS.get(bare, bare.replace("-", "_"))
     if key == "seed":
         raise ConfigError("seeds are not part of the space: give them with --seeds 0,1,2 "
                           "(or seeds = [...] under [sweep])")

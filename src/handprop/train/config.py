@@ -9,6 +9,7 @@ explicit flags.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError
@@ -57,6 +58,93 @@ CHOICES = {
     "schedule": ("constant", "step", "exponential", "inverse_time", "cyclic"),
     "output_loss": ("softmax_cross_entropy", "mse", "binary_cross_entropy"),
 }
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One `handprop train` flag and the configuration key it sets.
+
+    ``kind`` converts the text (``None``: an on/off switch). The help text
+    gets its "(default ...)" from ``DEFAULTS``, or from ``default`` where the
+    default is worked out at run time.
+    """
+
+    flag: str
+    key: str
+    kind: type | None
+    help: str
+    default: str | None = None
+
+    def help_text(self) -> str:
+        if self.kind is None:
+            return self.help
+        shown = self.default if self.default is not None else _shown(DEFAULTS[self.key])
+        return f"{self.help} (default {shown})" if shown else self.help
+
+
+def _shown(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "''"
+    return str(value)
+
+
+def val_size(text: str):
+    """``--val-size``: a count (5000) or a fraction (0.1)."""
+    value = float(text)
+    return int(value) if value.is_integer() and value >= 1 else value
+
+
+#: Every training flag, shared by `train`, `sweep` and `lr-find`. Flags default to
+#: None on the command line so that only those given override a TOML file.
+TRAIN_FLAGS = (
+    Flag("--dataset", "dataset", str, "mnist, cifar10, linear or xor"),
+    Flag("--data-dir", "data_dir", str, "folder holding the dataset's files",
+         default="$HANDPROP_DATA, then a cache"),
+    Flag("--download", "download", None, "download the dataset (checksummed) if it is not "
+         "in the data folder"),
+    Flag("--train-subset", "train_subset", int, "use only this many training samples",
+         default="all"),
+    Flag("--val-size", "val_size", val_size,
+         "validation count (e.g. 5000) or fraction (e.g. 0.1); 0 = none"),
+    Flag("--normalize", "normalize", str, ", ".join(CHOICES["normalize"])),
+    Flag("--dtype", "dtype", str, " or ".join(CHOICES["dtype"])),
+    Flag("--seed", "seed", int, "seed of weights, split and batch order"),
+    Flag("--hidden", "hidden", str, "hidden widths, e.g. 300 or 256,256 ('' for none)"),
+    Flag("--activation", "activation", str,
+         "sigmoid, tanh, relu, leaky_relu, lecun_tanh or identity"),
+    Flag("--dropout", "dropout", float, "dropout rate after each hidden layer, in [0, 1)"),
+    Flag("--batch-norm", "batch_norm", None,
+         "Dense -> BatchNorm -> activation in each hidden layer"),
+    Flag("--loss", "output_loss", str, ", ".join(CHOICES["output_loss"])),
+    Flag("--init", "init", str,
+         "auto, uniform, lecun, xavier_uniform, xavier_normal, he or he_uniform"),
+    Flag("--optimizer", "optimizer", str, ", ".join(CHOICES["optimizer"])),
+    Flag("--lr", "lr", float, "learning rate"),
+    Flag("--momentum", "momentum", float, "momentum / Nesterov coefficient"),
+    Flag("--beta1", "beta1", float, "Adam beta1"),
+    Flag("--beta2", "beta2", float, "Adam beta2"),
+    Flag("--eps", "eps", float, "Adam epsilon"),
+    Flag("--weight-decay", "weight_decay", float, "coupled weight decay in the optimizer"),
+    Flag("--schedule", "schedule", str, ", ".join(CHOICES["schedule"])),
+    Flag("--decay-rate", "decay_rate", float,
+         "step: factor per period; exponential: rate per period"),
+    Flag("--decay-epochs", "decay_epochs", float, "period of step/exponential decay, in epochs"),
+    Flag("--decay-k", "decay_k", float, "inverse_time: lr0 / (1 + k * update)"),
+    Flag("--eta-min", "eta_min", float, "cyclic: lowest learning rate", default="lr/10"),
+    Flag("--cycle-epochs", "cycle_epochs", float, "cyclic: half-cycle length in epochs"),
+    Flag("--cycles", "cycles", int, "cyclic: number of cycles, then eta_min",
+         default="no limit"),
+    Flag("--batch-size", "batch_size", int, "mini-batch size, 1 to the full set"),
+    Flag("--epochs", "epochs", int, "epochs"),
+    Flag("--l2", "l2", float, "L2 strength: l2/2*sum(W^2) added to the loss"),
+    Flag("--patience", "patience", int,
+         "early stopping: epochs without a better validation loss", default="off"),
+    Flag("--backend", "backend", str, "engine: cpu, numba, cuda or auto",
+         default="$HANDPROP_BACKEND, else auto"),
+)
+FLAG_KEYS = {f.flag.lstrip("-"): f.key for f in TRAIN_FLAGS}
 
 
 def load_toml(path) -> dict:

@@ -156,7 +156,9 @@ class Trainer:
         self.optimizer.step(self.model)
         return value, outputs
 
-    def _correct(self, outputs, y):
+    def count_correct(self, outputs, y):
+        """Correct predictions in one batch, as an engine scalar (no device sync).
+        A profiler may subclass the trainer and time this."""
         return count_correct(self.engine, self.loss, outputs, y)
 
     def evaluate_on_engine(self, xs, ys) -> tuple[float, float]:
@@ -184,7 +186,14 @@ class Trainer:
         return self.evaluate_on_engine(xs, ys)
 
     # ------------------------------------------------------------------- fit
-    def fit(self, x_train, y_train, x_val=None, y_val=None) -> History:
+    def fit(self, x_train, y_train, x_val=None, y_val=None, *,
+            more_epochs: int | None = None) -> History:
+        """Train until ``epochs`` epochs are done (resuming where a checkpoint left off), or,
+        with ``more_epochs=N``, for N epochs beyond those already done."""
+        if more_epochs is not None:
+            if int(more_epochs) < 1:
+                raise ConfigError(f"more_epochs must be at least 1, got {more_epochs!r}")
+            self.epochs = self.epoch + int(more_epochs)
         xs, ys = self.to_engine(np.asarray(x_train), np.asarray(y_train))
         has_val = x_val is not None and len(x_val) > 0
         if has_val:
@@ -224,7 +233,7 @@ class Trainer:
                             raise NumericalError(self._nan_message(to_float(value), epoch, b + 1))
                     loss_sum = loss_sum + value * xb.shape[0]
                     batch_loss[b] = value
-                    correct = correct + self._correct(outputs, yb)
+                    correct = correct + self.count_correct(outputs, yb)
                     seen = min(n, (b + 1) * self.batch_size)
                     reporter.batch(lambda: (to_float(value), to_float(correct) / seen))
                     if self.on_batch_end:
