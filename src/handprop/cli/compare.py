@@ -29,26 +29,6 @@ def register(subparsers):
     p.set_defaults(func=run)
 
 
-def load_history(run_dir: Path) -> tuple[dict, list[dict], dict | None]:
-    """A run folder's saved configuration, per-epoch metrics and summary (None if unfinished)."""
-    from ..errors import CheckpointError
-
-    if not (run_dir / "config.json").is_file():
-        raise CheckpointError(f"{run_dir} is not a handprop run folder (no config.json); "
-                              "give the --out folders of `handprop train`")
-    try:
-        config = json.loads((run_dir / "config.json").read_text())["config"]
-        metrics = run_dir / "metrics.jsonl"
-        history = ([json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-                   if metrics.is_file() else [])
-        summary_path = run_dir / "summary.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
-    except (OSError, ValueError, KeyError) as exc:
-        raise CheckpointError(f"{run_dir} has a damaged config.json, metrics.jsonl or "
-                              f"summary.json ({exc})") from None
-    return config, history, summary
-
-
 def differing_options(configs: list[dict]) -> list[str]:
     """Options whose values are not the same in every configuration, in name order."""
     keys = sorted(set().union(*configs) - NOT_COMPARED)
@@ -59,14 +39,16 @@ def run(args) -> int:
     from ..errors import ConfigError
     from ..experiments.plots import plot_curves
     from ..experiments.sweep import format_value, aggregate, selection_metrics
+    from ..train.run_folder import RunFolder
 
     dirs = [Path(d) for d in args.run_dirs]
     if len({d.resolve() for d in dirs}) < len(dirs):
         raise ConfigError("a run folder is named twice; give each run once")
-    loaded = [load_history(d) for d in dirs]
-    options = differing_options([config for config, _, _ in loaded])
+    folders = [RunFolder.read(d) for d in dirs]
+    options = differing_options([folder.config for folder in folders])
     records = []
-    for run_dir, (config, history, summary) in zip(dirs, loaded):
+    for run_dir, folder in zip(dirs, folders):
+        config, history, summary = folder.config, folder.history, folder.summary
         records.append({
             "trial": str(run_dir), "stage": 1, "seed": config.get("seed"),
             "point": {k: config.get(k) for k in options}, "config": config,

@@ -26,10 +26,12 @@ def run(args) -> int:
     from ..errors import DataError
     from ..nn.losses import get_loss
     from ..train.plots import most_confident_mistakes
-    from ..train.run import confusion_matrix, load_run, prepare_data
+    from ..train.run import confusion_matrix, prepare_data
+    from ..train.run_folder import RunFolder
     from ..train.trainer import evaluate
 
-    model, saved = load_run(args.run_dir, args.backend)
+    folder = RunFolder.read(args.run_dir)
+    model, saved = folder.load_model(args.backend), folder.saved
     config = dict(saved["config"], dtype=model.dtype)
     data = prepare_data(config)
     x, y = {"test": (data.x_test, data.y_test), "val": (data.x_val, data.y_val),

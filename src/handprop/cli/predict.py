@@ -62,13 +62,14 @@ def run(args) -> int:
 
     from ..data import apply_preprocessing
     from ..errors import DataError
-    from ..train.run import load_run
+    from ..train.run_folder import RunFolder
 
     if args.top < 1:
         from ..errors import ConfigError
 
         raise ConfigError("--top must be at least 1")
-    model, saved = load_run(args.run_dir, args.backend)
+    folder = RunFolder.read(args.run_dir)
+    model, saved = folder.load_model(args.backend), folder.saved
     preprocessing = saved["preprocessing"]
     input_shape = tuple(preprocessing["input_shape"])
     path = Path(args.file)

@@ -9,7 +9,6 @@ and an interrupted trial never leaves a half-written trial folder behind.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import tempfile
@@ -17,9 +16,6 @@ import time
 import traceback
 from pathlib import Path
 
-# Files copied back from a trial; checkpoint.npz is left out: it only serves to
-# resume an unfinished run, and a finished trial is complete without it.
-RETURNED_FILES = ("config.json", "metrics.jsonl", "model.npz", "curves.png", "summary.json")
 
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                    "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
@@ -62,6 +58,7 @@ def run_trial(config: dict, threads: int | None = None, plot: bool = True) -> di
     ``plot=False`` skips the trial's curves.png (about half the time of a tiny run).
     """
     from ..train.run import run_training
+    from ..train.run_folder import FINISHED_FILES, METRICS, read_metrics
 
     if threads:
         pin_threads(threads)
@@ -77,10 +74,9 @@ def run_trial(config: dict, threads: int | None = None, plot: bool = True) -> di
                       "error": f"{type(exc).__name__}: {exc}",
                       "traceback": traceback.format_exc()}
         # A failed run still returns what it wrote (its epochs so far), to help find why.
-        metrics = out / "metrics.jsonl"
-        result["history"] = ([json.loads(line) for line in metrics.read_text().splitlines()
-                              if line.strip()] if metrics.exists() else [])
-        result["files"] = {name: (out / name).read_bytes() for name in RETURNED_FILES
+        result["history"] = read_metrics(out / METRICS)
+        # The checkpoint is left out: it only serves to resume an unfinished run.
+        result["files"] = {name: (out / name).read_bytes() for name in FINISHED_FILES
                            if (out / name).exists()}
     result["seconds"] = time.time() - started
     return result

@@ -32,6 +32,8 @@ from ..nn.model import mlp
 from ..optim.optimizers import make_optimizer
 from ..optim.schedules import make_schedule
 from .config import make_config, validate
+from .run_folder import (BATCH_LOSS, CONFIG, CURVES, DECISION, GRADIENTS, METRICS, MODEL,
+                         SUMMARY)
 from .trainer import CHECKPOINT_NAME, GRADIENT_PROBE_SIZE, Trainer
 
 OUTPUT_ACTIVATION = {"softmax_cross_entropy": "identity", "binary_cross_entropy": "identity",
@@ -93,7 +95,7 @@ def build_model(config: dict, input_dim: int, classes: int, engine):
 
 
 def _write_metrics(out: Path, rows: list[dict]) -> None:
-    atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(out / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
 
 
 def _class_names(data) -> list[str]:
@@ -109,7 +111,7 @@ def _write_batch_losses(out: Path, losses: list[float], epochs: int) -> None:
     for i, value in enumerate(losses):
         epoch, batch = (i // per_epoch + 1, i % per_epoch + 1) if per_epoch else ("", i + 1)
         lines.append(f"{epoch},{batch},{value:.9g}")
-    atomic_write_text(out / "batch_loss.csv", "\n".join(lines) + "\n")
+    atomic_write_text(out / BATCH_LOSS, "\n".join(lines) + "\n")
 
 
 def run_training(config: dict, out_dir=None, resume: bool = False, progress: bool = True,
@@ -117,9 +119,9 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
     """Train as ``config`` says; return the summary dict (also written to ``summary.json``)."""
     out = Path(out_dir) if out_dir else None
     if resume:
-        if out is None or not (out / "config.json").exists():
-            raise CheckpointError(f"nothing to resume in {out}: no config.json there")
-        saved = json.loads((out / "config.json").read_text())
+        if out is None or not (out / CONFIG).exists():
+            raise CheckpointError(f"nothing to resume in {out}: no {CONFIG} there")
+        saved = json.loads((out / CONFIG).read_text())
         config = validate({**saved["config"], **{k: v for k, v in (config or {}).items()
                                                   if k in ("backend",)}})
     else:
@@ -151,7 +153,7 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
             if (out / CHECKPOINT_NAME).exists():
                 raise ConfigError(f"{out} already holds a run; use --resume to continue it "
                                   f"or choose another --out folder")
-            atomic_write_json(out / "config.json", {
+            atomic_write_json(out / CONFIG, {
                 "config": config, "preprocessing": data.preprocessing,
                 "input_dim": data.input_dim, "classes": data.classes,
                 "class_names": getattr(data, "class_names", None)})
@@ -181,13 +183,13 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
         "dataset": config["dataset"], "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if out is not None:
-        model.save(out / "model.npz", extra={"preprocessing": data.preprocessing,
+        model.save(out / MODEL, extra={"preprocessing": data.preprocessing,
                                               "loss": config["output_loss"]})
         _write_metrics(out, trainer.history.rows)
         if plot:
             from .plots import plot_curves
 
-            plot_curves(trainer.history.rows, out / "curves.png",
+            plot_curves(trainer.history.rows, out / CURVES,
                         title=f"{config['dataset']} {'-'.join(map(str, config['hidden']))} "
                               f"{config['activation']} {config['optimizer']} lr={config['lr']}",
                         batch_losses=trainer.batch_losses)
@@ -196,42 +198,18 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
             shapes = {name: tuple(layer.params[key].shape)
                       for name, layer, key in model.named_parameters()}
             if any(row.get("grad_norms") for row in trainer.history.rows):
-                plot_gradient_norms(trainer.history.rows, out / "gradients.png", shapes=shapes,
+                plot_gradient_norms(trainer.history.rows, out / GRADIENTS, shapes=shapes,
                                     title=f"gradient norm per layer ({GRADIENT_PROBE_SIZE} "
                                           f"training samples, after each epoch)")
             if tuple(data.input_shape) == (2,):
                 from .plots import plot_decision_regions
 
                 plot_decision_regions(model, config["output_loss"], data.x_train, data.y_train,
-                                      _class_names(data), out / "decision.png",
+                                      _class_names(data), out / DECISION,
                                       what="training data")
         _write_batch_losses(out, trainer.batch_losses, len(trainer.history))
-        atomic_write_json(out / "summary.json", summary)
+        atomic_write_json(out / SUMMARY, summary)
     return summary
-
-
-def load_run(run_dir, backend=None):
-    """The trained model of a run folder and its saved ``config.json`` contents."""
-    from ..nn.model import Sequential
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise CheckpointError(f"{run_dir} is not a handprop run folder (no config.json); "
-                              f"point at the --out folder of `handprop train`")
-    saved = json.loads((run_dir / "config.json").read_text())
-    model_path = run_dir / "model.npz"
-    if not model_path.exists():
-        if not (run_dir / CHECKPOINT_NAME).exists():
-            raise CheckpointError(f"{run_dir} has no model.npz or checkpoint yet")
-        # An unfinished run: use the weights of its last completed epoch.
-        from ..io import load_arrays
-
-        arrays, meta = load_arrays(run_dir / CHECKPOINT_NAME)
-        model = Sequential.from_config(meta["model"], engine=get_engine(backend))
-        model.set_weights({k[len("model/"):]: v for k, v in arrays.items() if k.startswith("model/")})
-    else:
-        model = Sequential.load(model_path, engine=get_engine(backend))
-    return model, saved
 
 
 def confusion_matrix(truth: np.ndarray, pred: np.ndarray, classes: int) -> np.ndarray:

@@ -22,8 +22,8 @@ from ..io import load_arrays, save_arrays
 from ..nn.losses import check_inputs, check_targets, get_loss
 from ..nn.model import Sequential
 from ..optim.optimizers import Optimizer
+from .run_folder import CHECKPOINT as CHECKPOINT_NAME
 
-CHECKPOINT_NAME = "checkpoint.npz"
 #: Training samples (the first ones) on which per-layer gradient norms are taken.
 GRADIENT_PROBE_SIZE = 1024
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
