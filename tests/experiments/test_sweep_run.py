@@ -195,7 +195,7 @@ def test_cli_errors_are_one_line_with_exit_2(capsys, tmp_path, args, message):
 
 def test_cli_runs_a_toml_sweep_and_flags_win(tmp_path, capsys):
     config = tmp_path / "s.toml"
-    config.write_text('[base]\ndataset = "linear"\nval_size = 50\nhidden = [4]\nepochs = 1\n'
+    config.write_text('[base]\ndataset = "linear"\noptimizer = "momentum"\nval_size = 50\nhidden = [4]\nepochs = 1\n'
                       'backend = "cpu"\n\n[space]\nlr = [0.05, 0.5]\n'
                       'momentum = "uniform(0.1, 0.9)"\n\n[sweep]\nseeds = [0]\ntrials = 2\n')
     out = tmp_path / "out"

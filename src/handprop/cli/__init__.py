@@ -35,12 +35,8 @@ COMMAND_MODULES = [
 ]
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse exits 2 on bad usage already; keep its one-line message."""
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = argparse.ArgumentParser(
         prog="handprop",
         description="Train neural networks with hand-written backpropagation "
         "on the cpu, numba or cuda engine.",

@@ -37,7 +37,7 @@ def differing_options(configs: list[dict]) -> list[str]:
 
 def run(args) -> int:
     from ..errors import ConfigError
-    from ..experiments.plots import plot_curves
+    from ..experiments.plots import plot_curves_by_point
     from ..experiments.sweep import format_value, aggregate, selection_metrics
     from ..train.run_folder import RunFolder
 
@@ -54,12 +54,12 @@ def run(args) -> int:
             "point": {k: config.get(k) for k in options}, "config": config,
             "status": "ok" if history else "failed",
             "error": None if history else "no epoch finished yet", "history": history,
-            "summary": summary, "finished": summary is not None,
+            "summary": summary, "finished": folder.finished,
             "metrics": selection_metrics(summary or {}, history),
             "seconds": (summary or {}).get("train_seconds",
                                            sum(h.get("seconds") or 0.0 for h in history)),
         })
-    plot = plot_curves(aggregate(records), options, args.out)
+    plot = plot_curves_by_point(aggregate(records), options, args.out)
 
     table = [{"run": r["trial"], **{k: r["point"][k] for k in options}, "seed": r["seed"],
               "epochs": len(r["history"]), "finished": r["finished"],

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 
+#: Training options the range test decides itself (a growing rate, --steps batches).
+SET_BY_THE_TEST = ("lr", "schedule", "decay_rate", "decay_epochs", "decay_k", "eta_min",
+                   "cycle_epochs", "cycles", "epochs", "patience")
+
 
 def register(subparsers):
     from .train import add_training_flags
@@ -13,7 +17,8 @@ def register(subparsers):
         description="Train the configured model for --steps mini-batches while the learning "
         "rate grows geometrically from --lr-min to --lr-max, then plot the loss against the "
         "learning rate and suggest one: a tenth of the rate where the smoothed loss is lowest. Takes the same "
-        "options as `handprop train` (its --lr and --schedule are ignored); writes no run folder.")
+        "options as `handprop train` except those the test sets itself (--lr, --schedule and "
+        "its options, --epochs, --patience); writes no run folder.")
     add_training_flags(p)
     p.add_argument("--lr-min", type=float, default=1e-6, help="first learning rate (default 1e-6)")
     p.add_argument("--lr-max", type=float, default=10.0, help="last learning rate (default 10)")
@@ -26,11 +31,21 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    from ..train.config import load_toml, make_config
+    from ..errors import ConfigError
+    from ..train.config import flag_name, load_toml, make_config
     from ..train.lr_find import lr_range_test, plot_range_test
     from .train import flags_to_config
 
-    config = make_config(load_toml(args.config) if args.config else None, flags_to_config(args))
+    flags = flags_to_config(args)
+    refused = [flag_name(key) for key in flags if key in SET_BY_THE_TEST]
+    if refused:
+        raise ConfigError(f"lr-find sets the learning rate itself and runs --steps mini-batches, "
+                          f"so {', '.join(refused)} would not be used; drop "
+                          f"{'it' if len(refused) == 1 else 'them'}")
+    file_options = load_toml(args.config) if args.config else {}
+    # A training TOML may hold a rate and schedule; the range test replaces them.
+    file_options = {k: v for k, v in file_options.items() if k not in SET_BY_THE_TEST}
+    config = make_config(file_options, flags)
     result = lr_range_test(config, args.lr_min, args.lr_max, args.steps,
                            progress=not args.no_progress and not args.json)
     hidden = "-".join(map(str, config["hidden"]))

@@ -114,7 +114,9 @@ def build_spec(args):
                                   f"use {', '.join(SWEEP_KEYS)}")
         else:
             base = load_toml(args.config)
-    base = make_config(base, flags_to_config(args))
+    flags = flags_to_config(args)
+    given = set(base) | set(flags)
+    base = make_config(base, flags, refuse_unused=False)
 
     grid, random = dict(space.grid), dict(space.random)
     for text in args.grid:
@@ -158,10 +160,26 @@ def build_spec(args):
     if args.trials is not None and not space.random:
         raise ConfigError("--trials counts random points: add a --random option "
                           "(a grid runs every combination)")
-    return SweepSpec(base=base, space=space, seeds=seeds, trials=int(trials),
+    spec = SweepSpec(base=base, space=space, seeds=seeds, trials=int(trials),
                      sample_seed=int(args.sample_seed if args.sample_seed is not None
                                      else settings.get("sample_seed", 0)),
                      refine=Refine(**refine_options) if refine else None)
+    refuse_unused_everywhere(spec, given | set(space.options))
+    return spec
+
+
+def refuse_unused_everywhere(spec, given) -> None:
+    """An option that no trial of the sweep would use (``--momentum`` when every point
+    trains with Adam) is refused; one used by some trials only is applied where it is."""
+    from ..errors import ConfigError
+    from ..train.config import make_config, unused_options
+
+    configs = [make_config(spec.base, point, refuse_unused=False)
+               for point in spec.space.points(spec.trials, spec.sample_seed)]
+    for key in sorted(given):
+        problems = [unused_options(config, {key}) for config in configs]
+        if configs and all(problems):
+            raise ConfigError(f"{problems[0][0]} (in every trial of this sweep)")
 
 
 def run(args) -> int:
@@ -180,14 +198,15 @@ def run(args) -> int:
     else:  # the same command lands in the same folder, so rerunning it resumes
         digest = hashlib.sha1(json.dumps(spec.describe(), sort_keys=True, default=str).encode())
         out = Path("runs") / f"sweep-{digest.hexdigest()[:8]}"
+    # Built (not started) before a dry run too, so bad --workers/--threads are refused.
+    executor = make_executor(args.workers, args.scheduler, args.threads)
     if args.dry_run:
         trials = plan_trials(spec, spec.space.points(spec.trials, spec.sample_seed), stage=1)
         for trial in trials:
             print(trial.id)
         more = " (plus a refinement stage after them)" if spec.refine else ""
-        print(f"{len(trials)} trials{more} into {out}")
+        print(f"{len(trials)} trials{more} into {out}, on {executor.description}")
         return 0
-    executor = make_executor(args.workers, args.scheduler, args.threads)
     result = run_sweep(spec, out, executor, progress=not args.no_progress,
                        plots=not args.no_plots)
     print(f"{result['ran']} trials run ({result['failed']} failed), "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_training_flags(parser: argparse.ArgumentParser) -> None:
@@ -27,6 +28,25 @@ def flags_to_config(args) -> dict:
             if getattr(args, f.key, None) is not None}
 
 
+def resume_options(args, out) -> dict:
+    """The options `--resume` applies; any other option is refused, not ignored."""
+    from ..errors import ConfigError
+    from ..train.config import flag_name
+    from ..train.run import RESUME_OPTIONS
+
+    given = flags_to_config(args)
+    refused = [flag_name(key) for key in given if key not in RESUME_OPTIONS]
+    if args.config:
+        refused.insert(0, "--config")
+    if args.out and Path(args.out).resolve() != out.resolve():
+        refused.append("--out")
+    if refused:
+        raise ConfigError(f"--resume continues {out} as it was configured, so "
+                          f"{', '.join(refused)} cannot change it; only --backend and --epochs "
+                          f"(to train for longer) go with --resume")
+    return {key: given[key] for key in RESUME_OPTIONS if key in given}
+
+
 def register(subparsers):
     p = subparsers.add_parser(
         "train", help="train a model and write config, metrics, checkpoint, curves and summary",
@@ -37,21 +57,21 @@ def register(subparsers):
     p.add_argument("--out", metavar="DIR", default=None,
                    help="run folder (default runs/<dataset>-<time>)")
     p.add_argument("--resume", metavar="DIR", default=None,
-                   help="continue the interrupted run in DIR from its last checkpoint")
+                   help="continue the run in DIR from its last checkpoint (with --epochs N: "
+                   "train it to N epochs in all)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     import time
-    from pathlib import Path
 
     from ..train.config import load_toml
     from ..train.run import run_training
 
     if args.resume:
         out = Path(args.resume)
-        config, resume = ({"backend": args.backend} if args.backend else {}), True
+        config, resume = resume_options(args, out), True
     else:
         from ..train.config import make_config
 

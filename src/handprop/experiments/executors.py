@@ -205,6 +205,8 @@ def make_executor(workers: int | None = None, scheduler: str | None = None,
                   threads: int | None = None):
     """Dask when a scheduler is named (a LocalCluster of ``workers``, default one per
     core); else ``workers`` local processes, or this process for one worker (default)."""
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be at least 1; got {workers}")
     if scheduler:
         return DaskExecutor(scheduler, workers=workers, threads=threads)
     if (workers or 1) == 1:

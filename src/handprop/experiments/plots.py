@@ -59,7 +59,9 @@ def _set_scale(ax, values, axis="x"):
     return scale
 
 
-def plot_curves(rows: list[dict], options: list[str], path) -> Path:
+def plot_curves_by_point(rows: list[dict], options: list[str], path) -> Path:
+    """Loss and accuracy per epoch, one curve per point of the sweep (mean over seeds,
+    with a band of one standard deviation), train dashed and validation solid."""
     plt = _pyplot()
     rows = [r for r in rows if _ok(r)]
     shown = rows[:MAX_CURVES]
@@ -219,7 +221,7 @@ def _tick(value) -> str:
 def write_plots(records: list[dict], rows: list[dict], options: list[str], plot_dir) -> list[Path]:
     """Every plot that fits the sweep's options; returns the files written."""
     plot_dir = Path(plot_dir)
-    written = [plot_curves(rows, options, plot_dir / "curves.png")]
+    written = [plot_curves_by_point(rows, options, plot_dir / "curves.png")]
     varied = [o for o in options
               if len({repr(r["point"][o]) for r in rows if r["val_accuracy"] is not None}) > 1]
     for option in varied:

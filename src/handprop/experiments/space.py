@@ -176,11 +176,6 @@ class Space:
     def options(self) -> list[str]:
         return list(self.grid) + list(self.random)
 
-    def is_log(self, key: str, values=None) -> bool:
-        if key in self.random:
-            return self.random[key].log
-        return axis_scale(values if values is not None else self.grid.get(key, [])) == "log"
-
     def points(self, trials: int = 1, sample_seed: int = 0) -> list[dict]:
         """Grid product, each grid point combined with ``trials`` random samples."""
         import numpy as np

@@ -91,7 +91,7 @@ def plan_trials(spec: SweepSpec, points: list[dict], stage: int) -> list[Trial]:
     for point in points:
         for seed in spec.seeds:
             try:
-                config = make_config(spec.base, point, {"seed": seed})
+                config = make_config(spec.base, point, {"seed": seed}, refuse_unused=False)
             except ConfigError as exc:
                 where = ", ".join(f"{k}={format_value(v)}" for k, v in point.items()) or "base options"
                 raise ConfigError(f"point {where}: {exc}") from None
@@ -267,8 +267,12 @@ def best_toml(row: dict) -> str:
              f"(reported only; the choice used validation metrics)",
              "# Train it with: handprop train --config best.toml --out DIR", "", "[train]"]
     # TOML has no null: options left at None keep their default when read back.
+    # Options this point does not use (momentum with Adam) are left out, as
+    # `handprop train` would refuse them.
+    from ..train.config import unused_options
+
     lines += [f"{key} = {_toml_value(value)}" for key, value in config.items()
-              if value is not None]
+              if value is not None and not unused_options(config, {key})]
     return "\n".join(lines) + "\n"
 
 

@@ -179,9 +179,14 @@ def parse_hidden(value) -> list[int]:
     return list(value)
 
 
-def make_config(*sources: dict | None) -> dict:
-    """Merge ``DEFAULTS`` with each source in turn (later wins) and validate."""
-    config = dict(DEFAULTS)
+def make_config(*sources: dict | None, refuse_unused: bool = True) -> dict:
+    """Merge ``DEFAULTS`` with each source in turn (later wins) and validate.
+
+    An option given in a source that this configuration would not use (``--momentum``
+    with Adam) is refused, unless ``refuse_unused`` is False (a sweep checks that each
+    of its options is used by some trial instead).
+    """
+    config, given = dict(DEFAULTS), set()
     for source in sources:
         for key, value in (source or {}).items():
             if key not in DEFAULTS:
@@ -189,7 +194,48 @@ def make_config(*sources: dict | None) -> dict:
                 hint = f"; did you mean {', '.join(close)}?" if close else ""
                 raise ConfigError(f"unknown training option {key!r}{hint}")
             config[key] = value
-    return validate(config)
+            given.add(key)
+    config = validate(config)
+    if refuse_unused:
+        problems = unused_options(config, given)
+        if problems:
+            raise ConfigError("; ".join(problems))
+    return config
+
+
+#: Options that mean something only with certain values of another option:
+#: key -> (that option, the values with which the key is used).
+USED_ONLY_WITH = {
+    "momentum": ("optimizer", ("momentum", "nesterov")),
+    "beta1": ("optimizer", ("adam",)),
+    "beta2": ("optimizer", ("adam",)),
+    "eps": ("optimizer", ("adam",)),
+    "decay_rate": ("schedule", ("step", "exponential")),
+    "decay_epochs": ("schedule", ("step", "exponential")),
+    "decay_k": ("schedule", ("inverse_time",)),
+    "eta_min": ("schedule", ("cyclic",)),
+    "cycle_epochs": ("schedule", ("cyclic",)),
+    "cycles": ("schedule", ("cyclic",)),
+}
+
+
+def flag_name(key: str) -> str:
+    """The `train` flag that sets config key ``key`` (``--loss`` for output_loss)."""
+    return next((f.flag for f in TRAIN_FLAGS if f.key == key), key)
+
+
+def unused_options(config: dict, given) -> list[str]:
+    """For each option in ``given`` that ``config`` would not use: what it needs."""
+    problems = []
+    for key in sorted(given):
+        if key not in USED_ONLY_WITH:
+            continue
+        other, values = USED_ONLY_WITH[key]
+        if config[other] not in values:
+            problems.append(f"{flag_name(key)} is used only with {flag_name(other)} "
+                            f"{' or '.join(values)}, and this run has {config[other]}: drop it "
+                            f"or change {flag_name(other)}")
+    return problems
 
 
 def validate(config: dict) -> dict:

@@ -36,6 +36,8 @@ from .run_folder import (BATCH_LOSS, CONFIG, CURVES, DECISION, GRADIENTS, METRIC
                          SUMMARY)
 from .trainer import CHECKPOINT_NAME, GRADIENT_PROBE_SIZE, Trainer
 
+#: What `--resume` may change: the engine it runs on, and how many epochs in all.
+RESUME_OPTIONS = ("backend", "epochs")
 OUTPUT_ACTIVATION = {"softmax_cross_entropy": "identity", "binary_cross_entropy": "identity",
                      "mse": "sigmoid"}
 
@@ -123,9 +125,10 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
             raise CheckpointError(f"nothing to resume in {out}: no {CONFIG} there")
         saved = json.loads((out / CONFIG).read_text())
         config = validate({**saved["config"], **{k: v for k, v in (config or {}).items()
-                                                  if k in ("backend",)}})
+                                                  if k in RESUME_OPTIONS}})
     else:
-        config = make_config(config)
+        # Unused options were refused where they came in (the CLI, a sweep's plan).
+        config = make_config(config, refuse_unused=False)
     engine = get_engine(config["backend"])
     data = prepare_data(config)
     model = build_model(config, data.input_dim, data.classes, engine)
@@ -148,6 +151,12 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
                 raise CheckpointError(f"{out} has a config but no {CHECKPOINT_NAME}: "
                                       f"the run ended before its first epoch; start it again")
             trainer.load_checkpoint(checkpoint)
+            if config["epochs"] < trainer.epoch:
+                raise ConfigError(f"{out} has already trained {trainer.epoch} epochs; "
+                                  f"--epochs must be at least {trainer.epoch}")
+            if config["epochs"] != saved["config"]["epochs"]:  # trained for longer
+                atomic_write_json(out / CONFIG, {**saved, "config": {
+                    **saved["config"], "epochs": config["epochs"]}})
             log(f"resuming {out} after epoch {trainer.epoch} of {config['epochs']}")
         else:
             if (out / CHECKPOINT_NAME).exists():
