@@ -37,6 +37,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..progress import progress_bar
 from .space import Refine, Space, refine_points
 
 RESULT_NAME = "result.json"
@@ -301,12 +302,8 @@ class SweepProgress:
         self.enabled = enabled and total > 0
         self.total, self.done = total, 0
         self.describe = describe or (lambda point: str(point))
-        self.bar = None
-        if self.enabled and hasattr(self.stream, "isatty") and self.stream.isatty():
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc="trials", unit="trial", file=self.stream,
-                            dynamic_ncols=True)
+        self.bar = progress_bar(total, "trials", "trial", enabled=self.enabled,
+                                stream=self.stream, mininterval=0.1)
 
     def update(self, record: dict, best: dict | None) -> None:
         self.done += 1
