@@ -9,8 +9,10 @@ from . import add_backend_argument
 # flag -> (config key, type, help). Every flag defaults to None so that only
 # the flags actually given override the TOML file and the defaults.
 TRAIN_FLAGS = [
-    ("--dataset", "dataset", str, "mnist, cifar10, linear or xor (default mnist)"),
-    ("--data-dir", "data_dir", str, "folder holding CIFAR-10 (default $HANDPROP_DATA, then a cache)"),
+    ("--dataset", "dataset", str, "mnist, fashion-mnist, cifar10, linear or xor (default mnist)"),
+    ("--data-dir", "data_dir", str, "read the dataset from this folder only (mnist: your own IDX files, "
+     "not the bundled copy); without it fashion-mnist and cifar10 are looked for in "
+     "$HANDPROP_DATA, the user cache and (fashion-mnist) /usr/share/datasets"),
     ("--train-subset", "train_subset", int, "use only this many training samples"),
     ("--val-size", "val_size", float, "validation count (e.g. 5000) or fraction (e.g. 0.1); 0 = none"),
     ("--normalize", "normalize", str, "scale, zscore, zscore-feature or none (default scale)"),
@@ -57,7 +59,7 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-norm", dest="batch_norm", action="store_true", default=None,
                         help="Dense -> BatchNorm -> activation in each hidden layer")
     parser.add_argument("--download", action="store_true", default=None,
-                        help="download CIFAR-10 (md5-checked) if it is not in the data folder")
+                        help="download Fashion-MNIST or CIFAR-10 (checksum-verified) if not found")
     add_backend_argument(parser)
 
 
