@@ -131,3 +131,20 @@ def test_absurd_dimensions_are_refused_before_allocating(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         read_idx(tmp_path / "nope.idx.gz")
+
+
+def test_gzip_that_inflates_past_the_limit_is_refused(tmp_path, monkeypatch):
+    from handprop.data import idx
+
+    path = tmp_path / "bomb.idx.gz"
+    write_idx(path, np.zeros((100, 100), np.uint8))  # 10 kB of zeros, about 50 bytes compressed
+    monkeypatch.setattr(idx, "_MAX_FILE_BYTES", 5000)
+    with pytest.raises(DataError, match="bomb.idx.gz holds over .* too large"):
+        read_idx(path)
+
+
+def test_concatenated_gzip_members_are_one_file(tmp_path):
+    payload = _idx_bytes(np.arange(60, dtype=np.uint8).reshape(6, 10))
+    path = tmp_path / "members.idx.gz"
+    path.write_bytes(gzip.compress(payload[:25]) + gzip.compress(payload[25:]))
+    np.testing.assert_array_equal(read_idx(path), np.arange(60).reshape(6, 10))

@@ -7,7 +7,7 @@ import argparse
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "data", help="inspect the datasets (mnist, cifar10, linear, xor)",
+        "data", help="inspect the datasets (mnist, fashion-mnist, cifar10, linear, xor)",
         description="Inspect the datasets handprop can train on.",
     )
     actions = parser.add_subparsers(dest="data_action", metavar="ACTION")
@@ -16,13 +16,15 @@ def register(subparsers) -> None:
         description="Print the size of each split, its class counts, and the mean and "
         "standard deviation of the raw (unscaled) input values.",
     )
-    info.add_argument("name", metavar="NAME", help="mnist, cifar10, linear or xor")
+    info.add_argument("name", metavar="NAME", help="mnist, fashion-mnist, cifar10, linear or xor")
     info.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     info.add_argument("--data-dir", default=None, metavar="DIR",
-                      help="folder holding cifar-10-batches-py/ (default: $HANDPROP_DATA, "
-                      "else ~/.cache/handprop)")
+                      help="read the dataset from this folder only (mnist: your own IDX "
+                      "files, not the bundled copy); without it fashion-mnist and cifar10 are "
+                      "looked for in $HANDPROP_DATA, the user cache and (fashion-mnist) "
+                      "/usr/share/datasets")
     info.add_argument("--download", action="store_true",
-                      help="download CIFAR-10 (checksum-verified) if it is not in the data folder")
+                      help="download Fashion-MNIST or CIFAR-10 (checksum-verified) if not found")
     info.add_argument("--n-linear", type=int, default=200, metavar="N",
                       help="points per split of the linear toy set (default: 200)")
     info.add_argument("--seed", type=int, default=0, help="seed of the toy sets (default: 0)")

@@ -75,7 +75,8 @@ def download_verified(url: str, dest: Path, md5: str, what: str, manual_hint: st
         fetch(url, part)
     except (urllib.error.URLError, OSError, ValueError) as exc:
         part.unlink(missing_ok=True)
-        reason = getattr(exc, "reason", exc)
+        # An HTTP error says its status code; others (URLError, OSError) their reason.
+        reason = exc if isinstance(exc, urllib.error.HTTPError) else getattr(exc, "reason", exc)
         raise DataError(f"could not download {what} from {url} ({reason}). {manual_hint}") from None
     actual = file_md5(part)
     if actual != md5:

@@ -30,6 +30,7 @@ IDX_DTYPES = {
 
 # A hostile header could ask for terabytes; no real IDX file comes near this.
 MAX_IDX_BYTES = 4 * 1024**3
+_MAX_FILE_BYTES = MAX_IDX_BYTES + 4 + 4 * 255  # the largest header
 _GZIP_MAGIC = b"\x1f\x8b"
 
 
@@ -40,41 +41,61 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     bad magic number or type code, is truncated, has trailing bytes, or (for
     gzip) is corrupt or fails its CRC check.
     """
+    return parse_idx(read_idx_bytes(path), path)
+
+
+def read_idx_bytes(path: str | os.PathLike) -> bytes:
+    """The contents of an IDX file as stored, decompressed if it is gzip.
+
+    The gzip stream is read to its end, so its CRC and length trailer are
+    checked; a missing, unreadable or corrupt file is a ``DataError`` naming it.
+    """
     path = Path(path)
     try:
-        with path.open("rb") as raw:
-            compressed = raw.read(2) == _GZIP_MAGIC
-        if compressed:
-            with gzip.open(path, "rb") as stream:
-                return _read_idx_stream(stream, path, raw_size=None)
-        with path.open("rb") as stream:
-            return _read_idx_stream(stream, path, raw_size=path.stat().st_size)
+        if path.stat().st_size > _MAX_FILE_BYTES:
+            raise DataError(f"IDX file {path} holds over {MAX_IDX_BYTES} bytes, too large to be real data")
+        stored = path.read_bytes()
+        payload = _gunzip(stored, _MAX_FILE_BYTES) if stored[:2] == _GZIP_MAGIC else stored
     except FileNotFoundError:
         raise DataError(f"IDX file {path} does not exist") from None
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+    except (EOFError, zlib.error) as exc:
         raise DataError(
             f"IDX file {path} is a corrupt or truncated gzip file ({exc}); "
             "replace it with a fresh copy"
         ) from None
     except OSError as exc:
         raise DataError(f"cannot read IDX file {path}: {exc}") from None
+    if len(payload) > _MAX_FILE_BYTES:
+        raise DataError(f"IDX file {path} holds over {MAX_IDX_BYTES} bytes, too large to be real data")
+    return payload
 
 
-def _read_exactly(stream, n: int) -> bytes:
-    chunks, remaining = [], n
-    while remaining:
-        chunk = stream.read(min(remaining, 1 << 24))
-        if not chunk:
+def _gunzip(stored: bytes, limit: int) -> bytes:
+    """Decompress every gzip member of ``stored``, stopping once past ``limit`` bytes.
+
+    The limit keeps a small hostile file from inflating into all of memory;
+    zlib checks each member's CRC and length trailer.
+    """
+    parts, total = [], 0
+    while stored:
+        inflater = zlib.decompressobj(wbits=31)  # 31: gzip header and trailer
+        part = inflater.decompress(stored, limit + 1 - total)
+        parts.append(part)
+        total += len(part)
+        if total > limit:
             break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
+        if not inflater.eof:
+            raise EOFError("the compressed stream ends early")
+        stored = inflater.unused_data
+    return b"".join(parts)
 
 
-def _read_idx_stream(stream, path: Path, raw_size: int | None) -> np.ndarray:
-    header = _read_exactly(stream, 4)
-    if len(header) < 4:
-        raise DataError(f"IDX file {path} is truncated: {len(header)} bytes, no complete header")
+def parse_idx(payload: bytes, path: str | os.PathLike = "<bytes>") -> np.ndarray:
+    """The array held by the decompressed IDX bytes ``payload`` (``path`` names it in errors)."""
+    path = Path(path)
+    if len(payload) < 4:
+        raise DataError(f"IDX file {path} is truncated: {len(payload)} bytes, no complete header")
+    header = payload[:4]
     if header[0] != 0 or header[1] != 0:
         raise DataError(
             f"IDX file {path} has a bad magic number 0x{header.hex()} "
@@ -85,31 +106,22 @@ def _read_idx_stream(stream, path: Path, raw_size: int | None) -> np.ndarray:
         raise DataError(f"IDX file {path} has an unknown value type code 0x{type_code:02x}")
     if ndim == 0:
         raise DataError(f"IDX file {path} declares 0 dimensions")
-    dims_bytes = _read_exactly(stream, 4 * ndim)
-    if len(dims_bytes) < 4 * ndim:
+    offset = 4 + 4 * ndim
+    if len(payload) < offset:
         raise DataError(f"IDX file {path} is truncated inside its header ({ndim} dimensions declared)")
-    dims = struct.unpack(f">{ndim}I", dims_bytes)
+    dims = struct.unpack(f">{ndim}I", payload[4:offset])
     dtype = IDX_DTYPES[type_code]
     expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
     if expected > MAX_IDX_BYTES:
         raise DataError(f"IDX file {path} declares dimensions {dims}, too large to be real data")
-    if raw_size is not None and raw_size != 4 + 4 * ndim + expected:
-        found = raw_size - 4 - 4 * ndim
+    found = len(payload) - offset
+    if found != expected:
         problem = "truncated" if found < expected else "longer than its header says"
         raise DataError(
             f"IDX file {path} is {problem}: dimensions {dims} need {expected} data bytes, "
             f"found {found}"
         )
-    data = _read_exactly(stream, expected)
-    if len(data) < expected:
-        raise DataError(
-            f"IDX file {path} is truncated: dimensions {dims} need {expected} data bytes, "
-            f"found {len(data)}"
-        )
-    # Reading on to the end also makes gzip verify its CRC and length trailer.
-    if stream.read(1):
-        raise DataError(f"IDX file {path} is longer than its header says (dimensions {dims})")
-    array = np.frombuffer(data, dtype=dtype).reshape(dims)
+    array = np.frombuffer(payload, dtype=dtype, offset=offset).reshape(dims)
     return array.astype(dtype.newbyteorder("="), copy=True)
 
 

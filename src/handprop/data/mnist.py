@@ -1,29 +1,30 @@
-"""MNIST from the copy shipped inside the package (works offline)."""
+"""MNIST: the copy shipped inside the package (works offline), or the user's own files.
+
+``load_mnist()`` reads the bundled copy. ``load_mnist(data_dir)`` reads the
+four IDX files from ``data_dir/mnist/`` or ``data_dir`` instead, and refuses
+the folder (never falls back to the bundled copy) when they are missing or
+do not hold valid MNIST-format data. Such files may be the user's own, so
+there is no checksum to insist on; their IDX structure, shapes and labels
+are checked, and Fashion-MNIST files of the same names are recognised.
+"""
 
 from __future__ import annotations
 
+import os
 from importlib import resources
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
 from .dataset import Dataset
 from .idx import read_idx
+from .idx_dataset import IDX_FILES, MNIST, dataset_from_arrays, find_idx_folder, load_idx_folder, missing_files
 
-MNIST_FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
+MNIST_FILES = {key: f"{name}.gz" for key, name in IDX_FILES.items()}
 
 # sha256 of the *decompressed* official files, checked by the test suite.
-MNIST_SHA256 = {
-    "train_images": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    "train_labels": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    "test_images": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    "test_labels": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-}
+MNIST_SHA256 = MNIST.sha256
 
 
 def packaged_mnist_path(key: str):
@@ -42,28 +43,25 @@ def _read_packaged(key: str) -> np.ndarray:
         return read_idx(path)
 
 
-def _check_pair(images: np.ndarray, labels: np.ndarray, split: str) -> None:
-    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
-        raise DataError(f"MNIST {split} images must be uint8 of shape (n, 28, 28), got {images.dtype} {images.shape}")
-    if labels.ndim != 1 or labels.dtype != np.uint8:
-        raise DataError(f"MNIST {split} labels must be uint8 of shape (n,), got {labels.dtype} {labels.shape}")
-    if len(images) != len(labels):
-        raise DataError(f"MNIST {split} has {len(images)} images but {len(labels)} labels; reinstall handprop")
+def load_mnist(data_dir: str | os.PathLike | None = None) -> Dataset:
+    """The 60,000 training and 10,000 test digits, uint8 ``(n, 28, 28)``, labels 0..9.
 
-
-def load_mnist() -> Dataset:
-    """The 60,000 training and 10,000 test digits, uint8 ``(n, 28, 28)``, labels 0..9."""
-    arrays = {key: _read_packaged(key) for key in MNIST_FILES}
-    _check_pair(arrays["train_images"], arrays["train_labels"], "train")
-    _check_pair(arrays["test_images"], arrays["test_labels"], "test")
-    return Dataset(
-        name="mnist",
-        x_train=arrays["train_images"],
-        y_train=arrays["train_labels"].astype(np.int64),
-        x_test=arrays["test_images"],
-        y_test=arrays["test_labels"].astype(np.int64),
-        classes=10,
-        class_names=[str(d) for d in range(10)],
-        value_range=(0.0, 255.0),
-        source=str(packaged_mnist_path("train_images").parent),
-    )
+    ``data_dir``: read the four IDX files there (or in its ``mnist/``
+    subfolder) instead of the bundled copy; a ``DataError`` names the folder
+    or file when they are missing or invalid.
+    """
+    if data_dir is None or str(data_dir) == "":
+        arrays = {key: _read_packaged(key) for key in MNIST_FILES}
+        paths = {key: MNIST_FILES[key] + " (bundled)" for key in MNIST_FILES}
+        return dataset_from_arrays(MNIST, arrays, paths,
+                                   source=str(packaged_mnist_path("train_images").parent))
+    root = Path(data_dir).expanduser()
+    folder = find_idx_folder(root, MNIST)
+    if folder is None:
+        raise DataError(
+            f"--data-dir {root} holds no MNIST files: neither {root / MNIST.folder} nor {root} "
+            f"has all of {MNIST.file_list} ({root} lacks {', '.join(missing_files(root))}). "
+            f"Put the four files there (compressed or not), or drop --data-dir to use the copy "
+            f"bundled with handprop"
+        )
+    return load_idx_folder(folder, MNIST)

@@ -99,11 +99,12 @@ def val_size(text: str):
 #: Every training flag, shared by `train`, `sweep` and `lr-find`. Flags default to
 #: None on the command line so that only those given override a TOML file.
 TRAIN_FLAGS = (
-    Flag("--dataset", "dataset", str, "mnist, cifar10, linear or xor"),
-    Flag("--data-dir", "data_dir", str, "folder holding the dataset's files",
-         default="$HANDPROP_DATA, then a cache"),
-    Flag("--download", "download", None, "download the dataset (checksummed) if it is not "
-         "in the data folder"),
+    Flag("--dataset", "dataset", str, "mnist, fashion-mnist, cifar10, linear or xor"),
+    Flag("--data-dir", "data_dir", str, "read the dataset from this folder only (mnist: your "
+         "own IDX files, not the bundled copy)", default="fashion-mnist and cifar10 are looked "
+         "for in $HANDPROP_DATA, the user cache and (fashion-mnist) /usr/share/datasets"),
+    Flag("--download", "download", None,
+         "download Fashion-MNIST or CIFAR-10 (checksum-verified) if not found"),
     Flag("--train-subset", "train_subset", int, "use only this many training samples",
          default="all"),
     Flag("--val-size", "val_size", val_size,
