@@ -131,3 +131,23 @@ def test_predict_refuses_unknown_files(trained_run, tmp_path, capsys):
     assert "give a .npy array or an image" in capsys.readouterr().err
     assert main(["predict", str(trained_run), str(tmp_path / "missing.npy")]) == 2
     assert "no such file" in capsys.readouterr().err
+
+
+def test_a_relative_data_dir_is_saved_absolute_so_evaluate_works_from_elsewhere(
+        tmp_path, monkeypatch, capsys):
+    import shutil
+    from pathlib import Path
+
+    import handprop
+
+    bundled = Path(handprop.__file__).parent / "data" / "mnist"
+    work = tmp_path / "work"
+    shutil.copytree(bundled, work / "mydata")
+    monkeypatch.chdir(work)
+    assert main(["train", *QUICK, "--epochs", "1", "--data-dir", "mydata", "--out", "run"]) == 0
+    saved = json.loads((work / "run" / "config.json").read_text())["config"]
+    assert saved["data_dir"] == str(work / "mydata")
+    monkeypatch.chdir(tmp_path)
+    capsys.readouterr()
+    assert main(["evaluate", str(work / "run"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 10000

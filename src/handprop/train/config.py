@@ -101,8 +101,8 @@ def val_size(text: str):
 TRAIN_FLAGS = (
     Flag("--dataset", "dataset", str, "mnist, fashion-mnist, cifar10, linear or xor"),
     Flag("--data-dir", "data_dir", str, "read the dataset from this folder only (mnist: your "
-         "own IDX files, not the bundled copy)", default="fashion-mnist and cifar10 are looked "
-         "for in $HANDPROP_DATA, the user cache and (fashion-mnist) /usr/share/datasets"),
+         "own IDX files, not the bundled copy)", default="none: fashion-mnist and cifar10 are "
+         "looked for in $HANDPROP_DATA, the user cache and (fashion-mnist) /usr/share/datasets"),
     Flag("--download", "download", None,
          "download Fashion-MNIST or CIFAR-10 (checksum-verified) if not found"),
     Flag("--train-subset", "train_subset", int, "use only this many training samples",
@@ -243,6 +243,9 @@ def validate(config: dict) -> dict:
     # Defaults fill options added after a run's config.json was written.
     c = {**DEFAULTS, **config}
     c["hidden"] = parse_hidden(c["hidden"])
+    if c["data_dir"] is not None:
+        # Absolute, so `evaluate` and `--resume` find the data from any folder.
+        c["data_dir"] = str(Path(c["data_dir"]).expanduser().absolute())
     for key, choices in CHOICES.items():
         if c[key] not in choices:
             raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {c[key]!r}")
