@@ -32,6 +32,8 @@ def test_shapes_and_parameter_counts_through_the_mnist_cnn(cpu):
     # 16*1*5*5 + 16, 32*16*5*5 + 32, 1568*10 + 10
     assert model.num_parameters() == 416 + 12832 + 15690
     assert model.layers[0].params["W"].shape == (16, 1, 5, 5)
+    # Contiguous as a reloaded array is (same BLAS calls after a resume; fused in-place updates).
+    assert all(layer.params["W"].flags.c_contiguous for layer in model.layers if layer.params)
     assert model.layers[2].params["b"].shape == (32,)
 
 

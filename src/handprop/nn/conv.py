@@ -107,7 +107,10 @@ class Conv2D(Layer):
         fan_in = channels * kh * kw
         weights = init_weights(self.init, fan_in, self.filters * kh * kw, rng,
                                size=(fan_in, self.filters))
-        self.params = {"W": engine.asarray(weights.T.reshape(self.filters, channels, kh, kw), dtype)}
+        # C-contiguous, as every saved and reloaded array is: the same layout means the same
+        # BLAS calls, which a resumed run needs to continue bit for bit.
+        weights = np.ascontiguousarray(weights.T).reshape(self.filters, channels, kh, kw)
+        self.params = {"W": engine.asarray(weights, dtype)}
         if self.use_bias:
             self.params["b"] = engine.asarray(np.zeros(self.filters), dtype)
         self.grads = {}
