@@ -15,8 +15,8 @@ if not engine_status("numba").available:
 from handprop.engines import numba_conv_kernels  # noqa: E402
 
 CPU = get_engine("cpu")
-CONV_KERNELS = {"im2col", "col2im", "max_pool_forward", "max_pool_backward", "avg_pool_forward",
-                "avg_pool_backward"}
+CONV_KERNELS = {"im2col", "col2im", "max_pool_forward", "max_pool_forward_2x2",
+                "max_pool_forward_nan", "max_pool_backward", "avg_pool_forward", "avg_pool_backward"}
 
 
 @pytest.fixture
@@ -56,19 +56,34 @@ def run_all(engine, x):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_float_images_use_the_kernels(nb, spy, rng, dtype):
     run_all(nb, rng.standard_normal((2, 3, 6, 6)).astype(dtype))
-    assert spy.calls == ["im2col", "col2im", "max_pool_forward", "max_pool_backward",
+    assert spy.calls == ["im2col", "col2im", "max_pool_forward_2x2", "max_pool_backward",
                          "avg_pool_forward", "avg_pool_backward"]
+    spy.calls.clear()
+    nb.max_pool_forward(rng.standard_normal((1, 2, 5, 5)).astype(dtype), (3, 3), (1, 1))
+    assert spy.calls == ["max_pool_forward"]
 
 
-def test_views_reach_the_pooling_kernels_without_a_copy(nb, monkeypatch, rng):
+@pytest.mark.parametrize("size", [(2, 2), (3, 2)])
+def test_a_nan_reruns_the_nan_aware_max_pool(nb, spy, size):
+    x = np.arange(36, dtype=np.float32).reshape(1, 1, 6, 6)
+    x[0, 0, 1, 0] = np.nan
+    out, arg = nb.max_pool_forward(x, size, (2, 2))
+    assert spy.calls[-1] == "max_pool_forward_nan"
+    ref_out, ref_arg = CPU.max_pool_forward(x, size, (2, 2))
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(arg, ref_arg)
+    assert np.isnan(out[0, 0, 0, 0]) and arg[0, 0, 0, 0] == size[1]  # the NaN's position
+
+
+def test_views_reach_the_kernels_without_a_copy(nb, monkeypatch, rng):
     view = rng.standard_normal((2, 6, 6, 3)).astype("float32").transpose(0, 3, 1, 2)
     seen = []
 
     def record(x, *args):
         seen.append(x)
-        return numba_conv_kernels.max_pool_forward(x, *args)
+        return numba_conv_kernels.max_pool_forward_2x2(x, *args)
 
-    monkeypatch.setattr(nb, "_conv", type("K", (), {"max_pool_forward": staticmethod(record)}))
+    monkeypatch.setattr(nb, "_conv", type("K", (), {"max_pool_forward_2x2": staticmethod(record)}))
     nb.max_pool_forward(view, (2, 2), (2, 2))
     assert seen[0] is view
 

@@ -11,8 +11,8 @@ the reference's answer, only faster where it can be:
 * Arrays updated in place (optimizer parameters and state) that are not
   C-contiguous or not writeable -> reference, which updates strided views
   in place correctly.
-* Pooling reads images of any memory layout (no copy of a convolution's
-  transposed output); ``im2col``/``col2im`` copy a strided input first.
+* Convolution and pooling kernels read images of any memory layout (no copy
+  of a convolution's transposed output).
 * ``softmax_xent`` labels must be integers; they are checked inside the
   kernel, and an out-of-range label raises ``ConfigError`` naming it (the
   reference would silently give a wrong loss).
@@ -118,9 +118,12 @@ class NumbaEngine(NumpyEngine):
             for padding in ((0, 0, 0, 0), (1, 1, 1, 1)):
                 cols = self.im2col(x, (3, 3), (1, 1), padding)
                 self.col2im(cols, x.shape, (3, 3), (1, 1), padding)
+            self.im2col(x.transpose(0, 1, 3, 2), (3, 3), (1, 1), (1, 1, 1, 1))
+            x[0, 0, 0, 0] = np.nan  # the NaN-aware max-pool too
             for image in (x, x.transpose(0, 1, 3, 2)):  # contiguous, and a view
-                out, argmax = self.max_pool_forward(image, (2, 2), (2, 2))
-                self.max_pool_backward(out, argmax, image.shape, (2, 2), (2, 2))
+                for size in ((2, 2), (3, 3)):
+                    out, argmax = self.max_pool_forward(image, size, (1, 1))
+                    self.max_pool_backward(out, argmax, image.shape, size, (1, 1))
                 self.avg_pool_backward(self.avg_pool_forward(image, (2, 2), (2, 2)), image.shape,
                                        (2, 2), (2, 2))
             p, g = z.copy(), z * 0.5
@@ -212,8 +215,8 @@ class NumbaEngine(NumpyEngine):
         n, c, _, _ = _check_images(x, "im2col")
         oh, ow = window_output_size(x.shape, kernel, stride, padding, "im2col")
         cols = np.empty((n * oh * ow, c * kernel[0] * kernel[1]), dtype=x.dtype)
-        self._conv.im2col(np.ascontiguousarray(x), kernel[0], kernel[1], stride[0], stride[1],
-                          padding[0], padding[2], oh, ow, cols)
+        self._conv.im2col(x, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[2],
+                          oh, ow, cols)
         return cols
 
     def col2im(self, cols, x_shape, kernel, stride, padding):
@@ -235,7 +238,13 @@ class NumbaEngine(NumpyEngine):
         oh, ow = window_output_size(x.shape, size, stride, what="max_pool_forward")
         out = np.empty((x.shape[0], x.shape[1], oh, ow), dtype=x.dtype)
         argmax = np.empty(out.shape, dtype=np.int64)
-        self._conv.max_pool_forward(x, size[0], size[1], stride[0], stride[1], out, argmax)
+        k = self._conv
+        if size == (2, 2):
+            nan = k.max_pool_forward_2x2(x, stride[0], stride[1], out, argmax)
+        else:
+            nan = k.max_pool_forward(x, size[0], size[1], stride[0], stride[1], out, argmax)
+        if nan:
+            k.max_pool_forward_nan(x, size[0], size[1], stride[0], stride[1], out, argmax)
         return out, argmax
 
     def max_pool_backward(self, grad, argmax, x_shape, size, stride):
