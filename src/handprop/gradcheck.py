@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ConfigError
+from .nn.conv import AvgPool2D, Conv2D, Flatten, MaxPool2D
 from .nn.layers import Activation, BatchNorm, Dense, Dropout
 from .nn.losses import check_targets, get_loss
 from .nn.model import Sequential
@@ -181,9 +182,30 @@ def default_network(loss_name: str, engine=None, seed: int = 0, inputs: int = 4,
     return Sequential(layers, input_dim=inputs, engine=engine, dtype="float64", seed=seed)
 
 
-def default_problem(loss_name: str, samples: int = 6, inputs: int = 4, outputs: int = 3, seed: int = 0):
+#: One sample of the convolutional check: two channels, odd and unequal sides.
+CONV_INPUT_SHAPE = (2, 11, 9)
+
+
+def default_conv_network(loss_name: str, engine=None, seed: int = 0, outputs: int = 3) -> Sequential:
+    """A small CNN with a convolution at stride 1 ("same" padding), one at stride 2 (padding 1)
+    followed by batch norm per channel and dropout, one without padding, both poolings (the
+    max-pool drops a ragged edge, the average pool overlaps) and Flatten."""
+    layers = [Conv2D(3, 3, padding="same", activation="tanh", init="xavier_normal"),
+              MaxPool2D(2),  # 3x11x9 -> 3x5x4
+              Conv2D(4, 3, stride=2, padding=1, use_bias=False, init="xavier_normal"),  # 4x3x2
+              BatchNorm(), Activation("sigmoid"), Dropout(0.3),
+              Conv2D(2, (2, 1), activation="lecun_tanh", init="xavier_normal"),  # 2x2x2
+              AvgPool2D((2, 1), stride=1),  # 2x1x2
+              Flatten(),
+              Dense(outputs, "sigmoid" if loss_name == "mse" else "identity")]
+    return Sequential(layers, input_shape=CONV_INPUT_SHAPE, engine=engine, dtype="float64", seed=seed)
+
+
+def default_problem(loss_name: str, samples: int = 6, inputs=4, outputs: int = 3, seed: int = 0):
+    """Random inputs of ``samples`` x ``inputs`` (a width, or a sample shape such as
+    ``CONV_INPUT_SHAPE``) and targets that suit the loss."""
     rng = np.random.default_rng(seed + 1)
-    x = rng.normal(size=(samples, inputs))
+    x = rng.normal(size=(samples, *((inputs,) if isinstance(inputs, int) else inputs)))
     if loss_name == "binary_cross_entropy":
         targets = rng.integers(0, 2, size=(samples, outputs)).astype(np.float64)
     else:

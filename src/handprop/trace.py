@@ -12,7 +12,9 @@ network description (the ``NET.json`` format of ``handprop trace``)::
 
 ``weights[i][j]`` connects input ``i`` to unit ``j``, so ``z = a_prev @ W + b``.
 A layer may also give ``alpha`` (the leaky_relu slope); the file may carry a
-free-text ``description``.
+free-text ``description``. Layers with a ``type`` (``conv``, ``maxpool``,
+``avgpool``, ``flatten``, ``dense``) and image inputs are traced by
+``handprop.trace_conv`` (see ``examples/trace_conv.json``).
 
 The numbers come from the library itself, in float64: a ``Sequential`` of
 ``Dense`` layers loaded with ``set_weights``, the loss objects of
@@ -151,8 +153,13 @@ def _matrix(value, where: str) -> np.ndarray:
     return np.stack(rows)
 
 
-def parse_net(obj, source: str = "NET.json") -> NetSpec:
-    """Validate a decoded NET.json object; errors name the offending key."""
+def parse_net(obj, source: str = "NET.json"):
+    """Validate a decoded NET.json object; errors name the offending key. Networks with
+    convolution or pooling (layers with a ``type``) are parsed by ``handprop.trace_conv``."""
+    from .trace_conv import is_conv_net, parse_conv_net
+
+    if is_conv_net(obj):
+        return parse_conv_net(obj, source)
     if not isinstance(obj, dict):
         raise ConfigError(f"{source}: the top level must be a JSON object with keys "
                           f"{', '.join(REQUIRED_KEYS)}")
@@ -300,9 +307,14 @@ class _RecordingDense:
         return super().backward(grad_out, need_input_grad)
 
 
-def trace(net: NetSpec | dict, engine=None) -> Trace:
-    """Run one forward pass, backward pass and SGD step of ``net`` with the library, in float64."""
+def trace(net, engine=None):
+    """Run one forward pass, backward pass and SGD step of ``net`` with the library, in float64.
+
+    A ``Trace`` for dense networks; a ``trace_conv.ConvTrace`` for networks with convolution
+    or pooling (both have ``format()`` and ``to_dict()``).
+    """
     from .engines import get_engine
+    from .trace_conv import ConvNetSpec, trace_conv
     from .nn.layers import Dense
     from .nn.losses import check_targets, get_loss
     from .nn.model import Sequential
@@ -310,6 +322,8 @@ def trace(net: NetSpec | dict, engine=None) -> Trace:
 
     if isinstance(net, dict):
         net = parse_net(net)
+    if isinstance(net, ConvNetSpec):
+        return trace_conv(net, engine)
     engine = get_engine(engine)
 
     recording_dense = type("Dense", (_RecordingDense, Dense), {})

@@ -184,3 +184,72 @@ def test_strict_namespace_really_is_strict(strict):
         a + strict.asarray(np.ones((2, 2), dtype=np.int64))  # int + float: NumPy allows it
     with pytest.raises(TypeError):
         a + np.ones((2, 2))  # mixing with NumPy arrays is refused
+
+
+# ------------------------------------------------------------- convolution
+CONV_GEOMETRIES = [((2, 3, 7, 6), (3, 2), (2, 1), (1, 0, 2, 1)),
+                   ((1, 1, 5, 5), (5, 5), (1, 1), (0, 0, 0, 0)),
+                   ((3, 2, 6, 9), (2, 3), (1, 3), (2, 2, 0, 1))]
+
+
+@pytest.mark.parametrize("x_shape, kernel, stride, padding", CONV_GEOMETRIES, ids=str)
+def test_convolution_primitives(strict, cpu, rng, x_shape, kernel, stride, padding):
+    xs, xc = pair(strict, cpu, rng.normal(size=x_shape))
+    cols_s, cols_c = strict.im2col(xs, kernel, stride, padding), cpu.im2col(xc, kernel, stride, padding)
+    same(strict, cols_s, cols_c)
+    gs, gc = pair(strict, cpu, rng.normal(size=tuple(cols_c.shape)))
+    same(strict, strict.col2im(gs, x_shape, kernel, stride, padding),
+         cpu.col2im(gc, x_shape, kernel, stride, padding))
+
+
+@pytest.mark.parametrize("x_shape, size, stride", [((2, 3, 7, 6), (3, 2), (2, 1)),
+                                                   ((1, 2, 4, 4), (2, 2), (2, 2))], ids=str)
+def test_pooling_primitives(strict, cpu, rng, x_shape, size, stride):
+    host = rng.normal(size=x_shape)
+    host[0, 0, :2, :2] = 1.5  # a tie
+    xs, xc = pair(strict, cpu, host)
+    (out_s, arg_s), (out_c, arg_c) = (strict.max_pool_forward(xs, size, stride),
+                                      cpu.max_pool_forward(xc, size, stride))
+    same(strict, out_s, out_c)
+    same(strict, arg_s, arg_c)
+    gs, gc = pair(strict, cpu, rng.normal(size=tuple(out_c.shape)))
+    same(strict, strict.max_pool_backward(gs, arg_s, x_shape, size, stride),
+         cpu.max_pool_backward(gc, arg_c, x_shape, size, stride))
+    same(strict, strict.avg_pool_forward(xs, size, stride), cpu.avg_pool_forward(xc, size, stride))
+    same(strict, strict.avg_pool_backward(gs, x_shape, size, stride),
+         cpu.avg_pool_backward(gc, x_shape, size, stride))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_whole_cnn_step(strict, cpu, rng, dtype):
+    """Every conv-model layer (conv, batch norm per channel, dropout, both poolings, flatten),
+    the loss, L2 and an Adam step, twice, on both engines."""
+    from handprop.nn import AvgPool2D, Conv2D, Flatten, MaxPool2D
+
+    def build(engine):
+        return Sequential([Conv2D(3, 3, padding="same", activation="relu", use_bias=False),
+                           BatchNorm(), Dropout(0.2), MaxPool2D(2),
+                           Conv2D(2, 2, stride=2, padding=1, activation="tanh"), AvgPool2D(2, 1),
+                           Flatten(), Dense(3)], input_shape=(2, 8, 7), engine=engine,
+                          dtype=dtype, seed=3)
+
+    ms, mc = build(strict), build(cpu)
+    xs, xc = pair(strict, cpu, rng.normal(size=(4, 2, 8, 7)), dtype)
+    y_host = rng.integers(0, 3, size=4)
+    ys, yc = strict.asarray(y_host), cpu.asarray(y_host)
+    opt_s, opt_c = make_optimizer("adam", lr=0.05), make_optimizer("adam", lr=0.05)
+    loss = get_loss("softmax_cross_entropy")
+    rtol = 2e-5 if dtype == "float32" else 1e-12
+    for _ in range(2):
+        out_s, out_c = ms.forward(xs, training=True), mc.forward(xc, training=True)
+        same(strict, out_s, out_c, rtol)
+        val_s, g_s = loss(strict, out_s, ys)
+        val_c, g_c = loss(cpu, out_c, yc)
+        dx_s, dx_c = ms.backward(g_s, need_input_grad=True), mc.backward(g_c, need_input_grad=True)
+        same(strict, dx_s, dx_c, rtol)
+        ms.add_l2_gradient(0.01)
+        mc.add_l2_gradient(0.01)
+        opt_s.step(ms)
+        opt_c.step(mc)
+    for name, value in mc.get_weights().items():
+        np.testing.assert_allclose(ms.get_weights()[name], value, rtol=rtol, atol=1e-6)

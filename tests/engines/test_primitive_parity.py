@@ -403,3 +403,127 @@ def test_noncontiguous_inplace_update_writes_through(fused_engine, rng, update):
     np.testing.assert_array_equal(got[:, 1::2], base_host[:, 1::2])
     for s, r in zip(state[:n_state], ref_state):
         close(host(fused_engine, s), r, "float64")
+
+
+# ------------------------------------------------------------- convolution
+# (x shape, kernel, stride, padding (top, bottom, left, right))
+CONV_GEOMETRIES = [
+    ((1, 1, 1, 1), (1, 1), (1, 1), (0, 0, 0, 0)),
+    ((1, 1, 5, 5), (3, 3), (1, 1), (1, 1, 1, 1)),
+    ((2, 3, 7, 6), (3, 2), (2, 1), (1, 0, 2, 1)),
+    ((3, 2, 9, 8), (5, 5), (1, 1), (2, 2, 2, 2)),
+    ((2, 4, 8, 8), (4, 4), (1, 1), (1, 2, 1, 2)),  # "same" for an even kernel
+    ((2, 2, 6, 9), (2, 3), (3, 2), (0, 2, 0, 2)),
+    ((1, 2, 4, 4), (3, 3), (1, 1), (3, 3, 3, 3)),  # windows lying wholly in the padding
+    ((17, 16, 14, 14), (5, 5), (1, 1), (2, 2, 2, 2)),  # 3,332 rows: many rounds of any grid
+]
+# (x shape, window, stride)
+POOL_GEOMETRIES = [
+    ((1, 1, 1, 1), (1, 1), (1, 1)),
+    ((1, 1, 4, 4), (2, 2), (2, 2)),
+    ((2, 3, 7, 6), (3, 2), (2, 1)),  # overlapping rows, ragged edge
+    ((3, 2, 5, 5), (3, 3), (1, 1)),  # heavily overlapping
+    ((2, 1, 9, 8), (2, 2), (3, 3)),  # gaps
+    ((9, 16, 28, 28), (2, 2), (2, 2)),
+]
+
+
+def conv_engines(engine):
+    """The engine, and for the emulated CUDA kernels also grids larger than the data and one
+    sized to it (the fixture's 2 blocks of 3 threads is smaller than all but the first case)."""
+    if engine.name != "cuda-emulated":
+        return [engine]
+    from cuda_emulation import emulated_engine
+
+    return [engine, emulated_engine(grid=512, block=64), emulated_engine(grid=None, block=32)]
+
+
+def geometry_id(case):
+    return "-".join("x".join(map(str, part)) for part in case)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_GEOMETRIES, ids=geometry_id)
+def test_im2col_and_col2im(fused_engine, rng, case, dtype):
+    x_shape, kernel, stride, padding = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    want_cols = CPU.im2col(x, kernel, stride, padding)
+    grad_cols = rng.standard_normal(want_cols.shape).astype(dtype)
+    want_dx = CPU.col2im(grad_cols, x_shape, kernel, stride, padding)
+    for eng in conv_engines(fused_engine):
+        cols = host(eng, eng.im2col(eng.asarray(x), kernel, stride, padding))
+        assert cols.dtype == np.dtype(dtype) and cols.shape == want_cols.shape
+        np.testing.assert_array_equal(cols, want_cols)  # a gather: exact
+        dx = host(eng, eng.col2im(eng.asarray(grad_cols), x_shape, kernel, stride, padding))
+        assert dx.dtype == np.dtype(dtype) and dx.shape == x_shape
+        # Overlapping windows are summed in another order: tolerance grows with the overlap.
+        close(dx, want_dx, dtype, scale=kernel[0] * kernel[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", POOL_GEOMETRIES, ids=geometry_id)
+def test_pooling(fused_engine, rng, case, dtype):
+    x_shape, size, stride = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    x.reshape(-1)[::7] = 0.5  # ties inside many windows
+    want_out, want_arg = CPU.max_pool_forward(x, size, stride)
+    grad = rng.standard_normal(want_out.shape).astype(dtype)
+    want_dx = CPU.max_pool_backward(grad, want_arg, x_shape, size, stride)
+    want_avg = CPU.avg_pool_forward(x, size, stride)
+    want_avg_dx = CPU.avg_pool_backward(grad, x_shape, size, stride)
+    for eng in conv_engines(fused_engine):
+        out, arg = eng.max_pool_forward(eng.asarray(x), size, stride)
+        np.testing.assert_array_equal(host(eng, out), want_out)
+        np.testing.assert_array_equal(host(eng, arg), want_arg)
+        assert host(eng, out).dtype == np.dtype(dtype)
+        dx = host(eng, eng.max_pool_backward(eng.asarray(grad), arg, x_shape, size, stride))
+        close(dx, want_dx, dtype, scale=size[0] * size[1])
+        close(host(eng, eng.avg_pool_forward(eng.asarray(x), size, stride)), want_avg, dtype)
+        dx = host(eng, eng.avg_pool_backward(eng.asarray(grad), x_shape, size, stride))
+        close(dx, want_avg_dx, dtype, scale=size[0] * size[1])
+
+
+def test_max_pool_nan_and_infinity_follow_the_reference(fused_engine):
+    x = np.array([[[[1.0, np.nan, 3.0, np.inf], [np.nan, 0.0, -np.inf, -np.inf]]]])
+    want_out, want_arg = CPU.max_pool_forward(x, (2, 2), (2, 2))
+    assert np.isnan(want_out[0, 0, 0, 0]) and want_arg[0, 0, 0, 0] == 1  # the first NaN
+    for eng in conv_engines(fused_engine):
+        out, arg = eng.max_pool_forward(eng.asarray(x), (2, 2), (2, 2))
+        np.testing.assert_array_equal(host(eng, out), want_out)
+        np.testing.assert_array_equal(host(eng, arg), want_arg)
+
+
+@pytest.mark.parametrize("layout", ["strided", "transposed"])
+def test_noncontiguous_images(fused_engine, rng, layout):
+    """A convolution's output reaches pooling as a transposed view of its rows."""
+    base = rng.standard_normal((3, 6, 8, 10)).astype("float32")
+    for eng in conv_engines(fused_engine):
+        b = eng.asarray(base)
+        view, want = {"strided": (b[:, ::2, :, ::2], base[:, ::2, :, ::2]),
+                      "transposed": (eng.xp.permute_dims(b, (0, 3, 1, 2)),
+                                     base.transpose(0, 3, 1, 2))}[layout]
+        out, arg = eng.max_pool_forward(view, (2, 2), (2, 2))
+        ref_out, ref_arg = CPU.max_pool_forward(want, (2, 2), (2, 2))
+        np.testing.assert_array_equal(host(eng, out), ref_out)
+        np.testing.assert_array_equal(host(eng, arg), ref_arg)
+        close(host(eng, eng.avg_pool_forward(view, (3, 2), (1, 2))),
+              CPU.avg_pool_forward(want, (3, 2), (1, 2)), "float32")
+        np.testing.assert_array_equal(host(eng, eng.im2col(view, (3, 3), (1, 1), (1, 1, 1, 1))),
+                                      CPU.im2col(want, (3, 3), (1, 1), (1, 1, 1, 1)))
+
+
+def test_conv_shape_errors_match_the_reference(fused_engine):
+    x = fused_engine.asarray(np.zeros((2, 3, 4, 4), dtype=np.float32))
+    for call, message in [
+        (lambda e, a: e.im2col(a, (5, 5), (1, 1), (0, 0, 0, 0)), r"5x5 window does not fit"),
+        (lambda e, a: e.im2col(a[0], (3, 3), (1, 1), (0, 0, 0, 0)), r"needs images of shape"),
+        (lambda e, a: e.col2im(e.asarray(np.zeros((3, 27), np.float32)), (2, 3, 4, 4), (3, 3),
+                               (1, 1), (0, 0, 0, 0)), r"needs cols of shape \(8, 27\)"),
+        (lambda e, a: e.max_pool_forward(a, (5, 1), (1, 1)), r"5x1 window does not fit"),
+        (lambda e, a: e.avg_pool_backward(e.asarray(np.zeros((2, 3, 3, 3), np.float32)),
+                                          (2, 3, 4, 4), (2, 2), (2, 2)),
+         r"gradient of shape \(2, 3, 2, 2\)"),
+    ]:
+        for eng, arr in ((fused_engine, x), (CPU, np.zeros((2, 3, 4, 4), np.float32))):
+            with pytest.raises(HandpropError, match=message):
+                call(eng, arr)

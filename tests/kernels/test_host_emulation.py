@@ -18,6 +18,7 @@ import pytest
 
 from handprop.engines import get_engine
 from handprop.engines.base import ACTIVATIONS
+from handprop.engines.cuda_source import kernel_dir
 from handprop.errors import ConfigError, DataError, ShapeError
 
 cuda_emulation = pytest.importorskip("cuda_emulation")
@@ -275,6 +276,16 @@ ASAN_SCRIPT = textwrap.dedent(
                 e.adam_update(p, z, m, v, 0.1, 0.9, 0.999, 1e-8, 1, 0.01)
                 _, x_hat, inv_std, _, _ = e.batch_norm_forward(z, b, b, 1e-5)
                 e.batch_norm_backward(z, x_hat, inv_std, b)
+                x = rng.standard_normal((2, 3, 7, 6)).astype(dtype)
+                for kernel, stride, padding in [((3, 2), (2, 1), (1, 0, 2, 1)),
+                                                ((3, 3), (1, 1), (3, 3, 3, 3)),
+                                                ((7, 6), (1, 1), (0, 0, 0, 0))]:
+                    cols = e.im2col(x, kernel, stride, padding)
+                    e.col2im(cols, x.shape, kernel, stride, padding)
+                for size, stride in [((2, 2), (2, 2)), ((3, 2), (1, 3)), ((7, 6), (1, 1))]:
+                    out, arg = e.max_pool_forward(x, size, stride)
+                    e.max_pool_backward(out, arg, x.shape, size, stride)
+                    e.avg_pool_backward(e.avg_pool_forward(x, size, stride), x.shape, size, stride)
         print("CLEAN", len(e.launches))
     """
 )
@@ -314,3 +325,82 @@ def test_real_kernels_are_clean_under_asan():
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "CLEAN" in proc.stdout
     assert "AddressSanitizer" not in proc.stderr
+
+
+# ------------------------------------------------------------- convolution
+CONV_CASES = [  # (x shape, kernel, stride, padding); pooling uses kernel and stride
+    ((2, 3, 7, 6), (3, 2), (2, 1), (1, 0, 2, 1)),
+    ((1, 2, 5, 5), (3, 3), (1, 1), (1, 1, 1, 1)),
+    ((3, 1, 8, 9), (2, 3), (3, 2), (0, 2, 1, 0)),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("grid,block", GRIDS, ids=GRID_IDS)
+def test_conv_kernels_equal_the_reference_across_grids(grid, block, dtype, cpu):
+    """The gathers add in the reference's order, so every result is bit-identical."""
+    rng = np.random.default_rng(11)
+    emu = emulated_engine(grid=grid, block=block)
+    for x_shape, kernel, stride, padding in CONV_CASES:
+        x = rng.standard_normal(x_shape).astype(dtype)
+        x.reshape(-1)[::5] = 0.25  # ties for the max-pool
+        cols = cpu.im2col(x, kernel, stride, padding)
+        np.testing.assert_array_equal(emu.im2col(x, kernel, stride, padding), cols)
+        g = rng.standard_normal(cols.shape).astype(dtype)
+        np.testing.assert_array_equal(emu.col2im(g, x_shape, kernel, stride, padding),
+                                      cpu.col2im(g, x_shape, kernel, stride, padding))
+        out, arg = emu.max_pool_forward(x, kernel, stride)
+        ref_out, ref_arg = cpu.max_pool_forward(x, kernel, stride)
+        np.testing.assert_array_equal(out, ref_out)
+        np.testing.assert_array_equal(arg, ref_arg)
+        g = rng.standard_normal(out.shape).astype(dtype)
+        np.testing.assert_array_equal(emu.max_pool_backward(g, arg, x_shape, kernel, stride),
+                                      cpu.max_pool_backward(g, ref_arg, x_shape, kernel, stride))
+        np.testing.assert_array_equal(emu.avg_pool_forward(x, kernel, stride),
+                                      cpu.avg_pool_forward(x, kernel, stride))
+        np.testing.assert_array_equal(emu.avg_pool_backward(g, x_shape, kernel, stride),
+                                      cpu.avg_pool_backward(g, x_shape, kernel, stride))
+    suffix = "f32" if dtype == np.float32 else "f64"
+    ran = {name for name, _, _ in emu.launches}
+    assert ran == {f"{k}_{suffix}" for k in ("im2col", "col2im", "max_pool_forward",
+                                             "max_pool_backward", "avg_pool_forward",
+                                             "avg_pool_backward")}
+    assert all(bk == block for _, _, bk in emu.launches)
+
+
+def test_conv_kernels_index_in_64_bits():
+    """im2col buffers pass 2^31 elements at large batches, so no index may be a 32-bit int.
+    Running that many elements is out of reach of the CPU suite; this reads the source: the
+    only ``int`` locals are the loop counters over a window (at most kh * kw), every other
+    index is a ``long long`` and the element counts are widened before they are multiplied."""
+    import re
+
+    source = (kernel_dir() / "conv.cu").read_text()
+    code = re.sub(r"//[^\n]*", "", source[:source.index('extern "C"')])
+    int_locals = set(re.findall(r"\bint\s+(\w+)\s*=", code))
+    assert int_locals == {"i", "j", "k"}, int_locals
+    assert len(re.findall(r"HP_GRID_STRIDE_LOOP\(idx, total\)", code)) == 6
+    for line in code.splitlines():
+        if re.search(r"\b(total|width)\s*=", line):
+            assert "const long long" in line and "(long long)" in line, line
+
+
+def test_conv_wrappers_refuse_bad_shapes_and_foreign_arrays_before_launch():
+    emu = emulated_engine()
+    x = np.zeros((2, 3, 4, 4), dtype=np.float32)
+    with pytest.raises(ShapeError, match="5x5 window does not fit"):
+        emu.im2col(x, (5, 5), (1, 1), (0, 0, 0, 0))
+    with pytest.raises(ShapeError, match=r"needs images of shape"):
+        emu.max_pool_forward(x[0], (2, 2), (2, 2))
+    with pytest.raises(ShapeError, match=r"needs argmax of the gradient's shape"):
+        emu.max_pool_backward(np.zeros((2, 3, 2, 2), np.float32), np.zeros((2, 3, 2), np.int64),
+                              x.shape, (2, 2), (2, 2))
+    with pytest.raises(ConfigError, match="Mixing NumPy and CuPy"):
+        emu.im2col([[[[0.0]]]], (1, 1), (1, 1), (0, 0, 0, 0))
+    assert emu.launches == []
+    # float16 and empty batches: the reference, no launch.
+    half = emu.im2col(x.astype(np.float16), (3, 3), (1, 1), (1, 1, 1, 1))
+    assert half.dtype == np.float16 and half.shape == (32, 27)
+    empty, _ = emu.max_pool_forward(np.zeros((0, 3, 4, 4), np.float32), (2, 2), (2, 2))
+    assert empty.shape == (0, 3, 2, 2)
+    assert emu.launches == []

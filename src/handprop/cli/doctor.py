@@ -16,6 +16,11 @@ from dataclasses import dataclass, field
 from . import add_backend_argument
 
 SHAPES = ((1, 1), (3, 7), (300, 129))
+# Convolution and pooling: (images, window, stride, padding); one pixel, an odd shape with
+# uneven padding, and a batch of 16-channel maps larger than a 256-thread block.
+CONV_GEOMETRIES = (((1, 1, 1, 1), (1, 1), (1, 1), (0, 0, 0, 0)),
+                   ((2, 3, 7, 6), (3, 2), (2, 1), (1, 0, 2, 1)),
+                   ((8, 16, 14, 14), (5, 5), (1, 1), (2, 2, 2, 2)))
 # Element-wise tolerance |a - r| <= atol + rtol |r|: float32 allows a few ulp
 # (GPU fused multiply-add, tanhf); float64 is near-exact.
 TOLERANCES = {"float32": (1e-5, 1e-6), "float64": (1e-11, 1e-13)}
@@ -26,7 +31,8 @@ def register(subparsers):
         "doctor",
         help="check an engine's fused primitives against the cpu reference",
         description="Run every fused primitive (bias+activation forward and backward, softmax "
-        "cross-entropy, bias gradient, sum of squares, SGD/momentum/Nesterov/Adam updates) on "
+        "cross-entropy, bias gradient, sum of squares, batch norm, im2col/col2im, max and "
+        "average pooling, SGD/momentum/Nesterov/Adam updates) on "
         "the chosen engine and on the cpu reference, on a few shapes including extreme values, "
         "and print a per-check table and a verdict. Exit 0 when all match, 1 on a mismatch, "
         "2 when the engine cannot run here.",
@@ -102,12 +108,13 @@ def run_checks(engine, reference, dtypes=("float32", "float64"), seed: int = 0) 
     for dtype in dtypes:
         cases = [(shape, extreme) for shape in SHAPES for extreme in (False, True)]
 
-        def run_case(name, fn):
+        def run_case(name, fn, cases=cases):
             check = Check(name, dtype)
             checks.append(check)
             rng = np.random.default_rng(seed)
             for shape, extreme in cases:
-                label = f"{shape}{' extreme' if extreme else ''}"
+                images = isinstance(shape[0], tuple)  # a conv geometry: label it by its images
+                label = f"{shape[0] if images else shape}{' extreme' if extreme else ''}"
                 try:
                     fn(check, label, rng, shape, extreme)
                 except Exception as exc:  # a kernel that fails to build or launch is a failed check
@@ -190,11 +197,60 @@ def run_checks(engine, reference, dtypes=("float32", "float64"), seed: int = 0) 
                     _compare(check, label, mine, ref)
             return fn
 
+        def conv(direction):
+            def fn(check, label, rng, geometry, extreme):
+                x_shape, window, stride, padding = geometry
+                x = _inputs(rng, x_shape, dtype, extreme)
+                if direction == "im2col":
+                    mine = engine.im2col(on(engine, x), window, stride, padding)
+                    ref = reference.im2col(on(reference, x), window, stride, padding)
+                else:
+                    cols = back(reference, reference.im2col(on(reference, x), window, stride, padding))
+                    g = _inputs(rng, cols.shape, dtype, False)
+                    mine = engine.col2im(on(engine, g), x_shape, window, stride, padding)
+                    ref = reference.col2im(on(reference, g), x_shape, window, stride, padding)
+                _compare(check, label, back(engine, mine), back(reference, ref))
+            return fn
+
+        def pool(kind, direction):
+            def fn(check, label, rng, geometry, extreme):
+                x_shape, window, stride, _ = geometry
+                x = _inputs(rng, x_shape, dtype, extreme)
+                if kind == "max":
+                    out, arg = reference.max_pool_forward(on(reference, x), window, stride)
+                    if direction == "forward":
+                        mine, mine_arg = engine.max_pool_forward(on(engine, x), window, stride)
+                        _compare(check, label + " argmax", back(engine, mine_arg), back(reference, arg))
+                        _compare(check, label, back(engine, mine), back(reference, out))
+                        return
+                    g, arg = _inputs(rng, tuple(out.shape), dtype, False), back(reference, arg)
+                    mine = engine.max_pool_backward(on(engine, g), on(engine, arg), x_shape,
+                                                    window, stride)
+                    ref = reference.max_pool_backward(on(reference, g), on(reference, arg),
+                                                      x_shape, window, stride)
+                elif direction == "forward":
+                    mine = engine.avg_pool_forward(on(engine, x), window, stride)
+                    ref = reference.avg_pool_forward(on(reference, x), window, stride)
+                else:
+                    out = reference.avg_pool_forward(on(reference, x), window, stride)
+                    g = _inputs(rng, tuple(out.shape), dtype, False)
+                    mine = engine.avg_pool_backward(on(engine, g), x_shape, window, stride)
+                    ref = reference.avg_pool_backward(on(reference, g), x_shape, window, stride)
+                _compare(check, label, back(engine, mine), back(reference, ref))
+            return fn
+
+        conv_cases = [(geometry, extreme) for geometry in CONV_GEOMETRIES
+                      for extreme in (False, True)]
         run_case("softmax_xent", xent)
         run_case("bias_grad", bias_grad)
         run_case("sum_squares", sum_squares)
         run_case("batch_norm_forward", bn_forward)
         run_case("batch_norm_backward", bn_backward)
+        run_case("im2col", conv("im2col"), conv_cases)
+        run_case("col2im", conv("col2im"), conv_cases)
+        for kind in ("max", "avg"):
+            for direction in ("forward", "backward"):
+                run_case(f"{kind}_pool_{direction}", pool(kind, direction), conv_cases)
         run_case("sgd_update", optimizer(
             lambda e, p, g, s, t: e.sgd_update(p, g, 0.1, weight_decay=0.01)))
         run_case("momentum_update", optimizer(

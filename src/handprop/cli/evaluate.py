@@ -15,7 +15,8 @@ def register(subparsers):
     p.add_argument("--json", action="store_true", help="print a JSON object")
     p.add_argument("--plot", action="store_true",
                    help="also draw the confusion matrix, the most confident mistakes and, for "
-                   "image data, the first layer's weights as PNGs in the run folder")
+                   "image data, the first layer's weights (for a convolutional model its "
+                   "filters and one input's feature maps) as PNGs in the run folder")
     add_backend_argument(p)
     p.set_defaults(func=run)
 
@@ -39,6 +40,8 @@ def run(args) -> int:
     if len(y) == 0:
         raise DataError(f"this run has no {args.split} split (val_size was 0)")
     loss = get_loss(config["output_loss"])
+    samples = x  # as the dataset keeps them, for the pictures of inputs
+    x = model_inputs(x, model, data.input_shape)
     value, accuracy = evaluate(model, loss, x, y)
     engine = model.engine
     outputs, preds = [], []
@@ -53,7 +56,7 @@ def run(args) -> int:
     names = saved.get("class_names") or [str(i) for i in range(classes)]
     totals = matrix.sum(axis=1)
     per_class = [float(matrix[i, i] / totals[i]) if totals[i] else None for i in range(classes)]
-    plots = (_draw(args, model, loss, data, x, truth, pred, mistakes, matrix, names)
+    plots = (_draw(args, model, loss, data, samples, x, truth, pred, mistakes, matrix, names)
              if args.plot else [])
     if args.json:
         print(json.dumps({"split": args.split, "n": int(len(y)), "loss": value, "accuracy": accuracy,
@@ -75,12 +78,33 @@ def run(args) -> int:
     return 0
 
 
-def _draw(args, model, loss, data, x, truth, pred, mistakes, matrix, names) -> list[str]:
-    """The evaluation pictures, written next to the run's curves.png."""
+def model_inputs(x, model, image_shape):
+    """``x`` as the model takes it: flat rows of images become (N, C, H, W) for a model built
+    for images, from the dataset's (H, W) or (H, W, C) sample shape."""
+    import numpy as np
+
+    shape = tuple(model.input_shape)
+    if tuple(x.shape[1:]) == shape or len(shape) != 3 or x.ndim != 2:
+        return x  # check_inputs names any other mismatch
+    image_shape = tuple(image_shape)
+    if x.shape[1] != int(np.prod(shape)) or int(np.prod(image_shape)) != x.shape[1]:
+        return x
+    if len(image_shape) == 2:
+        return x.reshape(len(x), 1, *image_shape)
+    return x.reshape(len(x), *image_shape).transpose(0, 3, 1, 2)
+
+
+def _draw(args, model, loss, data, samples, x, truth, pred, mistakes, matrix,
+          names) -> list[str]:
+    """The evaluation pictures, written next to the run's curves.png; ``samples`` are the
+    inputs as the dataset keeps them, ``x`` as the model takes them."""
     from pathlib import Path
 
+    import numpy as np
+
+    from ..nn.conv import Conv2D
     from ..train.plots import (is_image_shape, plot_confusion, plot_decision_regions,
-                               plot_mistakes, plot_weights)
+                               plot_feature_maps, plot_filters, plot_mistakes, plot_weights)
 
     run_dir = Path(args.run_dir)
     written = [plot_confusion(matrix, names, run_dir / f"confusion-{args.split}.png",
@@ -90,12 +114,26 @@ def _draw(args, model, loss, data, x, truth, pred, mistakes, matrix, names) -> l
                                              run_dir / f"decision-{args.split}.png",
                                              what=f"{args.split} split"))
     if is_image_shape(data.input_shape):
-        written.append(plot_mistakes(x, truth, pred, mistakes, names, data.input_shape,
+        written.append(plot_mistakes(samples, truth, pred, mistakes, names, data.input_shape,
                                      run_dir / f"mistakes-{args.split}.png",
                                      title=f"most confident mistakes on the {args.split} split "
                                            f"({int((pred != truth).sum()):,} in all; true → predicted)"))
         first = next((layer for layer in model.layers if "W" in getattr(layer, "params", {})), None)
-        if first is not None:
+        if isinstance(first, Conv2D):
+            engine = model.engine
+            written.append(plot_filters(engine.to_numpy(first.params["W"]),
+                                        run_dir / "filters-layer1.png"))
+            # The first sample of the split through the layers, keeping each convolution's maps.
+            h, layer_maps = engine.asarray(x[:1], model.dtype), []
+            for i, layer in enumerate(model.layers):
+                h = layer.forward(h, training=False)
+                if isinstance(layer, Conv2D):
+                    layer_maps.append((f"layer {i}", engine.to_numpy(h)[0]))
+            written.append(plot_feature_maps(
+                np.asarray(x[0]), layer_maps, run_dir / f"feature-maps-{args.split}.png",
+                title=f"{args.split} sample 0 (true {names[truth[0]]}, predicted "
+                      f"{names[pred[0]]}): what each convolution makes of it"))
+        elif first is not None:
             weights = model.engine.to_numpy(first.params["W"])
             written.append(plot_weights(weights, data.input_shape, run_dir / "weights-layer1.png"))
     return [str(path) for path in written]

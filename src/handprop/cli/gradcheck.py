@@ -13,9 +13,10 @@ def register(subparsers):
     p = subparsers.add_parser(
         "gradcheck",
         help="check every layer's backward pass against finite differences (float64)",
-        description="Build a small network (default: one that touches every activation), "
-        "compare analytic and numerical gradients of every parameter tensor and the input, "
-        "and print the relative error of each.",
+        description="Build a small network (default: one that touches every activation; "
+        "--conv: a small CNN with every convolution and pooling layer), compare analytic and "
+        "numerical gradients of every parameter tensor and the input, and print the relative "
+        "error of each.",
     )
     p.add_argument("--loss", choices=LOSS_CHOICES + ("all",), default="all",
                    help="loss to check (default: each in turn)")
@@ -26,9 +27,14 @@ def register(subparsers):
                    help="dropout rate after each --hidden layer (masks are held fixed)")
     p.add_argument("--batch-norm", action="store_true",
                    help="--hidden layers as Dense (no bias) -> BatchNorm -> activation")
-    p.add_argument("--inputs", type=int, default=4, help="input width (default 4)")
+    p.add_argument("--conv", action="store_true",
+                   help="check a small CNN instead: Conv2D at stride 1 ('same' padding), stride 2 "
+                   "and without padding, batch norm per channel, dropout, max- and average-"
+                   "pooling and Flatten, on 2x11x9 images")
+    p.add_argument("--inputs", type=int, default=None, help="input width (default 4)")
     p.add_argument("--outputs", type=int, default=3, help="number of outputs (default 3)")
-    p.add_argument("--samples", type=int, default=6, help="batch size of the check (default 6)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="batch size of the check (default 6; 4 with --conv)")
     p.add_argument("--l2", type=float, default=0.01, help="L2 strength included in the check")
     p.add_argument("--tolerance", type=float, default=1e-7, help="largest acceptable relative error")
     p.add_argument("--seed", type=int, default=0)
@@ -40,10 +46,17 @@ def register(subparsers):
 def run(args) -> int:
     from ..engines import get_engine
     from ..errors import ConfigError
-    from ..gradcheck import default_network, default_problem, gradcheck
+    from ..gradcheck import (CONV_INPUT_SHAPE, default_conv_network, default_network,
+                             default_problem, gradcheck)
     from ..nn.model import mlp
 
-    if args.inputs < 1 or args.outputs < 1 or args.samples < 1:
+    if args.conv and (args.hidden or args.inputs is not None or args.dropout or args.batch_norm):
+        raise ConfigError("--conv checks its own CNN on 2x11x9 images (with batch norm and "
+                          "dropout); --hidden, --inputs, --dropout and --batch-norm shape the MLP, "
+                          "so leave them out")
+    inputs = CONV_INPUT_SHAPE if args.conv else 4 if args.inputs is None else args.inputs
+    samples = (4 if args.conv else 6) if args.samples is None else args.samples
+    if (not args.conv and inputs < 1) or args.outputs < 1 or samples < 1:
         raise ConfigError("--inputs, --outputs and --samples must be positive")
     if (args.dropout or args.batch_norm) and not args.hidden:
         raise ConfigError("--dropout and --batch-norm shape the --hidden network; give --hidden "
@@ -58,23 +71,28 @@ def run(args) -> int:
             except ValueError:
                 raise ConfigError(f"--hidden takes widths like 16,8; got {args.hidden!r}") from None
             out_act = "sigmoid" if loss_name == "mse" else "identity"
-            model = mlp(args.inputs, hidden, args.outputs, activation=args.activation,
+            model = mlp(inputs, hidden, args.outputs, activation=args.activation,
                         output_activation=out_act, engine=engine, dtype="float64", seed=args.seed,
                         dropout=args.dropout, batch_norm=args.batch_norm)
+        elif args.conv:
+            model = default_conv_network(loss_name, engine=engine, seed=args.seed,
+                                         outputs=args.outputs)
         else:
             model = default_network(loss_name, engine=engine, seed=args.seed,
-                                    inputs=args.inputs, outputs=args.outputs)
-        x, targets = default_problem(loss_name, args.samples, args.inputs, args.outputs, args.seed)
+                                    inputs=inputs, outputs=args.outputs)
+        x, targets = default_problem(loss_name, samples, inputs, args.outputs, args.seed)
         reports.append(gradcheck(model, loss_name, x, targets, l2=args.l2, seed=args.seed))
 
     worst = max(r.max_rel_error for r in reports)
     passed = worst < args.tolerance
     if args.json:
-        print(json.dumps({"engine": engine.name, "max_rel_error": worst, "tolerance": args.tolerance,
+        print(json.dumps({"engine": engine.name, "network": "conv" if args.conv else "mlp",
+                          "max_rel_error": worst, "tolerance": args.tolerance,
                           "passed": passed, "checks": [r.to_dict() for r in reports]}, indent=2))
     else:
         for r in reports:
-            print(f"\nloss {r.loss}, l2 {r.l2}, engine {engine.name}\n{r.table()}")
+            network = ", convolutional network" if args.conv else ""
+            print(f"\nloss {r.loss}, l2 {r.l2}, engine {engine.name}{network}\n{r.table()}")
         verdict = "PASS" if passed else "FAIL"
         print(f"\n{verdict}: worst relative error {worst:.2e} (tolerance {args.tolerance:.0e})")
     return 0 if passed else 1

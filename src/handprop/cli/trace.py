@@ -15,7 +15,9 @@ def register(subparsers):
         "loss softmax_cross_entropy or mse; one input; a target class index or vector; "
         "learning_rate), run one forward pass, backward pass and SGD step with the library "
         "in float64, and print every pre-activation, activation, the loss, every delta and "
-        "gradient, and the updated weights. See examples/trace_mse_2-2-2.json.",
+        "gradient, and the updated weights. See examples/trace_mse_2-2-2.json. Layers with a "
+        "'type' (conv, maxpool, avgpool, flatten, dense) take an image input and print every "
+        "feature map, delta and gradient map; see examples/trace_conv.json.",
     )
     p.add_argument("net", metavar="NET.json", help="the network, input, target and learning rate")
     p.add_argument("--json", action="store_true",

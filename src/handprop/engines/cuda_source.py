@@ -20,7 +20,7 @@ from ..errors import EngineUnavailableError
 
 #: One fused kernel family per file.
 KERNEL_FILES = ("activations.cu", "softmax_xent.cu", "optimizers.cu", "reductions.cu",
-                "batch_norm.cu")
+                "batch_norm.cu", "conv.cu")
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent / "kernels"
 # src/handprop/engines/cuda_source.py -> the repository root is three levels up.

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import ConfigError, DataError, EngineUnavailableError, ShapeError
 from .base import Engine, activation_code
+from .cuda_conv import CudaConvKernels
 from .cuda_source import kernel_file_of, kernel_source
 
 _INT32_MAX = 2**31 - 1
@@ -35,8 +36,9 @@ CUPY_MISSING = (
 )
 
 
-class CudaKernelEngine(Engine):
-    """Wrappers around the ``kernels/*.cu`` entry points, independent of how they launch.
+class CudaKernelEngine(CudaConvKernels, Engine):
+    """Wrappers around the ``kernels/*.cu`` entry points, independent of how they launch
+    (those of ``conv.cu`` in ``cuda_conv.py``).
 
     Subclasses set ``_array_type`` (the one array class they accept),
     ``_raw`` (``numpy`` or ``cupy``, for allocation) and implement ``_launch``.

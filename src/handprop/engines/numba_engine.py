@@ -11,6 +11,8 @@ the reference's answer, only faster where it can be:
 * Arrays updated in place (optimizer parameters and state) that are not
   C-contiguous or not writeable -> reference, which updates strided views
   in place correctly.
+* Convolution and pooling kernels read images of any memory layout (no copy
+  of a convolution's transposed output).
 * ``softmax_xent`` labels must be integers; they are checked inside the
   kernel, and an out-of-range label raises ``ConfigError`` naming it (the
   reference would silently give a wrong loss).
@@ -27,7 +29,8 @@ import math
 import numpy as np
 
 from ..errors import ConfigError
-from .base import ACTIVATION_CODES, LECUN_A, LECUN_S, activation_code
+from .base import (ACTIVATION_CODES, LECUN_A, LECUN_S, _check_images, activation_code,
+                   window_output_size)
 from .numpy_engine import NumpyEngine
 
 #: Oldest Numba whose behaviour the kernels were written against.
@@ -75,9 +78,10 @@ class NumbaEngine(NumpyEngine):
 
     def __init__(self):
         super().__init__()
-        from . import numba_kernels
+        from . import numba_conv_kernels, numba_kernels
 
         self._k = numba_kernels
+        self._conv = numba_conv_kernels
 
     # ------------------------------------------------------------ discovery
     @classmethod
@@ -110,6 +114,18 @@ class NumbaEngine(NumpyEngine):
             self.softmax_xent(z, np.array([0, 2], dtype=np.int64))
             out, x_hat, inv_std, _, _ = self.batch_norm_forward(z, b, b, 1e-5)
             self.batch_norm_backward(out, x_hat, inv_std, b)
+            x = np.linspace(-1, 1, 32, dtype=dt).reshape(1, 2, 4, 4)
+            for padding in ((0, 0, 0, 0), (1, 1, 1, 1)):
+                cols = self.im2col(x, (3, 3), (1, 1), padding)
+                self.col2im(cols, x.shape, (3, 3), (1, 1), padding)
+            self.im2col(x.transpose(0, 1, 3, 2), (3, 3), (1, 1), (1, 1, 1, 1))
+            x[0, 0, 0, 0] = np.nan  # the NaN-aware max-pool too
+            for image in (x, x.transpose(0, 1, 3, 2)):  # contiguous, and a view
+                for size in ((2, 2), (3, 3)):
+                    out, argmax = self.max_pool_forward(image, size, (1, 1))
+                    self.max_pool_backward(out, argmax, image.shape, size, (1, 1))
+                self.avg_pool_backward(self.avg_pool_forward(image, (2, 2), (2, 2)), image.shape,
+                                       (2, 2), (2, 2))
             p, g = z.copy(), z * 0.5
             s1, s2 = np.zeros_like(z), np.zeros_like(z)
             for wd in (0.0, 0.1):
@@ -191,6 +207,71 @@ class NumbaEngine(NumpyEngine):
                                     np.ascontiguousarray(inv_std), np.ascontiguousarray(gamma),
                                     dx, dgamma, dbeta)
         return dx, dgamma, dbeta
+
+    # ---------------------------------------------------------- convolution
+    def im2col(self, x, kernel, stride, padding):
+        if not _floats(x) or x.ndim != 4:
+            return super().im2col(x, kernel, stride, padding)
+        n, c, _, _ = _check_images(x, "im2col")
+        oh, ow = window_output_size(x.shape, kernel, stride, padding, "im2col")
+        cols = np.empty((n * oh * ow, c * kernel[0] * kernel[1]), dtype=x.dtype)
+        self._conv.im2col(x, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[2],
+                          oh, ow, cols)
+        return cols
+
+    def col2im(self, cols, x_shape, kernel, stride, padding):
+        if not _floats(cols) or cols.ndim != 2 or len(x_shape) != 4:
+            return super().col2im(cols, x_shape, kernel, stride, padding)
+        n, c = int(x_shape[0]), int(x_shape[1])
+        oh, ow = window_output_size(x_shape, kernel, stride, padding, "col2im")
+        if cols.shape != (n * oh * ow, c * kernel[0] * kernel[1]):
+            return super().col2im(cols, x_shape, kernel, stride, padding)  # it names the shapes
+        dx = np.empty(tuple(int(d) for d in x_shape), dtype=cols.dtype)
+        self._conv.col2im(np.ascontiguousarray(cols), kernel[0], kernel[1], stride[0], stride[1],
+                          padding[0], padding[2], oh, ow, dx)
+        return dx
+
+    # Pooling kernels read images of any layout: a convolution's output is a view.
+    def max_pool_forward(self, x, size, stride):
+        if not _floats(x) or x.ndim != 4:
+            return super().max_pool_forward(x, size, stride)
+        oh, ow = window_output_size(x.shape, size, stride, what="max_pool_forward")
+        out = np.empty((x.shape[0], x.shape[1], oh, ow), dtype=x.dtype)
+        argmax = np.empty(out.shape, dtype=np.int64)
+        k = self._conv
+        if size == (2, 2):
+            nan = k.max_pool_forward_2x2(x, stride[0], stride[1], out, argmax)
+        else:
+            nan = k.max_pool_forward(x, size[0], size[1], stride[0], stride[1], out, argmax)
+        if nan:
+            k.max_pool_forward_nan(x, size[0], size[1], stride[0], stride[1], out, argmax)
+        return out, argmax
+
+    def max_pool_backward(self, grad, argmax, x_shape, size, stride):
+        if (not _floats(grad) or type(argmax) is not np.ndarray or argmax.dtype.kind not in "iu"
+                or argmax.shape != grad.shape or len(x_shape) != 4):
+            return super().max_pool_backward(grad, argmax, x_shape, size, stride)
+        self._check_pool_grad(grad, x_shape, size, stride, "max_pool_backward")
+        dx = np.empty(tuple(int(d) for d in x_shape), dtype=grad.dtype)
+        self._conv.max_pool_backward(grad, np.ascontiguousarray(argmax, dtype=np.int64), size[0],
+                                     size[1], stride[0], stride[1], dx)
+        return dx
+
+    def avg_pool_forward(self, x, size, stride):
+        if not _floats(x) or x.ndim != 4:
+            return super().avg_pool_forward(x, size, stride)
+        oh, ow = window_output_size(x.shape, size, stride, what="avg_pool_forward")
+        out = np.empty((x.shape[0], x.shape[1], oh, ow), dtype=x.dtype)
+        self._conv.avg_pool_forward(x, size[0], size[1], stride[0], stride[1], out)
+        return out
+
+    def avg_pool_backward(self, grad, x_shape, size, stride):
+        if not _floats(grad) or len(x_shape) != 4:
+            return super().avg_pool_backward(grad, x_shape, size, stride)
+        self._check_pool_grad(grad, x_shape, size, stride, "avg_pool_backward")
+        dx = np.empty(tuple(int(d) for d in x_shape), dtype=grad.dtype)
+        self._conv.avg_pool_backward(grad, size[0], size[1], stride[0], stride[1], dx)
+        return dx
 
     # --------------------------------------------------------------- losses
     def softmax_xent(self, logits, labels):

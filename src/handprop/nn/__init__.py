@@ -1,5 +1,6 @@
 """Layers, losses, initializers and the Sequential model."""
 
+from .conv import AvgPool2D, Conv2D, Flatten, MaxPool2D
 from .layers import (
     ACTIVATIONS,
     Activation,
@@ -17,7 +18,7 @@ from .layers import (
 from .losses import LOSSES, BinaryCrossEntropy, Loss, MeanSquaredError, SoftmaxCrossEntropy, get_loss
 from .model import Sequential, mlp
 
-__all__ = ["ACTIVATIONS", "LOSSES", "Activation", "BatchNorm", "BinaryCrossEntropy", "Dense",
-           "Dropout",
+__all__ = ["ACTIVATIONS", "LOSSES", "Activation", "AvgPool2D", "BatchNorm", "BinaryCrossEntropy",
+           "Conv2D", "Dense", "Dropout", "Flatten", "MaxPool2D",
            "Identity", "Layer", "LeakyReLU", "LecunTanh", "Loss", "MeanSquaredError", "ReLU",
            "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "Tanh", "get_loss", "mlp"]

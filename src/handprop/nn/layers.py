@@ -11,12 +11,32 @@ from __future__ import annotations
 import numpy as np
 
 from ..engines.base import ACTIVATIONS, Engine, activation_code
-from ..errors import ConfigError
+from ..errors import ConfigError, ShapeError
 from .init import init_weights, resolve_init
 
 
+def as_shape(shape) -> tuple[int, ...]:
+    """A per-sample shape as a tuple of ints; a bare width ``n`` is ``(n,)``."""
+    if isinstance(shape, (int, np.integer)):
+        return (int(shape),)
+    return tuple(int(d) for d in shape)
+
+
+def shape_text(shape) -> str:
+    """``784`` for a flat shape, ``16x28x28`` for an image."""
+    return "x".join(str(d) for d in shape)
+
+
 class Layer:
-    """Base class: no parameters, shape-preserving."""
+    """Base class: no parameters, shape-preserving.
+
+    ``build`` gets the shape of one input sample, ``(features,)`` or
+    ``(channels, height, width)``, and returns the shape of one output sample.
+    ``weight_keys`` names the parameters that are weights (not biases or
+    scales): the L2 term and the gradient-norm probe cover exactly those.
+    """
+
+    weight_keys: tuple[str, ...] = ()
 
     def __init__(self):
         self.params: dict = {}
@@ -24,14 +44,32 @@ class Layer:
         # State that is saved with the weights but not trained (BatchNorm's running statistics).
         self.buffers: dict = {}
         self.engine: Engine | None = None
-        self.input_dim: int | None = None
-        self.output_dim: int | None = None
+        self.input_shape: tuple[int, ...] | None = None
+        self.output_shape: tuple[int, ...] | None = None
 
-    def build(self, input_dim: int, engine: Engine, dtype, rng: np.random.Generator) -> int:
-        """Create parameters for inputs of width ``input_dim``; return the output width."""
+    @property
+    def input_dim(self) -> int | None:
+        """Values per input sample (the width, for flat inputs)."""
+        return None if self.input_shape is None else int(np.prod(self.input_shape))
+
+    @property
+    def output_dim(self) -> int | None:
+        """Values per output sample (the width, for flat outputs)."""
+        return None if self.output_shape is None else int(np.prod(self.output_shape))
+
+    def build(self, input_shape, engine: Engine, dtype, rng: np.random.Generator) -> tuple:
+        """Create parameters for input samples of ``input_shape``; return the output shape."""
         self.engine = engine
-        self.input_dim = self.output_dim = input_dim
-        return input_dim
+        self.input_shape = self.output_shape = as_shape(input_shape)
+        return self.output_shape
+
+    def flat_width(self, input_shape) -> int:
+        """The width of flat input samples, or a ``ShapeError`` for images."""
+        shape = as_shape(input_shape)
+        if len(shape) != 1:
+            raise ShapeError(f"{self.describe()} needs flat inputs (features,) but gets samples "
+                             f"of shape {shape}; put Flatten() before it")
+        return shape[0]
 
     def forward(self, x, training: bool = False):
         raise NotImplementedError
@@ -64,6 +102,8 @@ class Dense(Layer):
     the bias, for a layer followed by BatchNorm (whose shift makes it redundant).
     """
 
+    weight_keys = ("W",)
+
     def __init__(self, units: int, activation: str = "identity", init: str = "auto",
                  bias_init: float = 0.0, alpha: float = 0.01, use_bias: bool = True):
         super().__init__()
@@ -79,14 +119,15 @@ class Dense(Layer):
         self.alpha = float(alpha)
         self.use_bias = bool(use_bias)
 
-    def build(self, input_dim, engine, dtype, rng):
-        self.engine, self.input_dim, self.output_dim = engine, input_dim, self.units
+    def build(self, input_shape, engine, dtype, rng):
+        input_dim = self.flat_width(input_shape)
+        self.engine, self.input_shape, self.output_shape = engine, (input_dim,), (self.units,)
         weights = init_weights(self.init, input_dim, self.units, rng)
         self.params = {"W": engine.asarray(weights, dtype)}
         if self.use_bias:
             self.params["b"] = engine.asarray(np.full(self.units, self.bias_init), dtype)
         self.grads = {}
-        return self.units
+        return self.output_shape
 
     def forward(self, x, training=False):
         W = self.params["W"]
@@ -156,9 +197,9 @@ class Dropout(Layer):
         self.rng: np.random.Generator | None = None
         self.mask = None
 
-    def build(self, input_dim, engine, dtype, rng):
+    def build(self, input_shape, engine, dtype, rng):
         self.rng, self.dtype = rng.spawn(1)[0], dtype
-        return super().build(input_dim, engine, dtype, rng)
+        return super().build(input_shape, engine, dtype, rng)
 
     def forward(self, x, training=False):
         if not training or self.rate == 0.0:
@@ -193,6 +234,9 @@ class BatchNorm(Layer):
     averages, which are saved with the weights. The engine's
     ``batch_norm_forward``/``batch_norm_backward`` do the array work; backward is
     ``dx = gamma * inv_std / n * (n * dy - sum(dy) - x_hat * sum(dy * x_hat))``.
+    After a convolution (inputs (N, C, H, W)) each channel is one feature, its
+    statistics taken over the batch and every position (as ``BatchNorm2d``):
+    the same primitives run on the (N*H*W, C) view.
     """
 
     def __init__(self, momentum: float = 0.9, eps: float = 1e-5):
@@ -203,38 +247,61 @@ class BatchNorm(Layer):
             raise ConfigError(f"BatchNorm eps must be > 0, got {eps!r}")
         self.momentum, self.eps = float(momentum), float(eps)
 
-    def build(self, input_dim, engine, dtype, rng):
-        self.params = {"gamma": engine.asarray(np.ones(input_dim), dtype),
-                       "beta": engine.asarray(np.zeros(input_dim), dtype)}
-        self.buffers = {"running_mean": engine.asarray(np.zeros(input_dim), dtype),
-                        "running_var": engine.asarray(np.ones(input_dim), dtype)}
+    def build(self, input_shape, engine, dtype, rng):
+        shape = as_shape(input_shape)
+        if len(shape) not in (1, 3):
+            raise ShapeError(f"BatchNorm normalizes features (features,) or image channels "
+                             f"(channels, height, width); got samples of shape {shape}")
+        features = shape[0]
+        self.params = {"gamma": engine.asarray(np.ones(features), dtype),
+                       "beta": engine.asarray(np.zeros(features), dtype)}
+        self.buffers = {"running_mean": engine.asarray(np.zeros(features), dtype),
+                        "running_var": engine.asarray(np.ones(features), dtype)}
         self.grads = {}
-        return super().build(input_dim, engine, dtype, rng)
+        return super().build(shape, engine, dtype, rng)
 
     def forward(self, x, training=False):
         gamma, beta, m = self.params["gamma"], self.params["beta"], self.momentum
+        rows = _rows(self.engine.xp, x)
         if not training:
             inv_std = 1.0 / self.engine.xp.sqrt(self.buffers["running_var"] + self.eps)
-            return gamma * ((x - self.buffers["running_mean"]) * inv_std) + beta
+            out = gamma * ((rows - self.buffers["running_mean"]) * inv_std) + beta
+            return _unrows(self.engine.xp, out, x.shape)
         out, self.x_hat, self.inv_std, mean, var = self.engine.batch_norm_forward(
-            x, gamma, beta, self.eps)
-        n = x.shape[0]
+            rows, gamma, beta, self.eps)
+        n = rows.shape[0]
         # The running variance is the unbiased estimate, as in PyTorch.
         unbiased = var * (n / (n - 1)) if n > 1 else var
         self.buffers["running_mean"] = m * self.buffers["running_mean"] + (1 - m) * mean
         self.buffers["running_var"] = m * self.buffers["running_var"] + (1 - m) * unbiased
-        return out
+        return _unrows(self.engine.xp, out, x.shape)
 
     def backward(self, grad_out, need_input_grad=True):
+        xp = self.engine.xp
         dx, self.grads["gamma"], self.grads["beta"] = self.engine.batch_norm_backward(
-            grad_out, self.x_hat, self.inv_std, self.params["gamma"])
-        return dx if need_input_grad else None
+            _rows(xp, grad_out), self.x_hat, self.inv_std, self.params["gamma"])
+        return _unrows(xp, dx, grad_out.shape) if need_input_grad else None
 
     def config(self):
         return {"type": "BatchNorm", "momentum": self.momentum, "eps": self.eps}
 
     def describe(self):
         return "BatchNorm"
+
+
+def _rows(xp, x):
+    """(N, F) as it is; images (N, C, H, W) as (N*H*W, C), one row per pixel."""
+    if len(x.shape) == 2:
+        return x
+    return xp.reshape(xp.permute_dims(x, (0, 2, 3, 1)), (-1, x.shape[1]))
+
+
+def _unrows(xp, rows, shape):
+    """The inverse of ``_rows`` for inputs of ``shape``."""
+    if len(shape) == 2:
+        return rows
+    n, c, h, w = shape
+    return xp.permute_dims(xp.reshape(rows, (n, h, w, c)), (0, 3, 1, 2))
 
 
 def Sigmoid():
@@ -266,11 +333,14 @@ LAYER_TYPES = {"Dense": Dense, "Activation": Activation, "Dropout": Dropout, "Ba
 
 
 def layer_from_config(config: dict) -> Layer:
+    from .conv import CONV_LAYER_TYPES  # conv.py builds on this module
+
+    types = {**LAYER_TYPES, **CONV_LAYER_TYPES}
     config = dict(config)
     kind = config.pop("type", None)
-    if kind not in LAYER_TYPES:
-        raise ConfigError(f"unknown layer type {kind!r}; known types: {', '.join(LAYER_TYPES)}")
-    return LAYER_TYPES[kind](**config)
+    if kind not in types:
+        raise ConfigError(f"unknown layer type {kind!r}; known types: {', '.join(types)}")
+    return types[kind](**config)
 
 
 __all__ = ["ACTIVATIONS", "Activation", "BatchNorm", "Dense", "Dropout", "Identity", "Layer",

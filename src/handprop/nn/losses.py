@@ -91,14 +91,29 @@ def get_loss(name: str | Loss) -> Loss:
     return LOSSES[key]()
 
 
-def check_inputs(x: np.ndarray, input_dim: int | None = None, what: str = "inputs") -> None:
-    """Refuse non-2-D, wrongly sized or non-finite inputs with a clear message."""
+def check_inputs(x: np.ndarray, input_dim: int | None = None, what: str = "inputs",
+                 input_shape=None) -> None:
+    """Refuse wrongly shaped or non-finite inputs with a clear message.
+
+    ``input_dim`` (a width ``n``) or ``input_shape`` (one sample's shape) say what
+    the model takes: ``n`` or ``(n,)`` wants (samples, n); ``(C, H, W)`` wants
+    images (samples, C, H, W).
+    """
     x = np.asarray(x)
-    if x.ndim != 2:
-        raise ShapeError(f"{what} must be 2-D (samples, features); got shape {x.shape}. "
-                         f"Flatten images first.")
-    if input_dim is not None and x.shape[1] != input_dim:
-        raise ShapeError(f"{what} have {x.shape[1]} features but the model expects {input_dim}")
+    shape = input_shape if input_shape is not None else input_dim
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else shape
+    if shape is None or len(shape) == 1:
+        if x.ndim != 2:
+            raise ShapeError(f"{what} must be 2-D (samples, features); got shape {x.shape}. "
+                             f"Flatten images first.")
+        if shape is not None and x.shape[1] != shape[0]:
+            raise ShapeError(f"{what} have {x.shape[1]} features but the model expects {shape[0]}")
+    elif x.shape[1:] != tuple(shape):
+        want = ", ".join(map(str, shape))
+        hint = (f"; reshape them to (samples, {want})"
+                if x.ndim >= 2 and int(np.prod(x.shape[1:])) == int(np.prod(shape)) else "")
+        raise ShapeError(f"{what} have shape {x.shape} but the model expects images of shape "
+                         f"(samples, {want}){hint}")
     if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
         bad = int(np.size(x) - np.isfinite(x).sum())
         raise DataError(f"{what} contain {bad} NaN or Inf values; clean or impute them first")

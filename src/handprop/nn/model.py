@@ -10,7 +10,8 @@ from ..engines import get_engine
 from ..errors import CheckpointError, ConfigError, ShapeError
 from ..io import load_arrays, save_arrays
 from .init import resolve_init
-from .layers import Activation, BatchNorm, Dense, Dropout, Layer, layer_from_config
+from .layers import (Activation, BatchNorm, Dense, Dropout, Layer, as_shape, layer_from_config,
+                     shape_text)
 
 DTYPES = ("float32", "float64")
 FORMAT_VERSION = 1
@@ -24,40 +25,61 @@ def check_dtype(dtype) -> str:
 
 
 class Sequential:
-    """Layers applied in order. Built for an input width, on one engine.
+    """Layers applied in order. Built for one input sample's shape, on one engine.
 
-    L2 regularization convention: ``l2/2 * sum(W**2)`` over every Dense weight
-    matrix (biases excluded) is added to the loss, and ``l2 * W`` to each
-    weight gradient.
+    ``input_dim=N`` builds for flat inputs (batch, N); ``input_shape=(C, H, W)``
+    for images (batch, C, H, W) (``input_shape=(N,)`` is the same as
+    ``input_dim=N``). L2 regularization convention: ``l2/2 * sum(W**2)`` over every
+    layer's weights (``Layer.weight_keys``: Dense and Conv2D ``W``, no biases) is
+    added to the loss, and ``l2 * W`` to each weight gradient.
     """
 
     def __init__(self, layers: list[Layer], input_dim: int | None = None, engine=None,
-                 dtype="float32", seed: int = 0):
+                 dtype="float32", seed: int = 0, input_shape=None):
         if not layers:
             raise ConfigError("a Sequential model needs at least one layer")
         self.layers = list(layers)
         self.engine = get_engine(engine)
         self.dtype = check_dtype(dtype)
         self.seed = int(seed)
-        self.input_dim = None
-        if input_dim is not None:
-            self.build(input_dim)
+        self.input_dim = self.input_shape = None
+        if input_dim is not None and input_shape is not None:
+            if as_shape(input_shape) != (input_dim,):
+                raise ConfigError(f"give input_dim or input_shape, not both "
+                                  f"(got {input_dim!r} and {input_shape!r})")
+        if input_dim is not None or input_shape is not None:
+            self.build(input_dim if input_shape is None else input_shape)
 
     # ----------------------------------------------------------------- building
-    def build(self, input_dim: int) -> Sequential:
-        if not isinstance(input_dim, (int, np.integer)) or input_dim < 1:
-            raise ConfigError(f"input_dim must be a positive whole number, got {input_dim!r}")
+    def build(self, input_shape) -> Sequential:
+        """Build every layer for samples of ``input_shape``: a width N or a tuple such as (C, H, W)."""
+        if isinstance(input_shape, (int, np.integer)) and not isinstance(input_shape, bool):
+            if input_shape < 1:
+                raise ConfigError(f"input_dim must be a positive whole number, got {input_shape!r}")
+        elif (isinstance(input_shape, (bool, str)) or not isinstance(input_shape, (tuple, list))
+              or len(input_shape) not in (1, 3)
+              or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1
+                         for d in input_shape)):
+            raise ConfigError(f"input_dim must be a positive whole number and input_shape (features,) "
+                              f"or (channels, height, width) of positive whole numbers; got "
+                              f"{input_shape!r}")
         rng = np.random.default_rng(self.seed)
-        width = int(input_dim)
-        for layer in self.layers:
-            width = layer.build(width, self.engine, self.dtype, rng)
-        self.input_dim = int(input_dim)
-        self.output_dim = width
+        shape = as_shape(input_shape)
+        for i, layer in enumerate(self.layers):
+            try:
+                shape = layer.build(shape, self.engine, self.dtype, rng)
+            except ShapeError as exc:
+                raise ShapeError(f"layer {i} of the model: {exc}") from None
+            shape = as_shape(shape)
+        self.input_shape = as_shape(input_shape)
+        self.input_dim = int(np.prod(self.input_shape))
+        self.output_shape = shape
+        self.output_dim = int(np.prod(shape))
         return self
 
     @property
     def built(self) -> bool:
-        return self.input_dim is not None
+        return self.input_shape is not None
 
     def _require_built(self):
         if not self.built:
@@ -66,9 +88,9 @@ class Sequential:
     # --------------------------------------------------------- forward/backward
     def forward(self, x, training: bool = False):
         self._require_built()
-        if x.shape[-1] != self.input_dim or len(x.shape) != 2:
-            raise ShapeError(f"model expects inputs of shape (batch, {self.input_dim}); "
-                             f"got {tuple(x.shape)}")
+        if tuple(x.shape[1:]) != self.input_shape:
+            want = ", ".join(map(str, self.input_shape))
+            raise ShapeError(f"model expects inputs of shape (batch, {want}); got {tuple(x.shape)}")
         for layer in self.layers:
             x = layer.forward(x, training)
         return x
@@ -121,23 +143,27 @@ class Sequential:
         return ([(name, layer.params, key) for name, layer, key in self.named_parameters()]
                 + [(name, layer.buffers, key) for name, layer, key in self.named_buffers()])
 
+    def named_weights(self):
+        """``(name, layer, key)`` for every weight (``Layer.weight_keys``): what L2 covers."""
+        return [(name, layer, key) for name, layer, key in self.named_parameters()
+                if key in layer.weight_keys]
+
     def num_parameters(self) -> int:
         return int(sum(int(np.prod(layer.params[key].shape))
                        for _, layer, key in self.named_parameters()))
 
     def l2_penalty(self, l2: float) -> float:
-        """``l2/2 * sum(W**2)`` over Dense weights."""
+        """``l2/2 * sum(W**2)`` over every layer's weights (Dense and Conv2D ``W``)."""
         if not l2:
             return 0.0
-        return 0.5 * l2 * sum(self.engine.sum_squares(layer.params["W"])
-                              for layer in self.layers if isinstance(layer, Dense))
+        return 0.5 * l2 * sum(self.engine.sum_squares(layer.params[key])
+                              for _, layer, key in self.named_weights())
 
     def add_l2_gradient(self, l2: float) -> None:
         if not l2:
             return
-        for layer in self.layers:
-            if isinstance(layer, Dense):
-                layer.grads["W"] = layer.grads["W"] + l2 * layer.params["W"]
+        for _, layer, key in self.named_weights():
+            layer.grads[key] = layer.grads[key] + l2 * layer.params[key]
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Host copies of every parameter and buffer, by name."""
@@ -165,22 +191,28 @@ class Sequential:
         rows = [("#", "layer", "output", "parameters")]
         for i, layer in enumerate(self.layers):
             count = sum(int(np.prod(p.shape)) for p in layer.params.values())
-            rows.append((str(i), layer.describe(), str(layer.output_dim), f"{count:,}"))
+            rows.append((str(i), layer.describe(), shape_text(layer.output_shape), f"{count:,}"))
         widths = [max(len(row[c]) for row in rows) for c in range(4)]
         lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)) for row in rows]
         lines.insert(1, "  ".join("-" * w for w in widths))
-        lines.append(f"input {self.input_dim}, total parameters {self.num_parameters():,}, "
+        lines.append(f"input {shape_text(self.input_shape)}, "
+                     f"total parameters {self.num_parameters():,}, "
                      f"dtype {self.dtype}, engine {self.engine.name}")
         return "\n".join(lines)
 
     def config(self) -> dict:
-        return {"input_dim": self.input_dim, "dtype": self.dtype, "seed": self.seed,
-                "layers": [layer.config() for layer in self.layers]}
+        # input_dim too for flat inputs, so that older versions read MLP files as before.
+        shape = {"input_dim": self.input_dim} if len(self.input_shape) == 1 else {}
+        return {**shape, "input_shape": list(self.input_shape), "dtype": self.dtype,
+                "seed": self.seed, "layers": [layer.config() for layer in self.layers]}
 
     @classmethod
     def from_config(cls, config: dict, engine=None, dtype=None) -> Sequential:
+        """Rebuild from ``config()``; files written before ``input_shape`` carry ``input_dim``."""
         layers = [layer_from_config(c) for c in config["layers"]]
-        return cls(layers, input_dim=config["input_dim"], engine=engine,
+        shape = config.get("input_shape")
+        return cls(layers, input_dim=None if shape else config["input_dim"],
+                   input_shape=tuple(shape) if shape else None, engine=engine,
                    dtype=dtype or config.get("dtype", "float32"), seed=config.get("seed", 0))
 
     # ------------------------------------------------------------- persistence

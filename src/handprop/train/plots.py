@@ -223,7 +223,11 @@ def plot_gradient_norms(rows: list[dict], path, shapes: dict | None = None, titl
     for number, (name, color) in enumerate(zip(names, colors), start=1):
         values = [(r.get("grad_norms") or {}).get(name) for r in rows]
         shape = (shapes or {}).get(name)
-        where = f" ({shape[0]}→{shape[1]})" if shape is not None and len(shape) == 2 else ""
+        where = ""
+        if shape is not None and len(shape) == 2:
+            where = f" ({shape[0]}→{shape[1]})"
+        elif shape is not None and len(shape) == 4:  # a convolution's (filters, channels, kh, kw)
+            where = f" (conv {shape[1]}→{shape[0]}, {shape[2]}x{shape[3]})"
         ax.plot(epochs, values, "-o", ms=3, color=color, label=f"weights {number}{where}")
     ax.set_yscale("log")
     ax.set_xlabel("epoch")
@@ -291,4 +295,79 @@ def plot_decision_regions(model, loss, x, y, names, path, what: str = "", resolu
     accuracy = float((~wrong).mean()) if len(y) else float("nan")
     ax.set_title(f"decision regions{', ' + what if what else ''}: "
                  f"{accuracy:.1%} of {len(y)} points right")
+    return save_figure(fig, path)
+
+
+# ------------------------------------------------------------ convolutions
+def filter_tiles(weights):
+    """Tiles of a convolution's weights (filters, channels, kh, kw): one (kh, kw) tile per
+    filter and channel, signed and scaled to [-1, 1] by the filter's largest magnitude, or one
+    RGB tile per filter (scaled to [0, 1]) when there are three channels."""
+    import numpy as np
+
+    weights = np.asarray(weights, dtype=np.float64)
+    if weights.shape[1] == 3:
+        return [[_display(f.transpose(1, 2, 0))] for f in weights]
+    rows = []
+    for f in weights:
+        peak = np.abs(f).max()
+        rows.append([c / peak if peak > 0 else c for c in f])
+    return rows
+
+
+def plot_filters(weights, path, title: str = "", count: int = 64) -> Path:
+    """A convolution's filters, one row per filter and one column per input channel (red
+    positive, blue negative), or one colour tile per filter for RGB inputs."""
+    import math
+
+    plt = _pyplot()
+    rows = filter_tiles(weights)[:count]
+    channels = len(rows[0])
+    if channels == 1:  # one tile per filter: lay them out in a square
+        tiles = [row[0] for row in rows]
+        cols = math.ceil(math.sqrt(len(tiles)))
+        grid = [tiles[i:i + cols] for i in range(0, len(tiles), cols)]
+    else:
+        grid, cols = rows, channels
+    fig, axes = plt.subplots(len(grid), cols, squeeze=False,
+                             figsize=(max(4.8, 1.1 * cols + 0.6), 1.1 * len(grid) + 0.8))
+    for ax in axes.flat:
+        ax.axis("off")
+    for r, row in enumerate(grid):
+        for c, tile in enumerate(row):
+            ax = axes[r, c]
+            if tile.ndim == 2:
+                ax.imshow(tile, cmap="RdBu_r", vmin=-1.0, vmax=1.0)
+            else:
+                ax.imshow(tile)
+            number = r * cols + c if channels == 1 else r
+            ax.set_title(str(number) if channels == 1 or c == 0 else "", fontsize=7)
+    f, ch, kh, kw = weights.shape
+    fig.suptitle(title or f"first convolution: {f} filters of {ch}x{kh}x{kw}"
+                 f"{' (red +, blue -)' if ch != 3 else ''}", fontsize=10)
+    return save_figure(fig, path)
+
+
+def plot_feature_maps(image, layer_maps, path, title: str = "", count: int = 16) -> Path:
+    """One input and what each convolution makes of it: ``layer_maps`` is a list of
+    ``(name, maps)`` with maps (channels, height, width); up to ``count`` maps per layer."""
+    import numpy as np
+
+    plt = _pyplot()
+    image = np.asarray(image, dtype=np.float64)
+    cols = max(1, min(count, max(len(maps) for _, maps in layer_maps)))
+    fig, axes = plt.subplots(len(layer_maps) + 1, cols,
+                             figsize=(1.2 * cols + 0.6, 1.4 * (len(layer_maps) + 1) + 0.6),
+                             squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    shown = image[0] if image.shape[0] == 1 else _display(image.transpose(1, 2, 0))
+    axes[0, 0].imshow(_display(shown) if shown.ndim == 2 else shown,
+                      cmap="gray" if shown.ndim == 2 else None)
+    axes[0, 0].set_title("input", fontsize=8)
+    for r, (name, maps) in enumerate(layer_maps, start=1):
+        for c, fmap in enumerate(np.asarray(maps, dtype=np.float64)[:cols]):
+            axes[r, c].imshow(fmap, cmap="viridis")
+            axes[r, c].set_title(f"{name} [{c}]" if c == 0 else str(c), fontsize=7)
+    fig.suptitle(title or "feature maps of one input")
     return save_figure(fig, path)

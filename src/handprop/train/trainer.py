@@ -140,7 +140,7 @@ class Trainer:
     # ---------------------------------------------------------------- helpers
     def to_engine(self, x, y):
         """Check host inputs and targets against the model, then move them to the engine."""
-        check_inputs(x, self.model.input_dim)
+        check_inputs(x, input_shape=self.model.input_shape)
         check_targets(y, len(x), self.model.output_dim, self.loss)
         return self.engine.asarray(x, self.model.dtype), self.engine.asarray(y)
 
@@ -350,7 +350,7 @@ def evaluate_arrays(model: Sequential, loss, xs, ys, batch_size: int = 2048) -> 
 def evaluate(model: Sequential, loss, x, y, batch_size: int = 2048) -> tuple[float, float]:
     """Mean loss (without L2) and accuracy of ``model`` on host arrays, after checking them."""
     loss = get_loss(loss)
-    check_inputs(x, model.input_dim)
+    check_inputs(x, input_shape=model.input_shape)
     check_targets(y, len(x), model.output_dim, loss)
     engine = model.engine
     return evaluate_arrays(model, loss, engine.asarray(np.asarray(x), model.dtype),

@@ -1,0 +1,157 @@
+"""Training-step throughput of the MNIST CNN on handprop's engines and in PyTorch eager.
+
+The issue's model: conv 16@5x5 same, relu, maxpool 2, conv 32@5x5 same, relu, maxpool 2,
+dense 10, softmax cross-entropy, plain SGD, float32. One step is forward, loss, backward and
+the update (what ``Trainer.train_step`` does), on batches already in memory. Contestants are
+interleaved round by round and the median of the rounds is reported, since the machine may be
+shared. ``--profile`` prints where a numba step spends its time instead.
+
+On a busy machine wall-clock rates mostly measure the neighbours. ``--clock cpu``
+counts the process's CPU time instead, on one thread everywhere (start it with
+``OPENBLAS_NUM_THREADS=1``; the script refuses to run otherwise): the work each
+contestant does, nearly independent of the load.
+
+    python bench/conv_speed.py [--batch 64 128] [--rounds 7] [--steps 20] [--profile]
+    OPENBLAS_NUM_THREADS=1 python bench/conv_speed.py --clock cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import time
+
+import numpy as np
+
+from handprop.engines import get_engine
+from handprop.nn import Conv2D, Dense, Flatten, MaxPool2D, Sequential
+from handprop.nn.losses import get_loss
+from handprop.optim import SGD
+
+
+def handprop_step(engine_name: str, batch: int, seed: int = 0):
+    engine = get_engine(engine_name)
+    model = Sequential([Conv2D(16, 5, padding="same", activation="relu"), MaxPool2D(2),
+                        Conv2D(32, 5, padding="same", activation="relu"), MaxPool2D(2),
+                        Flatten(), Dense(10)], input_shape=(1, 28, 28), engine=engine, seed=seed)
+    rng = np.random.default_rng(seed)
+    x = engine.asarray(rng.random((batch, 1, 28, 28), dtype=np.float32))
+    y = engine.asarray(rng.integers(0, 10, batch))
+    loss, optimizer = get_loss("softmax_cross_entropy"), SGD(lr=0.01)
+
+    def step():
+        out = model.forward(x, training=True)
+        _, grad = loss(engine, out, y)
+        model.backward(grad)
+        optimizer.step(model)
+
+    return step, engine
+
+
+def torch_step(batch: int, threads: int, seed: int = 0):
+    import torch
+
+    torch.manual_seed(seed)
+    torch.set_num_threads(threads)
+    nn = torch.nn
+    model = nn.Sequential(nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(), nn.Linear(32 * 7 * 7, 10))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = torch.rand(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        optimizer.step()
+
+    return step
+
+
+CLOCK = time.perf_counter
+
+
+def timed(step, steps: int) -> float:
+    start = CLOCK()
+    for _ in range(steps):
+        step()
+    return CLOCK() - start
+
+
+def profile(engine_name: str, batch: int, steps: int) -> None:
+    step, engine = handprop_step(engine_name, batch)
+    spent: dict[str, float] = {}
+    for name in ("im2col", "col2im", "max_pool_forward", "max_pool_backward", "bias_act",
+                 "act_backward", "bias_grad", "softmax_xent", "sgd_update"):
+        original = getattr(engine, name)
+
+        def wrapper(*args, _original=original, _name=name, **kwargs):
+            started = time.perf_counter()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                spent[_name] = spent.get(_name, 0.0) + time.perf_counter() - started
+
+        setattr(engine, name, functools.wraps(original)(wrapper))
+    step()
+    spent.clear()
+    total = timed(step, steps)
+    print(f"{engine_name} at batch {batch}: {total / steps * 1e3:.1f} ms per step")
+    for name, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
+        print(f"  {name:18s} {seconds / steps * 1e3:7.2f} ms")
+    print(f"  {'(GEMMs, the rest)':18s} {(total - sum(spent.values())) / steps * 1e3:7.2f} ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[64, 128])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--steps", type=int, default=20, help="steps per timed round")
+    parser.add_argument("--engines", nargs="+", default=["numba", "cpu"])
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="PyTorch intra-op threads (default: its own choice)")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: this process's CPU time, one thread everywhere")
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    if args.clock == "cpu":
+        import threadpoolctl
+
+        global CLOCK
+        CLOCK = time.process_time
+        threads = {p["internal_api"]: p["num_threads"] for p in threadpoolctl.threadpool_info()}
+        if any(n != 1 for n in threads.values()):
+            raise SystemExit(f"--clock cpu needs one BLAS thread (found {threads}); start the "
+                             f"script with OPENBLAS_NUM_THREADS=1")
+        args.torch_threads = 1
+    if args.profile:
+        for batch in args.batch:
+            profile("numba", batch, args.steps)
+        return
+    import os
+
+    threads = args.torch_threads or len(os.sched_getaffinity(0))
+    for batch in args.batch:
+        contestants = {name: handprop_step(name, batch)[0] for name in args.engines}
+        if not args.no_torch:
+            contestants[f"torch eager ({threads} threads)"] = torch_step(batch, threads)
+        for step in contestants.values():  # warm up: compile kernels, fill caches
+            timed(step, 3)
+        rates: dict[str, list[float]] = {name: [] for name in contestants}
+        for _ in range(args.rounds):
+            for name, step in contestants.items():
+                rates[name].append(batch * args.steps / timed(step, args.steps))
+        clock = "CPU time, one thread" if args.clock == "cpu" else "wall clock"
+        print(f"batch {batch}: median samples/s ({clock}) over {args.rounds} interleaved rounds "
+              f"of {args.steps} steps (min-max)")
+        medians = {name: statistics.median(r) for name, r in rates.items()}
+        torch_rate = next((v for k, v in medians.items() if k.startswith("torch")), None)
+        for name, r in rates.items():
+            ratio = f"  {medians[name] / torch_rate:.2f}x torch" if torch_rate else ""
+            print(f"  {name:24s} {medians[name]:8.0f}  ({min(r):.0f}-{max(r):.0f}){ratio}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Numba kernels for convolution and pooling behind the ``numba`` engine.
+
+Same rules as ``numba_kernels.py`` (serial, ``cache=True``, no ``fastmath``);
+shapes and layouts as in ``base.py``: images NCHW, ``cols`` rows in
+(n, oh, ow) order and columns in (c, i, j) order. Each kernel writes straight
+into the output the wrapper allocated; ``col2im`` and the pooling backward
+passes add into a zeroed ``dx`` in one sweep over their input. Kernels take
+images of any memory layout (a convolution's output is a transposed view),
+so nothing is copied before them.
+
+Max-pooling compares with a plain ``>`` (branch-free selects; the window
+loops of the common 2x2 case are written out) and reports whether it saw a
+NaN; only then does the wrapper rerun the NaN-aware kernel, whose extra
+tests cost several times more.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+_jit = njit(cache=True, nogil=True, error_model="numpy")
+
+
+@_jit
+def im2col(x, kh, kw, sh, sw, top, left, oh, ow, cols):
+    """x (N, C, H, W) -> cols (N*OH*OW, C*kh*kw); padding reads as zero.
+
+    Each image is first copied into a zero-bordered scratch image, so the copy loops need no
+    bounds checks; the innermost loop runs along an output row (q), reading the scratch
+    contiguously while its writes stay within the few rows of ``cols`` of one output row.
+    """
+    n, c, h, w = x.shape
+    padded = np.zeros((c, max(h + top, (oh - 1) * sh + kh), max(w + left, (ow - 1) * sw + kw)),
+                      dtype=x.dtype)
+    for b in range(n):
+        for ch in range(c):
+            for y in range(h):
+                for xx in range(w):
+                    padded[ch, top + y, left + xx] = x[b, ch, y, xx]
+        for p in range(oh):
+            row0 = (b * oh + p) * ow
+            for ch in range(c):
+                for i in range(kh):
+                    source = padded[ch, p * sh + i]
+                    for j in range(kw):
+                        col = (ch * kh + i) * kw + j
+                        for q in range(ow):
+                            cols[row0 + q, col] = source[q * sw + j]
+
+
+@_jit
+def col2im(cols, kh, kw, sh, sw, top, left, oh, ow, dx):
+    """Add every row of cols (N*OH*OW, C*kh*kw) back into dx (N, C, H, W), which is zeroed first."""
+    n, c, h, w = dx.shape
+    dx[:] = 0
+    for b in range(n):
+        for p in range(oh):
+            for q in range(ow):
+                row = (b * oh + p) * ow + q
+                w0 = q * sw - left
+                j_lo = max(0, -w0)
+                j_hi = min(kw, w - w0)
+                for ch in range(c):
+                    for i in range(kh):
+                        hi = p * sh - top + i
+                        if hi < 0 or hi >= h:
+                            continue
+                        base = (ch * kh + i) * kw
+                        for j in range(j_lo, j_hi):
+                            dx[b, ch, hi, w0 + j] += cols[row, base + j]
+
+
+@_jit
+def max_pool_forward(x, ph, pw, sh, sw, out, argmax):
+    """out, argmax (N, C, OH, OW): each window's maximum and its row-major position inside the
+    window, the first one on ties. Returns True if any input is NaN (the result is then not
+    NumPy's: rerun ``max_pool_forward_nan``)."""
+    n, c, oh, ow = out.shape
+    nan = False
+    for b in range(n):
+        for ch in range(c):
+            for p in range(oh):
+                for q in range(ow):
+                    h0, w0 = p * sh, q * sw
+                    best = x[b, ch, h0, w0]
+                    where = 0
+                    for i in range(ph):
+                        for j in range(pw):
+                            v = x[b, ch, h0 + i, w0 + j]
+                            nan |= v != v
+                            if v > best:
+                                best = v
+                                where = i * pw + j
+                    out[b, ch, p, q] = best
+                    argmax[b, ch, p, q] = where
+    return nan
+
+
+@_jit
+def max_pool_forward_2x2(x, sh, sw, out, argmax):
+    """``max_pool_forward`` for 2x2 windows, the comparisons written out."""
+    n, c, oh, ow = out.shape
+    nan = False
+    for b in range(n):
+        for ch in range(c):
+            for p in range(oh):
+                for q in range(ow):
+                    h0, w0 = p * sh, q * sw
+                    v0, v1 = x[b, ch, h0, w0], x[b, ch, h0, w0 + 1]
+                    v2, v3 = x[b, ch, h0 + 1, w0], x[b, ch, h0 + 1, w0 + 1]
+                    nan |= (v0 != v0) | (v1 != v1) | (v2 != v2) | (v3 != v3)
+                    best, where = v0, 0
+                    if v1 > best:
+                        best, where = v1, 1
+                    if v2 > best:
+                        best, where = v2, 2
+                    if v3 > best:
+                        best, where = v3, 3
+                    out[b, ch, p, q] = best
+                    argmax[b, ch, p, q] = where
+    return nan
+
+
+@_jit
+def max_pool_forward_nan(x, ph, pw, sh, sw, out, argmax):
+    """``max_pool_forward`` where NaN wins over numbers and the first NaN stays, as in
+    NumPy's max/argmax."""
+    n, c, oh, ow = out.shape
+    for b in range(n):
+        for ch in range(c):
+            for p in range(oh):
+                for q in range(ow):
+                    h0, w0 = p * sh, q * sw
+                    best = x[b, ch, h0, w0]
+                    where = 0
+                    for i in range(ph):
+                        for j in range(pw):
+                            v = x[b, ch, h0 + i, w0 + j]
+                            if v > best or (v != v and best == best):
+                                best = v
+                                where = i * pw + j
+                    out[b, ch, p, q] = best
+                    argmax[b, ch, p, q] = where
+
+
+@_jit
+def max_pool_backward(grad, argmax, ph, pw, sh, sw, dx):
+    """dx (N, C, H, W), zeroed first, gets each gradient at its window's arg-max."""
+    n, c, oh, ow = grad.shape
+    dx[:] = 0
+    for b in range(n):
+        for ch in range(c):
+            for p in range(oh):
+                for q in range(ow):
+                    k = argmax[b, ch, p, q]
+                    dx[b, ch, p * sh + k // pw, q * sw + k % pw] += grad[b, ch, p, q]
+
+
+@_jit
+def avg_pool_forward(x, ph, pw, sh, sw, out):
+    """out (N, C, OH, OW): each window's sum in row-major order (as the reference adds its
+    slices), divided by the window size."""
+    n, c, oh, ow = out.shape
+    count = x.dtype.type(ph * pw)
+    for b in range(n):
+        for ch in range(c):
+            for p in range(oh):
+                for q in range(ow):
+                    h0, w0 = p * sh, q * sw
+                    total = x[b, ch, h0, w0]
+                    for k in range(1, ph * pw):
+                        total += x[b, ch, h0 + k // pw, w0 + k % pw]
+                    out[b, ch, p, q] = total / count
+
+
+@_jit
+def avg_pool_backward(grad, ph, pw, sh, sw, dx):
+    """dx (N, C, H, W), zeroed first, gets each gradient divided by the window size over its window."""
+    n, c, oh, ow = grad.shape
+    count = grad.dtype.type(ph * pw)
+    dx[:] = 0
+    for b in range(n):
+        for ch in range(c):
+            for p in range(oh):
+                for q in range(ow):
+                    share = grad[b, ch, p, q] / count
+                    for i in range(ph):
+                        for j in range(pw):
+                            dx[b, ch, p * sh + i, q * sw + j] += share

@@ -1,0 +1,126 @@
+"""The numba engine's convolution and pooling kernels: which inputs take them, which fall back
+to the reference, warm-up, kernel flags, and a convolutional training run against ``cpu``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from handprop.engines import engine_status, get_engine
+
+if not engine_status("numba").available:
+    pytest.skip(f"numba engine unavailable: {engine_status('numba').reason}",
+                allow_module_level=True)
+
+from handprop.engines import numba_conv_kernels  # noqa: E402
+
+CPU = get_engine("cpu")
+CONV_KERNELS = {"im2col", "col2im", "max_pool_forward", "max_pool_forward_2x2",
+                "max_pool_forward_nan", "max_pool_backward", "avg_pool_forward", "avg_pool_backward"}
+
+
+@pytest.fixture
+def nb():
+    return get_engine("numba")
+
+
+class Spy:
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        kernel = getattr(numba_conv_kernels, name)
+
+        def call(*args):
+            self.calls.append(name)
+            return kernel(*args)
+
+        return call
+
+
+@pytest.fixture
+def spy(nb, monkeypatch):
+    s = Spy()
+    monkeypatch.setattr(nb, "_conv", s)
+    return s
+
+
+def run_all(engine, x):
+    cols = engine.im2col(x, (3, 3), (1, 1), (1, 1, 1, 1))
+    engine.col2im(cols, x.shape, (3, 3), (1, 1), (1, 1, 1, 1))
+    out, arg = engine.max_pool_forward(x, (2, 2), (2, 2))
+    engine.max_pool_backward(out, arg, x.shape, (2, 2), (2, 2))
+    engine.avg_pool_backward(engine.avg_pool_forward(x, (2, 2), (2, 2)), x.shape, (2, 2), (2, 2))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_float_images_use_the_kernels(nb, spy, rng, dtype):
+    run_all(nb, rng.standard_normal((2, 3, 6, 6)).astype(dtype))
+    assert spy.calls == ["im2col", "col2im", "max_pool_forward_2x2", "max_pool_backward",
+                         "avg_pool_forward", "avg_pool_backward"]
+    spy.calls.clear()
+    nb.max_pool_forward(rng.standard_normal((1, 2, 5, 5)).astype(dtype), (3, 3), (1, 1))
+    assert spy.calls == ["max_pool_forward"]
+
+
+@pytest.mark.parametrize("size", [(2, 2), (3, 2)])
+def test_a_nan_reruns_the_nan_aware_max_pool(nb, spy, size):
+    x = np.arange(36, dtype=np.float32).reshape(1, 1, 6, 6)
+    x[0, 0, 1, 0] = np.nan
+    out, arg = nb.max_pool_forward(x, size, (2, 2))
+    assert spy.calls[-1] == "max_pool_forward_nan"
+    ref_out, ref_arg = CPU.max_pool_forward(x, size, (2, 2))
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(arg, ref_arg)
+    assert np.isnan(out[0, 0, 0, 0]) and arg[0, 0, 0, 0] == size[1]  # the NaN's position
+
+
+def test_views_reach_the_kernels_without_a_copy(nb, monkeypatch, rng):
+    view = rng.standard_normal((2, 6, 6, 3)).astype("float32").transpose(0, 3, 1, 2)
+    seen = []
+
+    def record(x, *args):
+        seen.append(x)
+        return numba_conv_kernels.max_pool_forward_2x2(x, *args)
+
+    monkeypatch.setattr(nb, "_conv", type("K", (), {"max_pool_forward_2x2": staticmethod(record)}))
+    nb.max_pool_forward(view, (2, 2), (2, 2))
+    assert seen[0] is view
+
+
+@pytest.mark.parametrize("dtype", ["float16", "int64"])
+def test_other_dtypes_fall_back_to_the_reference(nb, spy, dtype):
+    x = np.arange(2 * 3 * 6 * 6).reshape(2, 3, 6, 6).astype(dtype)
+    cols = nb.im2col(x, (3, 3), (1, 1), (1, 1, 1, 1))
+    np.testing.assert_array_equal(cols, CPU.im2col(x, (3, 3), (1, 1), (1, 1, 1, 1)))
+    out, arg = nb.max_pool_forward(x, (2, 2), (2, 2))
+    np.testing.assert_array_equal(out, CPU.max_pool_forward(x, (2, 2), (2, 2))[0])
+    assert spy.calls == []
+
+
+def test_mixed_dtypes_and_int32_argmax(nb, spy, rng):
+    x = rng.standard_normal((1, 2, 4, 4))
+    out, arg = CPU.max_pool_forward(x, (2, 2), (2, 2))
+    got = nb.max_pool_backward(out, arg.astype(np.int32), x.shape, (2, 2), (2, 2))
+    np.testing.assert_array_equal(got, CPU.max_pool_backward(out, arg, x.shape, (2, 2), (2, 2)))
+    assert spy.calls == ["max_pool_backward"]
+
+
+def test_warmup_compiles_every_conv_kernel_for_each_dtype(nb):
+    nb.warmup(dtypes=("float32", "float64"))
+    from numba.core.registry import CPUDispatcher
+
+    kernels = {name for name, obj in vars(numba_conv_kernels).items()
+               if isinstance(obj, CPUDispatcher)}
+    assert kernels == CONV_KERNELS
+    for name in kernels:
+        sigs = " ".join(str(s) for s in getattr(numba_conv_kernels, name).signatures)
+        assert "float32" in sigs and "float64" in sigs, name
+
+
+def test_conv_kernels_are_serial_cached_and_not_fastmath():
+    for name in CONV_KERNELS:
+        kernel = getattr(numba_conv_kernels, name)
+        assert not kernel.targetoptions.get("parallel"), name
+        assert not kernel.targetoptions.get("fastmath"), name
+        assert kernel._cache.__class__.__name__ == "FunctionCache", name
