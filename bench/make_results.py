@@ -18,6 +18,11 @@ import sys
 import time
 from pathlib import Path
 
+from benchlib.accuracy import time_to_accuracy
+from benchlib.primitives import format_primitive_table, measure_primitives
+from benchlib.profiling import format_profile_table, profile_steps
+from benchlib.scaling import measure_scaling, plot_scaling
+
 from handprop import bench as hb
 
 HERE = Path(__file__).resolve().parent
@@ -57,15 +62,15 @@ def measure(part, engines, out: Path, args):
                                     repeats=args.target_repeats, sgemm=sgemm, log=print,
                                     before_config=wait)
     elif part == "primitives":
-        data = hb.measure_primitives(engines=engines, repeats=args.repeats)
+        data = measure_primitives(engines=engines, repeats=args.repeats)
     elif part == "profile":
-        data = [hb.profile_steps(e, m, b, o) for m in hb.MODELS for b in hb.BATCHES
+        data = [profile_steps(e, m, b, o) for m in hb.MODELS for b in hb.BATCHES
                 for o in ("sgd",) for e in engines]
     elif part == "scaling":
-        data = hb.measure_scaling(engines, repeats=3, log=print)
-        hb.plot_scaling(data, out / "scaling.png")
+        data = measure_scaling(engines, repeats=3, log=print)
+        plot_scaling(data, out / "scaling.png")
     elif part == "tta":
-        data = [hb.time_to_accuracy(e, max_epochs=args.max_epochs, log=print)
+        data = [time_to_accuracy(e, max_epochs=args.max_epochs, log=print)
                 for e in kinds]
     env["load_average_end"] = list(os.getloadavg())
     env["seconds"] = time.time() - t0
@@ -141,7 +146,7 @@ def render(out: Path) -> str:
     section(_load(out, "targets"), "The numba targets, re-measured with more repeats (SGD)",
             hb.format_training_table)
     section(_load(out, "profile"), "Where a step's time goes (per-step microseconds, SGD)",
-            hb.format_profile_table,
+            format_profile_table,
             note="total = trainer epoch clock / steps; primitives timed by wrapping the "
                  "engine's methods; gemm_ceiling = the same GEMMs preallocated (measured right "
                  "after); gemm_alloc_extra = what those GEMMs cost more when each allocates "
@@ -150,7 +155,7 @@ def render(out: Path) -> str:
                  "in layers/model/optimizer/trainer, temporaries). Medians of 7 repeats per "
                  "phase.")
     section(_load(out, "primitives"), "Fused primitives on their own (microseconds per call)",
-            hb.format_primitive_table)
+            format_primitive_table)
     sc = _load(out, "scaling")
     if sc:
         md += ["## How cost grows", ""] + _env_lines(sc["env"]) + [""]
@@ -210,7 +215,7 @@ def main(argv=None):
     if args.tag and not args.tag.startswith("_"):
         args.tag = "_" + args.tag
     if not args.render_only:
-        engines = hb.available_engines(args.engines.split(",") if args.engines else None)
+        engines = hb.bench_engines(args.engines.split(",") if args.engines else None)
         for part in args.parts.split(","):
             wait_for_quiet(args.wait_load, args.max_wait)
             print(f"== {part}", flush=True)

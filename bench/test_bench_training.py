@@ -42,7 +42,7 @@ def _run(benchmark, record, runner):
     _finish(benchmark, record, runner, seconds)
 
 
-@pytest.mark.parametrize("optimizer", hb.OPTIMIZERS)
+@pytest.mark.parametrize("optimizer", hb.BENCH_OPTIMIZERS)
 @pytest.mark.parametrize("batch", hb.BATCHES)
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("engine", ENGINES)
@@ -53,7 +53,7 @@ def test_training(benchmark, record, engine, model, batch, optimizer):
 
 
 @needs_torch
-@pytest.mark.parametrize("optimizer", hb.OPTIMIZERS)
+@pytest.mark.parametrize("optimizer", hb.BENCH_OPTIMIZERS)
 @pytest.mark.parametrize("batch", hb.BATCHES)
 @pytest.mark.parametrize("model", MODELS)
 def test_torch(benchmark, record, model, batch, optimizer):

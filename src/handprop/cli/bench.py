@@ -76,16 +76,16 @@ def run(args) -> int:
     from .. import bench
     from ..errors import ConfigError
 
-    engines = bench.available_engines(_split(args.engines))
+    engines = bench.bench_engines(_split(args.engines))
     try:
         batches = [int(b) for b in _split(args.batches)] if args.batches else list(bench.BATCHES)
     except ValueError:
         raise ConfigError(f"--batches must be whole numbers, got {args.batches!r}") from None
     if any(b < 1 for b in batches):
         raise ConfigError("--batches must be at least 1")
-    optimizers = _split(args.optimizers) or (["sgd"] if args.quick else list(bench.OPTIMIZERS))
+    optimizers = _split(args.optimizers) or (["sgd"] if args.quick else list(bench.BENCH_OPTIMIZERS))
     for o in optimizers:
-        if o not in bench.OPTIMIZERS:
+        if o not in bench.BENCH_OPTIMIZERS:
             raise ConfigError(f"unknown optimizer {o!r}; choose from: sgd, adam")
     repeats = args.repeats or (3 if args.quick else 5)
     if repeats < 1 or (args.steps is not None and args.steps < 1):

@@ -1,4 +1,10 @@
-"""Helpers shared by the benchmark suites (imported by name: ``from benchlib import ...``)."""
+"""Helpers shared by the benchmark suites (imported by name: ``from benchlib import ...``).
+
+The measurements only these suites and ``make_results.py`` use live beside this
+file and do not ship in the wheel: ``primitives`` (each fused primitive alone),
+``scaling`` (cost against batch size and width), ``profiling`` (where a step's
+time goes) and ``accuracy`` (time to a test accuracy).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import pytest
 
 from handprop import bench as hb
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "support"))
 
 
 def _engines():
