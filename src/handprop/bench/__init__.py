@@ -23,10 +23,11 @@ ratios are ratios of medians.
 Modules: ``stats`` (repeats, timing), ``workload`` (models, data, engines),
 ``runners`` (handprop and the GEMM ceiling), ``torch_runner`` (PyTorch),
 ``measure`` (side by side), ``environment`` (what is recorded about the
-machine), ``report`` (tables, compare, plot).
+machine, from ``handprop.host``), ``report`` (tables, compare, plot).
 """
 
-from .environment import blas_info, blas_kernel, blas_threads, environment
+from ..host import blas_kernel, blas_threads
+from .environment import environment
 from .measure import interleave, measure_config, measure_training
 from .report import (ROW_KEY, compare_rows, format_comparison, format_training_table, load_rows,
                      plot_rows)
@@ -41,7 +42,7 @@ from .workload import (BATCHES, BENCH_OPTIMIZERS, CLASSES, INPUT_DIM, LEARNING_R
 __all__ = [
     "BATCHES", "BENCH_OPTIMIZERS", "CLASSES", "INPUT_DIM", "LEARNING_RATES", "MODELS",
     "ROW_KEY", "SAMPLES_PER_TIMING", "CeilingRunner", "HandpropRunner", "Stat", "TorchLoop",
-    "TorchRunner", "bench_engines", "blas_info", "blas_kernel", "blas_threads", "compare_rows",
+    "TorchRunner", "bench_engines", "blas_kernel", "blas_threads", "compare_rows",
     "default_steps", "environment", "format_comparison", "format_training_table",
     "handprop_model", "interleave", "jax_available", "load_rows", "measure_config",
     "measure_training", "mlp_name", "mnist_slice", "model_dims", "plot_rows", "resolve_model",

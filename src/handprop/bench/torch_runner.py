@@ -114,7 +114,7 @@ class TorchRunner:
                  compile: bool = False):
         import torch
 
-        from .environment import blas_threads
+        from ..host import blas_threads
 
         self.label = "torch.compile" if compile else "torch"
         torch.set_num_threads(int(threads or blas_threads()))
