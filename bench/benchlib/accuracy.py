@@ -73,7 +73,8 @@ def _handprop_epochs(engine, config, data, steps_per_epoch, max_epochs, progress
 def _torch_epochs(config, data, steps_per_epoch, max_epochs, progress):
     import torch
 
-    from handprop.bench import TorchLoop, blas_threads, torch_mlp, torch_optimizer
+    from handprop.bench import TorchLoop, torch_mlp, torch_optimizer
+    from handprop.host import blas_threads
     from handprop.engines import get_engine
     from handprop.train.run import build_model
 

@@ -38,12 +38,9 @@ def measure_scaling(engines=None, batches=SCALING_BATCHES, widths=SCALING_WIDTHS
 
 
 def plot_scaling(rows: list[dict], path) -> None:
-    import matplotlib
+    from handprop.plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = pyplot().subplots(1, 2, figsize=(11, 4.2))
     for ax, axis, xlabel in ((axes[0], "batch", "batch size (784-100-10 sigmoid, SGD)"),
                              (axes[1], "width", "hidden width (784-W-10 relu, SGD, batch 128)")):
         sel = [r for r in rows if r["axis"] == axis]
@@ -57,6 +54,4 @@ def plot_scaling(rows: list[dict], path) -> None:
         ax.set_ylabel("samples / s (median)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)

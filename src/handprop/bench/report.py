@@ -113,11 +113,9 @@ def load_rows(path) -> list[dict]:
 def plot_rows(rows: list[dict], path) -> None:
     """Bar chart of median samples/s per (model, batch, optimizer), one bar per
     engine, plus PyTorch and the GEMM-only ceiling when measured."""
-    import matplotlib
+    from ..plotting import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     groups = list(dict.fromkeys((r["model"], r["batch"], r.get("optimizer")) for r in rows))
     series: dict[str, list] = {}
     for g in groups:
@@ -139,6 +137,4 @@ def plot_rows(rows: list[dict], path) -> None:
     ax.set_ylabel("samples / s (median)")
     ax.set_title("handprop training throughput")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
