@@ -35,7 +35,7 @@ from .runners import CeilingRunner, HandpropRunner, sgemm_gflops
 from .stats import Stat, throughput, time_call
 from .torch_runner import TorchLoop, TorchRunner, torch_mlp, torch_optimizer
 from .workload import (BATCHES, BENCH_OPTIMIZERS, CLASSES, INPUT_DIM, LEARNING_RATES, MODELS,
-                       SAMPLES_PER_TIMING, bench_engines, default_steps, handprop_model,
+                       PLAN, SAMPLES_PER_TIMING, bench_engines, plan_configs, default_steps, handprop_model,
                        jax_available, mlp_name, mnist_slice, model_dims, resolve_model,
                        step_flops, torch_available)
 
@@ -44,7 +44,7 @@ __all__ = [
     "ROW_KEY", "SAMPLES_PER_TIMING", "CeilingRunner", "HandpropRunner", "Stat", "TorchLoop",
     "TorchRunner", "bench_engines", "blas_kernel", "blas_threads", "compare_rows",
     "default_steps", "environment", "format_comparison", "format_training_table",
-    "handprop_model", "interleave", "jax_available", "load_rows", "measure_config",
+    "handprop_model", "interleave", "PLAN", "plan_configs", "jax_available", "load_rows", "measure_config",
     "measure_training", "mlp_name", "mnist_slice", "model_dims", "plot_rows", "resolve_model",
     "sgemm_gflops", "step_flops", "throughput", "time_call", "torch_available", "torch_mlp",
     "torch_optimizer",

@@ -1,9 +1,7 @@
 """The library's own runners: whole epochs through ``Trainer.fit``, and the
 GEMM-only ceiling (only a step's matrix products, preallocated).
 
-A runner has ``label``, ``batch``, ``steps``, ``warmup(epochs)`` and
-``run() -> seconds`` of one timed epoch of ``steps`` mini-batches;
-``batch_losses()`` (where it trains) gives every mini-batch's loss so far.
+Every runner (these, PyTorch's, JAX's) is a ``Runner``.
 """
 
 from __future__ import annotations
@@ -18,7 +16,35 @@ from .workload import (CLASSES, INPUT_DIM, LEARNING_RATES, handprop_model, mnist
                        resolve_model, step_flops)
 
 
-class HandpropRunner:
+class Runner:
+    """One contestant: ``label`` names its row or column; ``run()`` trains (or does the
+    GEMMs of) one more epoch of ``steps`` mini-batches of ``batch`` and returns its
+    seconds; ``warmup(epochs)`` runs untimed epochs first (JIT, compilation, first
+    allocations) and keeps their seconds in ``warmup_seconds``; ``batch_losses()``
+    is every mini-batch's loss so far; ``close()`` frees what the runner holds."""
+
+    label: str
+    batch: int
+    steps: int
+    warmup_seconds: float | None = None
+
+    def warmup(self, epochs: int = 1) -> None:
+        started = time.perf_counter()
+        for _ in range(epochs):
+            self.run()
+        self.warmup_seconds = time.perf_counter() - started
+
+    def run(self) -> float:
+        raise NotImplementedError
+
+    def batch_losses(self) -> list[float]:
+        raise NotImplementedError(f"{self.label} does not train")
+
+    def close(self) -> None:
+        pass
+
+
+class HandpropRunner(Runner):
     """Times epochs of ``steps`` mini-batches through ``Trainer.fit``.
 
     ``compile`` is passed to the trainer only when it is not None (the trainer's
@@ -48,8 +74,7 @@ class HandpropRunner:
 
     def warmup(self, epochs: int = 1) -> None:
         self.engine.warmup()
-        for _ in range(epochs):
-            self.run()
+        super().warmup(epochs)
 
     def run(self) -> float:
         """Train one more epoch; return its seconds as the trainer measured them."""
@@ -63,7 +88,7 @@ class HandpropRunner:
         return list(self.trainer.batch_losses)
 
 
-class CeilingRunner:
+class CeilingRunner(Runner):
     """Only each step's GEMMs, as the library's Dense does them, preallocated.
 
     Forward ``z = x @ W``; backward ``dW = x.T @ dz`` for every layer and
@@ -92,10 +117,6 @@ class CeilingRunner:
         self.dW = [np.empty_like(w) for w in self.W]
         self.dx = [np.empty((self.batch, a), f32) for a in dims[:-1]]
         self.flops_per_step = step_flops(dims, self.batch)
-
-    def warmup(self, epochs: int = 1) -> None:
-        for _ in range(epochs):
-            self.run()
 
     def step(self) -> None:
         if self.allocate:

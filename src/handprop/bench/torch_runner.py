@@ -16,6 +16,7 @@ import time
 
 import numpy as np
 
+from .runners import Runner
 from .workload import (CLASSES, INPUT_DIM, LEARNING_RATES, epoch_orders, handprop_model,
                        mnist_slice, resolve_model)
 
@@ -61,8 +62,13 @@ class TorchLoop:
         self.batch = int(batch)
         self.orders = epoch_orders(seed, len(x))
         self.loss = torch.nn.CrossEntropyLoss()
-        self.forward = torch.compile(net) if compile else net
-        self.optimizer_step = torch.compile(optimizer.step) if compile else optimizer.step
+        self.forward, self.optimizer_step = net, optimizer.step
+        if compile:
+            import logging
+
+            # Dynamo notes, once per compiled optimizer, that it skips a profiler hook.
+            torch._logging.set_logs(dynamo=logging.ERROR)
+            self.forward, self.optimizer_step = torch.compile(net), torch.compile(optimizer.step)
         self.losses: list[float] = []
 
     def epoch(self) -> tuple[float, float]:
@@ -105,7 +111,7 @@ def torch_optimizer(name: str, params, lr: float, **options):
     raise ValueError(f"no PyTorch comparator for optimizer {name!r}")
 
 
-class TorchRunner:
+class TorchRunner(Runner):
     """The same model, batches and initial weights in PyTorch CPU eager
     (``compile=True``: through ``torch.compile``)."""
 
@@ -124,13 +130,6 @@ class TorchRunner:
         net = torch_mlp(hidden, activation, seed=seed, init_from=init_from)
         opt = torch_optimizer(optimizer, net.parameters(), lr or LEARNING_RATES[optimizer])
         self.loop = TorchLoop(net, opt, x, y, self.batch, seed, compile=compile)
-        self.warmup_seconds: float | None = None
-
-    def warmup(self, epochs: int = 1) -> None:
-        started = time.perf_counter()
-        for _ in range(epochs):
-            self.run()
-        self.warmup_seconds = time.perf_counter() - started
 
     def run(self) -> float:
         seconds, _ = self.loop.epoch()

@@ -14,6 +14,7 @@ from ..errors import ConfigError
 MODELS = {
     "784-100-10 sigmoid": ([100], "sigmoid"),
     "784-256-256-10 relu": ([256, 256], "relu"),
+    "784-300-10 sigmoid": ([300], "sigmoid"),
 }
 BATCHES = (64, 128, 1024)
 #: The optimizers the benchmark times (``optim.OPTIMIZERS`` has them all).
@@ -21,7 +22,25 @@ BENCH_OPTIMIZERS = ("sgd", "adam")
 LEARNING_RATES = {"sgd": 0.1, "adam": 0.001}
 INPUT_DIM, CLASSES = 784, 10
 #: samples per timed epoch (full run); the number of steps is this / batch.
-SAMPLES_PER_TIMING = {"784-100-10 sigmoid": 16384, "784-256-256-10 relu": 8192}
+SAMPLES_PER_TIMING = {"784-100-10 sigmoid": 16384, "784-256-256-10 relu": 8192,
+                      "784-300-10 sigmoid": 2048}
+#: The standard configurations: (model, batches, optimizers).
+PLAN = (("784-100-10 sigmoid", (64, 128, 1024), ("sgd", "adam")),
+        ("784-256-256-10 relu", (128,), ("sgd", "adam")),
+        ("784-300-10 sigmoid", (1,), ("sgd",)))
+
+
+def plan_configs(models=None, batches=None, optimizers=None) -> list[tuple[str, int, str]]:
+    """``(model, batch, optimizer)`` to measure: ``PLAN``, where each of ``models``,
+    ``batches`` and ``optimizers`` that is given replaces the plan's choice."""
+    plan = {model: (b, o) for model, b, o in PLAN}
+    configs = []
+    for model in models or list(plan):
+        plan_batches, plan_optimizers = plan.get(model, (BATCHES, BENCH_OPTIMIZERS))
+        for batch in batches or plan_batches:
+            for optimizer in optimizers or plan_optimizers:
+                configs.append((model, int(batch), optimizer))
+    return configs
 
 
 def torch_available() -> bool:
