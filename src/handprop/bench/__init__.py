@@ -29,8 +29,8 @@ machine, from ``handprop.host``), ``report`` (tables, compare, plot).
 from ..host import blas_kernel, blas_threads
 from .environment import environment
 from .measure import interleave, measure_config, measure_training
-from .report import (ROW_KEY, compare_rows, format_comparison, format_training_table, load_rows,
-                     plot_rows)
+from .report import (ROW_KEY, compare_rows, format_comparison, format_side_by_side,
+                     format_training_table, load_rows, plot_rows, side_by_side)
 from .runners import CeilingRunner, HandpropRunner, sgemm_gflops
 from .stats import Stat, throughput, time_call
 from .torch_runner import TorchLoop, TorchRunner, torch_mlp, torch_optimizer
@@ -43,7 +43,7 @@ __all__ = [
     "BATCHES", "BENCH_OPTIMIZERS", "CLASSES", "INPUT_DIM", "LEARNING_RATES", "MODELS",
     "ROW_KEY", "SAMPLES_PER_TIMING", "CeilingRunner", "HandpropRunner", "Stat", "TorchLoop",
     "TorchRunner", "bench_engines", "blas_kernel", "blas_threads", "compare_rows",
-    "default_steps", "environment", "format_comparison", "format_training_table",
+    "default_steps", "environment", "format_comparison", "format_side_by_side", "format_training_table", "side_by_side",
     "handprop_model", "interleave", "PLAN", "plan_configs", "jax_available", "load_rows", "measure_config",
     "measure_training", "mlp_name", "mnist_slice", "model_dims", "plot_rows", "resolve_model",
     "sgemm_gflops", "step_flops", "throughput", "time_call", "torch_available", "torch_mlp",

@@ -27,18 +27,31 @@ def table(head, body, markdown=False) -> str:
     return "\n".join(lines)
 
 
+#: comparator columns beyond PyTorch eager: (row-key prefix, shown name)
+EXTRA_COMPARATORS = (("torch_compile", "torch.compile"), ("jax_scan", "jax scan"),
+                     ("jax_step", "jax step"))
+
+
+def _present(rows, key) -> bool:
+    return any(r.get(key) is not None for r in rows)
+
+
 def format_training_table(rows: list[dict], markdown: bool = False) -> str:
-    """engine, model, batch, optimizer, samples/s (median [min-max]), ratios, shares."""
-    has_torch = any(r.get("torch_samples_per_s") is not None for r in rows)
-    has_ceiling = any(r.get("ceiling_samples_per_s") is not None for r in rows)
-    best = any(r.get("ratio_to_cpu_best") is not None for r in rows)
-    head = ["engine", "model", "batch", "opt", "samples/s median [min-max]",
-            "x cpu" + (" (best)" if best else "")]
+    """engine, model, batch, optimizer, samples/s (median [min-max]), ratios, shares;
+    "x NAME" is this row's median over NAME's, measured side by side."""
+    has_torch = _present(rows, "torch_samples_per_s")
+    has_ceiling = _present(rows, "ceiling_samples_per_s")
+    extras = [(key, name) for key, name in EXTRA_COMPARATORS
+              if _present(rows, f"{key}_samples_per_s")]
+    best = _present(rows, "ratio_to_cpu_best")
+    mark = " (best)" if best else ""
+    head = ["engine", "model", "batch", "opt", "samples/s median [min-max]", "x cpu" + mark]
     if has_torch:
-        head += ["torch samples/s median [min-max]", "x torch" + (" (best)" if best else "")]
+        head += ["torch samples/s median [min-max]", "x torch" + mark]
+    head += [f"x {name}" + mark for _, name in extras]
     if has_ceiling:
-        head += ["GEMM ceiling samples/s median [min-max]",
-                 "% ceiling" + (" (best)" if best else ""), "GFLOP/s", "% sgemm"]
+        head += ["GEMM ceiling samples/s median [min-max]", "% ceiling" + mark, "GFLOP/s",
+                 "% sgemm"]
     body = []
     for r in rows:
         def spread(key):
@@ -54,12 +67,38 @@ def format_training_table(rows: list[dict], markdown: bool = False) -> str:
                  spread("samples_per_s"), ratio("ratio_to_cpu")]
         if has_torch:
             cells += [spread("torch_samples_per_s"), ratio("ratio_to_torch")]
+        cells += [ratio(f"ratio_to_{key}") for key, _ in extras]
         if has_ceiling:
             cells += [spread("ceiling_samples_per_s"), ratio("ceiling_share", 100, ".0f"),
                       fmt(r.get("gflops"), ".1f"),
                       fmt(None if r.get("sgemm_share") is None else 100 * r["sgemm_share"],
                           ".0f")]
         body.append(cells)
+    return table(head, body, markdown)
+
+
+def side_by_side(rows: list[dict]) -> tuple[list, dict]:
+    """``(columns, {(model, batch, optimizer): {column: median samples/s}})``: every
+    handprop row, then each comparator, then the GEMM-only ceiling."""
+    columns = list(dict.fromkeys(r["engine"] for r in rows))
+    others = [("torch", "PyTorch eager"), *EXTRA_COMPARATORS, ("ceiling", "GEMM-only ceiling")]
+    others = [(key, name) for key, name in others if _present(rows, f"{key}_samples_per_s")]
+    groups: dict = {}
+    for r in rows:
+        cells = groups.setdefault((r["model"], r["batch"], r.get("optimizer")), {})
+        cells[r["engine"]] = r["samples_per_s"]
+        for key, name in others:
+            if r.get(f"{key}_samples_per_s") is not None:
+                cells.setdefault(name, r[f"{key}_samples_per_s"])
+    return columns + [name for _, name in others], groups
+
+
+def format_side_by_side(rows: list[dict], markdown: bool = False) -> str:
+    """One line per (model, batch, optimizer), one column per runner: median samples/s."""
+    columns, groups = side_by_side(rows)
+    head = ["model", "batch", "opt", *columns]
+    body = [[m, str(b), o or "-", *[fmt(cells.get(c)) for c in columns]]
+            for (m, b, o), cells in groups.items()]
     return table(head, body, markdown)
 
 
@@ -112,29 +151,22 @@ def load_rows(path) -> list[dict]:
 
 def plot_rows(rows: list[dict], path) -> None:
     """Bar chart of median samples/s per (model, batch, optimizer), one bar per
-    engine, plus PyTorch and the GEMM-only ceiling when measured."""
+    handprop row and per comparator, and the GEMM-only ceiling when measured."""
     from ..plotting import pyplot, save_figure
 
     plt = pyplot()
-    groups = list(dict.fromkeys((r["model"], r["batch"], r.get("optimizer")) for r in rows))
-    series: dict[str, list] = {}
-    for g in groups:
-        sel = [r for r in rows if (r["model"], r["batch"], r.get("optimizer")) == g]
-        for r in sel:
-            series.setdefault(r["engine"], [None] * len(groups))[groups.index(g)] = \
-                r["samples_per_s"]
-        for key, label in (("torch_samples_per_s", "torch"),
-                           ("ceiling_samples_per_s", "GEMM ceiling")):
-            if sel and sel[0].get(key) is not None:
-                series.setdefault(label, [None] * len(groups))[groups.index(g)] = sel[0][key]
-    width = 0.8 / max(1, len(series))
-    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(groups)), 4.5))
-    for i, (label, values) in enumerate(series.items()):
-        xs = [j + i * width for j, v in enumerate(values) if v is not None]
-        ax.bar(xs, [v for v in values if v is not None], width, label=label)
-    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(groups))])
-    ax.set_xticklabels([f"{m}\nbatch {b} {o or ''}" for m, b, o in groups], fontsize=7)
+    columns, groups = side_by_side(rows)
+    keys = list(groups)
+    width = 0.8 / max(1, len(columns))
+    fig, ax = plt.subplots(figsize=(max(7, 0.25 * len(keys) * len(columns) + 2), 4.5))
+    for i, column in enumerate(columns):
+        xs = [j + i * width for j, k in enumerate(keys) if groups[k].get(column) is not None]
+        values = [groups[k][column] for k in keys if groups[k].get(column) is not None]
+        ax.bar(xs, values, width, label=column,
+               hatch="//" if column == "GEMM-only ceiling" else None)
+    ax.set_xticks([j + width * (len(columns) - 1) / 2 for j in range(len(keys))])
+    ax.set_xticklabels([f"{m}\nbatch {b} {o or ''}" for m, b, o in keys], fontsize=7)
     ax.set_ylabel("samples / s (median)")
     ax.set_title("handprop training throughput")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, ncol=2)
     save_figure(fig, path, dpi=110)
