@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from handprop import bench as hb
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests" / "support"))
 
 
@@ -32,7 +30,11 @@ def _engines():
 ENGINES = _engines()
 #: the names in ENGINES that can run here (not skipped)
 USABLE_ENGINES = [p.values[0] for p in ENGINES if not any(m.name == "skip" for m in p.marks)]
-OUT = Path(os.environ.get("HANDPROP_BENCH_OUT", Path(__file__).parent / "out"))
+OUT = Path(os.environ.get("HANDPROP_BENCH_OUT", Path(__file__).resolve().parents[1] / "out"))
 
-needs_torch = pytest.mark.skipif(not hb.torch_available(),
-                                 reason="PyTorch not installed (pip install 'handprop[compare]')")
+def needs(comparator: str):
+    """Skip (with the reason) where ``comparator`` cannot run."""
+    from handprop.bench.comparators import comparator_unavailable
+
+    why = comparator_unavailable(comparator)
+    return pytest.mark.skipif(bool(why), reason=f"{comparator}: {why}")
