@@ -6,7 +6,10 @@ whatever JSON is there, so parts can be re-measured one at a time in quiet
 moments. ``--wait-load X`` waits (up to ``--max-wait`` s) until the 1-minute
 load average is below X before each part. Nothing here sets OPENBLAS_* or
 thread variables; run it under ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE``
-(and ``--tag unset``) to document a run without them.
+(and ``--tag unset``) to document a run without them: every tagged training
+run gets its own section, with the BLAS kernel that ran (threadpoolctl).
+``--scale 0.25 --repeats 3`` makes a quick run; ``--comparators`` narrows the
+references (default: every installed one: PyTorch eager, torch.compile, JAX).
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ import sys
 import time
 from pathlib import Path
 
+from benchlib.accuracy import time_to_accuracy
+from benchlib.primitives import format_primitive_table, measure_primitives
+from benchlib.profiling import format_profile_table, profile_steps
+from benchlib.scaling import measure_scaling, plot_scaling
+
 from handprop import bench as hb
+from handprop.bench.comparators import available_comparators
+from handprop.bench.report import EXTRA_COMPARATORS
 
 HERE = Path(__file__).resolve().parent
 PARTS = ("sgemm", "training", "targets", "primitives", "profile", "scaling", "tta")
@@ -34,17 +44,20 @@ def wait_for_quiet(limit, max_wait, log=print):
 
 
 def measure(part, engines, out: Path, args):
+    comparators = ([c.strip() for c in args.comparators.split(",") if c.strip()]
+                   if args.comparators is not None else available_comparators())
     kinds = engines + (["torch"] if hb.torch_available() else [])
     env = hb.environment(kinds)
+    env["comparators"] = comparators
     t0 = time.time()
     if part == "sgemm":
         data = {str(n): vars(hb.sgemm_gflops(n=n, repeats=5)) for n in (2048, 4096)}
     elif part == "training":
         sgemm = hb.sgemm_gflops(n=2048, repeats=5)
         data = hb.measure_training(
-            engines=engines, repeats=args.repeats, sgemm=sgemm, log=print,
-            before_config=lambda: wait_for_quiet(args.wait_load, 60))
-        hb.plot_rows(data, out / "training.png")
+            engines=engines, repeats=args.repeats, scale=args.scale, sgemm=sgemm, log=print,
+            comparators=comparators, before_config=lambda: wait_for_quiet(args.wait_load, 60))
+        hb.plot_rows(data, out / f"training{args.tag}.png")
     elif part == "targets":
         # The numba issue's targets (SGD), with more repeats: 784-100-10 sigmoid at
         # 64/128/1024 and 784-256-256-10 relu at 128.
@@ -52,20 +65,20 @@ def measure(part, engines, out: Path, args):
         wait = lambda: wait_for_quiet(args.wait_load, 60)  # noqa: E731
         data = hb.measure_training(["784-100-10 sigmoid"], [64, 128, 1024], ["sgd"], engines,
                                    repeats=args.target_repeats, sgemm=sgemm, log=print,
-                                   before_config=wait)
+                                   comparators=comparators, before_config=wait)
         data += hb.measure_training(["784-256-256-10 relu"], [128], ["sgd"], engines,
                                     repeats=args.target_repeats, sgemm=sgemm, log=print,
-                                    before_config=wait)
+                                    comparators=comparators, before_config=wait)
     elif part == "primitives":
-        data = hb.measure_primitives(engines=engines, repeats=args.repeats)
+        data = measure_primitives(engines=engines, repeats=args.repeats)
     elif part == "profile":
-        data = [hb.profile_steps(e, m, b, o) for m in hb.MODELS for b in hb.BATCHES
+        data = [profile_steps(e, m, b, o) for m in hb.MODELS for b in hb.BATCHES
                 for o in ("sgd",) for e in engines]
     elif part == "scaling":
-        data = hb.measure_scaling(engines, repeats=3, log=print)
-        hb.plot_scaling(data, out / "scaling.png")
+        data = measure_scaling(engines, repeats=3, log=print)
+        plot_scaling(data, out / "scaling.png")
     elif part == "tta":
-        data = [hb.time_to_accuracy(e, max_epochs=args.max_epochs, log=print)
+        data = [time_to_accuracy(e, max_epochs=args.max_epochs, log=print)
                 for e in kinds]
     env["load_average_end"] = list(os.getloadavg())
     env["seconds"] = time.time() - t0
@@ -84,12 +97,70 @@ def _env_lines(env):
     return [f"- measured {env['date']} on **{env['machine']}**, {env['usable_cpus']} cores "
             f"({env['platform']})",
             f"- python {v['python']}, handprop {v['handprop']}, numpy {v['numpy']}, numba "
-            f"{v['numba']}, torch {v['torch']}",
+            f"{v['numba']}, torch {v['torch']}" + (f", jax {v['jax']} (jaxlib {v.get('jaxlib')})"
+                                                    if v.get("jax") else ""),
             f"- BLAS: {env['blas_kernel']}; numba threads {env.get('numba_threads', '-')}; "
             f"torch threads {env.get('torch_threads', '-')}; OPENBLAS_* in the environment: "
             f"{env['env'] or 'none set'}",
             f"- load average (1, 5, 15 min) at start {load}, at end {load_end} "
             f"(other jobs share these 2 cores)"]
+
+
+TRAINING_TITLES = {
+    "": "Training throughput through `Trainer.fit`",
+    "_unset": "Training throughput, run with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset",
+}
+COMPARATOR_NOTE = (
+    "Side by side, same run: handprop's rows, then the comparators, then the ceiling "
+    "(median samples/s). Every comparator starts from the handprop model's weights and "
+    "sees the trainer's batches (one host permutation per epoch from the same seed); their "
+    "per-batch losses agree with handprop's within 2e-5 relative "
+    "(`tests/bench/test_comparators.py`). torch.compile: the model and `optimizer.step` "
+    "compiled (mode default); compiling happens in the warm-up epoch ({compile}). JAX: "
+    "`jax.value_and_grad` of the same loss, optax SGD/Adam, jitted with the parameters "
+    "and optimizer state donated; `jax scan` runs the whole epoch as one jitted call "
+    "(`lax.scan` over the batches, the gather inside), `jax step` a jitted step per batch "
+    "from a Python loop; both read the epoch's losses back once at its end, and each runs "
+    "in a worker process of its own.")
+
+
+def training_tags(out: Path) -> list[str]:
+    """Tags of the training runs saved in ``out`` (``training<tag>.json``): the
+    untagged run first, then ``_unset``, then the others."""
+    tags = [p.stem[len("training"):] for p in out.glob("training*.json")]
+    return sorted(tags, key=lambda t: (t != "", t != "_unset", t))
+
+
+def training_section(out: Path, tag: str) -> list[str]:
+    tr = _load(out, "training", tag)
+    title = TRAINING_TITLES.get(tag, f"Training throughput through `Trainer.fit` "
+                                     f"(run tagged `{tag.lstrip('_')}`)")
+    md = [f"## {title}", ""] + _env_lines(tr["env"])
+    md += ["", "Columns: x cpu / x torch = engine median over the cpu / PyTorch median of "
+           "the same run; % ceiling = share of the GEMM-only ceiling (only the step's "
+           "matrix products, preallocated, same shapes); GFLOP/s = the step's GEMM FLOPs "
+           "at the engine's rate; % sgemm = that over the 2048^2 sgemm median measured "
+           f"in this run ({tr['data'][0].get('sgemm_gflops', 0):.1f} GFLOP/s). "
+           "PyTorch: same model, initial weights and batches; nn.Linear + activation + "
+           "CrossEntropyLoss + torch.optim (eager, autograd), reading loss and accuracy "
+           "back each step like the library's loop.", ""]
+    extras = [key for key, _ in EXTRA_COMPARATORS
+              if any(r.get(f"{key}_samples_per_s") for r in tr["data"])]
+    if extras:
+        spent = [r["torch_compile_warmup_seconds"] for r in tr["data"]
+                 if r.get("torch_compile_warmup_seconds")]
+        compile_text = (f"{min(spent):.0f}-{max(spent):.0f} s per configuration here"
+                        if spent else "not measured in this run")
+        md += [COMPARATOR_NOTE.format(compile=compile_text), "",
+               hb.format_side_by_side(tr["data"], markdown=True), ""]
+    md.append(hb.format_training_table(tr["data"], markdown=True))
+    notes = out / f"notes_training{tag}.md"
+    if notes.exists():  # a hand-written reading of this run
+        md += ["", notes.read_text().rstrip()]
+    figure = f"training{tag}.png"
+    if not tag or (out / figure).exists():
+        md += ["", f"![training throughput](results/{figure})"]
+    return md + [""]
 
 
 def render(out: Path) -> str:
@@ -114,19 +185,8 @@ def render(out: Path) -> str:
             md.append(f"| {n} | {sorted(vals)[len(vals)//2]:.1f} | {min(vals):.1f} | "
                       f"{max(vals):.1f} |")
         md.append("")
-    tr = _load(out, "training")
-    if tr:
-        md += ["## Training throughput through `Trainer.fit`", ""] + _env_lines(tr["env"])
-        md += ["", "Columns: x cpu / x torch = engine median over the cpu / PyTorch median of "
-               "the same run; % ceiling = share of the GEMM-only ceiling (only the step's "
-               "matrix products, preallocated, same shapes); GFLOP/s = the step's GEMM FLOPs "
-               "at the engine's rate; % sgemm = that over the 2048^2 sgemm median measured "
-               f"in this run ({tr['data'][0].get('sgemm_gflops', 0):.1f} GFLOP/s). "
-               "PyTorch: same model, initial weights and batches; nn.Linear + activation + "
-               "CrossEntropyLoss + torch.optim (eager, autograd), reading loss and accuracy "
-               "back each step like the library's loop.", ""]
-        md.append(hb.format_training_table(tr["data"], markdown=True))
-        md += ["", "![training throughput](results/training.png)", ""]
+    for tag in training_tags(out):
+        md += training_section(out, tag)
     def section(result, title, table, note=None):
         """A heading, the run's environment, an optional note, the table."""
         if not result:
@@ -136,12 +196,10 @@ def render(out: Path) -> str:
             md.extend([note, ""])
         md.extend([table(result["data"], markdown=True), ""])
 
-    section(_load(out, "training", "_unset"),
-            "Same, run with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset", hb.format_training_table)
     section(_load(out, "targets"), "The numba targets, re-measured with more repeats (SGD)",
             hb.format_training_table)
     section(_load(out, "profile"), "Where a step's time goes (per-step microseconds, SGD)",
-            hb.format_profile_table,
+            format_profile_table,
             note="total = trainer epoch clock / steps; primitives timed by wrapping the "
                  "engine's methods; gemm_ceiling = the same GEMMs preallocated (measured right "
                  "after); gemm_alloc_extra = what those GEMMs cost more when each allocates "
@@ -150,7 +208,7 @@ def render(out: Path) -> str:
                  "in layers/model/optimizer/trainer, temporaries). Medians of 7 repeats per "
                  "phase.")
     section(_load(out, "primitives"), "Fused primitives on their own (microseconds per call)",
-            hb.format_primitive_table)
+            format_primitive_table)
     sc = _load(out, "scaling")
     if sc:
         md += ["## How cost grows", ""] + _env_lines(sc["env"]) + [""]
@@ -201,7 +259,12 @@ def main(argv=None):
     p.add_argument("--target-repeats", type=int, default=15)
     p.add_argument("--wait-load", type=float, default=None)
     p.add_argument("--max-wait", type=float, default=600)
-    p.add_argument("--tag", default="", help="suffix of the JSON files (e.g. _unset)")
+    p.add_argument("--tag", default="", help="suffix of the JSON files (e.g. _unset); each "
+                   "tagged training run gets its own section in RESULTS.md")
+    p.add_argument("--scale", type=float, default=1.0,
+                   help="fraction of the samples per timing (e.g. 0.25 for a quick run)")
+    p.add_argument("--comparators", default=None,
+                   help="comma-separated comparators (default: every installed one)")
     p.add_argument("--render-only", action="store_true")
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args(argv)
@@ -210,7 +273,7 @@ def main(argv=None):
     if args.tag and not args.tag.startswith("_"):
         args.tag = "_" + args.tag
     if not args.render_only:
-        engines = hb.available_engines(args.engines.split(",") if args.engines else None)
+        engines = hb.bench_engines(args.engines.split(",") if args.engines else None)
         for part in args.parts.split(","):
             wait_for_quiet(args.wait_load, args.max_wait)
             print(f"== {part}", flush=True)

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import pytest
 from benchlib import ENGINES
+from benchlib.primitives import primitive_cases
 
 from handprop import bench as hb
 from handprop.engines import get_engine
 
 CASES = [(model, batch, name) for model in hb.MODELS for batch in hb.BATCHES
-         for name in hb.primitive_cases(model, batch, "cpu")]
+         for name in primitive_cases(model, batch, "cpu")]
 
 
 @pytest.mark.parametrize("model, batch, primitive", CASES,
@@ -19,7 +20,7 @@ CASES = [(model, batch, name) for model in hb.MODELS for batch in hb.BATCHES
                               for m, b, p in CASES])
 @pytest.mark.parametrize("engine", ENGINES)
 def test_primitive(benchmark, record, engine, model, batch, primitive):
-    fn = hb.primitive_cases(model, batch, engine)[primitive]
+    fn = primitive_cases(model, batch, engine)[primitive]
     eng = get_engine(engine)
     benchmark.group = f"{primitive} {model}"
 

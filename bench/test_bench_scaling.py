@@ -10,6 +10,8 @@ import json
 
 import pytest
 from benchlib import ENGINES, USABLE_ENGINES
+from benchlib.accuracy import time_to_accuracy
+from benchlib.scaling import measure_scaling, plot_scaling
 
 from handprop import bench as hb
 
@@ -19,13 +21,13 @@ def test_scaling(benchmark, record, out_dir):
     result = {}
 
     def measure():
-        result["rows"] = hb.measure_scaling(engines, repeats=3)
+        result["rows"] = measure_scaling(engines, repeats=3)
 
     benchmark.group = "scaling"
     benchmark.pedantic(measure, rounds=1, iterations=1)
     rows = result["rows"]
     (out_dir / "scaling.json").write_text(json.dumps(rows, indent=2))
-    hb.plot_scaling(rows, out_dir / "scaling.png")
+    plot_scaling(rows, out_dir / "scaling.png")
     record(rows=rows)
 
 
@@ -36,7 +38,7 @@ def test_time_to_accuracy(benchmark, record, out_dir, engine):
     result = {}
 
     def train():
-        result["r"] = hb.time_to_accuracy(engine, max_epochs=20)
+        result["r"] = time_to_accuracy(engine, max_epochs=20)
 
     benchmark.group = "time to 97/98% test accuracy"
     benchmark.pedantic(train, rounds=1, iterations=1)

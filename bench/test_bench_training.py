@@ -1,21 +1,26 @@
 """Whole training steps through the library's own loop (``Trainer.fit``), per engine,
-next to PyTorch CPU eager and the GEMM-only ceiling.
+next to PyTorch (eager and torch.compile), JAX (epoch under ``lax.scan``, jitted
+step) and the GEMM-only ceiling, over the benchmark's plan of configurations.
 
 Each benchmark round is one epoch of ``steps`` mini-batches (setup and a
-warm-up round excluded); ``extra_info["samples_per_s"]`` is the median
-throughput as the trainer's own epoch clock measured it. The
-``test_side_by_side`` benchmarks time every engine, PyTorch and the ceiling
-interleaved in one run and store the ratios in ``extra_info``.
+warm-up round excluded; compilation happens in the warm-up);
+``extra_info["samples_per_s"]`` is the median throughput as the runner's own
+clock measured it. The ``test_side_by_side`` benchmarks time every engine, every
+installed comparator and the ceiling interleaved in one run and store the
+ratios in ``extra_info``.
 """
 
 from __future__ import annotations
 
 import pytest
-from benchlib import ENGINES, USABLE_ENGINES, needs_torch
+from benchlib import ENGINES, USABLE_ENGINES, needs
 
 from handprop import bench as hb
+from handprop.bench.comparators import COMPARATORS, available_comparators, make_comparator
 
-MODELS = list(hb.MODELS)
+CONFIGS = hb.plan_configs()
+CONFIG_IDS = [f"{m.split()[0]}-b{b}-{o}" for m, b, o in CONFIGS]
+SHAPES = list(dict.fromkeys((m, b) for m, b, _ in CONFIGS))
 ROUNDS = 5
 
 
@@ -28,23 +33,24 @@ def _finish(benchmark, record, runner, seconds):
     med = sorted(seconds)[len(seconds) // 2]
     record(samples_per_step=runner.batch, steps=runner.steps,
            samples_per_s=samples / med, samples_per_s_min=samples / max(seconds),
-           samples_per_s_max=samples / min(seconds))
+           samples_per_s_max=samples / min(seconds), warmup_seconds=runner.warmup_seconds)
 
 
 def _run(benchmark, record, runner):
-    runner.warmup()
-    seconds = []
+    try:
+        runner.warmup()
+        seconds = []
 
-    def one_epoch():
-        seconds.append(runner.run())
+        def one_epoch():
+            seconds.append(runner.run())
 
-    benchmark.pedantic(one_epoch, rounds=ROUNDS, iterations=1, warmup_rounds=0)
-    _finish(benchmark, record, runner, seconds)
+        benchmark.pedantic(one_epoch, rounds=ROUNDS, iterations=1, warmup_rounds=0)
+        _finish(benchmark, record, runner, seconds)
+    finally:
+        runner.close()
 
 
-@pytest.mark.parametrize("optimizer", hb.OPTIMIZERS)
-@pytest.mark.parametrize("batch", hb.BATCHES)
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model, batch, optimizer", CONFIGS, ids=CONFIG_IDS)
 @pytest.mark.parametrize("engine", ENGINES)
 def test_training(benchmark, record, engine, model, batch, optimizer):
     benchmark.group = f"train {model} b{batch} {optimizer}"
@@ -52,17 +58,16 @@ def test_training(benchmark, record, engine, model, batch, optimizer):
          hb.HandpropRunner(engine, model, batch, optimizer, _steps(model, batch)))
 
 
-@needs_torch
-@pytest.mark.parametrize("optimizer", hb.OPTIMIZERS)
-@pytest.mark.parametrize("batch", hb.BATCHES)
-@pytest.mark.parametrize("model", MODELS)
-def test_torch(benchmark, record, model, batch, optimizer):
+@pytest.mark.parametrize("model, batch, optimizer", CONFIGS, ids=CONFIG_IDS)
+@pytest.mark.parametrize("comparator", [pytest.param(c, marks=needs(c), id=c.replace(" ", "-"))
+                                        for c in COMPARATORS])
+def test_comparator(benchmark, record, comparator, model, batch, optimizer):
     benchmark.group = f"train {model} b{batch} {optimizer}"
-    _run(benchmark, record, hb.TorchRunner(model, batch, optimizer, _steps(model, batch)))
+    _run(benchmark, record,
+         make_comparator(comparator, model, batch, optimizer, _steps(model, batch)))
 
 
-@pytest.mark.parametrize("batch", hb.BATCHES)
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model, batch", SHAPES, ids=[f"{m.split()[0]}-b{b}" for m, b in SHAPES])
 def test_gemm_ceiling(benchmark, record, model, batch):
     benchmark.group = f"train {model} b{batch} sgd"
     runner = hb.CeilingRunner(model, batch, _steps(model, batch))
@@ -86,16 +91,18 @@ def test_sgemm(benchmark, record, n):
                gflops_max=2 * n ** 3 / benchmark.stats.stats.min / 1e9)
 
 
-@pytest.mark.parametrize("batch", hb.BATCHES)
-@pytest.mark.parametrize("model", MODELS)
-def test_side_by_side(benchmark, record, model, batch):
-    """Every engine, PyTorch and the ceiling interleaved (SGD); ratios in extra_info."""
+@pytest.mark.parametrize("model, batch, optimizer", CONFIGS, ids=CONFIG_IDS)
+def test_side_by_side(benchmark, record, model, batch, optimizer):
+    """Every engine, every installed comparator and the ceiling interleaved; ratios
+    of medians in extra_info."""
     engines = list(USABLE_ENGINES)
+    comparators = available_comparators()
     benchmark.group = "side by side"
     result = {}
 
     def measure():
-        result["rows"] = hb.measure_training([model], [batch], ["sgd"], engines, repeats=ROUNDS,
+        result["rows"] = hb.measure_training([model], [batch], [optimizer], engines,
+                                             repeats=ROUNDS, comparators=comparators,
                                              sgemm=hb.sgemm_gflops(repeats=3))
 
     benchmark.pedantic(measure, rounds=1, iterations=1)
@@ -103,6 +110,7 @@ def test_side_by_side(benchmark, record, model, batch):
         e = row["engine"]
         record(**{f"{e}_samples_per_s": row["samples_per_s"],
                   f"{e}_ratio_to_cpu": row["ratio_to_cpu"],
-                  f"{e}_ratio_to_torch": row.get("ratio_to_torch"),
                   f"{e}_ceiling_share": row["ceiling_share"],
-                  f"{e}_sgemm_share": row["sgemm_share"]})
+                  f"{e}_sgemm_share": row["sgemm_share"],
+                  **{f"{e}_ratio_to_{COMPARATORS[c]}": row[f"ratio_to_{COMPARATORS[c]}"]
+                     for c in comparators}})

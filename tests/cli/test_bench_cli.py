@@ -84,3 +84,84 @@ def test_plot_writes_a_png(saved, tmp_path):
     out = tmp_path / "bars.png"
     plot_rows(load_rows(saved), out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_help_names_match_the_benchmark():
+    """The help text is written out (no NumPy at --help); it must not drift."""
+    from handprop import bench
+    from handprop.bench.comparators import COMPARATORS
+    from handprop.cli import bench as cli_bench
+
+    assert cli_bench.MODEL_NAMES == tuple(bench.MODELS)
+    assert cli_bench.COMPARATOR_NAMES == tuple(COMPARATORS)
+    for model, batches, optimizers in bench.PLAN:
+        assert (f"{model} at batch {'/'.join(map(str, batches))} with {'+'.join(optimizers)}"
+                in cli_bench.PLAN_TEXT)
+
+
+def test_registering_the_command_imports_no_numpy():
+    import subprocess
+    import sys
+
+    code = ("import argparse, sys, handprop.cli.bench as b\n"
+            "p = argparse.ArgumentParser(); b.register(p.add_subparsers())\n"
+            "assert 'numpy' not in sys.modules")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--comparators", "tensorflow"], "unknown --comparators entry 'tensorflow'"),
+    (["--comparators", "torch"], "--no-torch contradicts --comparators torch"),
+])
+def test_bad_comparators_are_refused(argv, message, capsys):
+    assert main(TINY + argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_uninstalled_comparator_is_refused_not_dropped(capsys, monkeypatch):
+    from handprop.bench import comparators
+
+    monkeypatch.setattr(comparators, "jax_available", lambda: False)
+    assert main(TINY + ["--comparators", "jax-scan"]) == 2
+    assert "--comparators jax-scan: JAX or optax is not installed" in capsys.readouterr().err
+
+
+def test_quick_leaves_torch_compile_out_and_says_so(capsys, monkeypatch):
+    from handprop.bench import comparators
+
+    monkeypatch.setattr(comparators, "jax_available", lambda: False)
+    argv = [a for a in TINY if a != "--no-torch"] + ["--no-ceiling"]
+    monkeypatch.setattr(comparators, "torch_available", lambda: True)
+    seen = {}
+
+    def fake_measure(*args, comparators=(), **kwargs):
+        seen["comparators"] = list(comparators)
+        return []
+
+    monkeypatch.setattr("handprop.bench.measure_training", fake_measure)
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert seen["comparators"] == ["torch"]
+    assert "torch.compile not measured: --quick" in out
+    assert "jax scan not measured: JAX or optax is not installed" in out
+
+
+needs_jax = pytest.mark.skipif(
+    not all(__import__("importlib").util.find_spec(m) for m in ("jax", "optax")),
+    reason="JAX/optax not installed (pip install 'handprop[compare]')")
+
+
+@needs_jax
+def test_a_jax_comparator_row(tmp_path, capsys):
+    path = tmp_path / "rows.json"
+    assert main(TINY + ["--comparators", "jax-scan", "--json", str(path),
+                        "--plot", str(tmp_path / "bars.png")]) == 0
+    row = json.loads(path.read_text())[0]
+    assert row["jax_scan_samples_per_s"] > 0 and row["ratio_to_jax_scan"] > 0
+    out = capsys.readouterr().out
+    assert "x jax scan" in out  # the ratio column
+    assert any(line.split()[:3] == ["model", "batch", "opt"] and "jax scan" in line
+               for line in out.splitlines())  # the side-by-side table's head
+    assert (tmp_path / "bars.png").read_bytes()[:4] == b"\x89PNG"

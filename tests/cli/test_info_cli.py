@@ -11,11 +11,11 @@ import sys
 import numpy as np
 import pytest
 
+from handprop import host
 from handprop.cli import main
 from handprop.engines import ENGINE_NAMES, available_engines
 
-SETTINGS = ("HANDPROP_BACKEND", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
-            "NUMBA_CACHE_DIR", "CUPY_CACHE_DIR")
+SETTINGS = host.ENV_VARS
 
 
 @pytest.fixture(autouse=True)
@@ -125,3 +125,22 @@ def test_no_heavy_imports_for_versions():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["versions"]["python"] == platform.python_version()
+
+
+def test_what_info_shows_comes_from_host(capsys, monkeypatch):
+    """``info`` gathers nothing itself: each fact is ``handprop.host``'s."""
+    pools = [{"user_api": "blas", "internal_api": "openblas", "num_threads": 3,
+              "version": "9.9", "architecture": "TestCore"}]
+    monkeypatch.setattr(host, "cpu_count", lambda: 96)
+    monkeypatch.setattr(host, "usable_cpus", lambda: 5)
+    monkeypatch.setattr(host, "thread_pools", lambda: pools)
+    monkeypatch.setattr(host, "numba_threads", lambda: 7)
+    monkeypatch.setattr(host, "library_versions", lambda: {"python": "3.99", "numpy": "0.0.1"})
+    monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
+    r = info_json(capsys)
+    assert r["threads"] == {"cpu_count": 96, "usable_cpus": 5, "blas": pools, "numba": 7}
+    assert r["versions"] == {"python": "3.99", "numpy": "0.0.1"}
+    assert r["environment"] == {"XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    text = info(capsys)
+    assert "blas (openblas)  3 threads, version 9.9, architecture TestCore" in text
+    assert "usable cpus" in text and "96" in text

@@ -1,4 +1,4 @@
-"""`handprop bench`: training throughput per engine, next to PyTorch and the GEMM ceiling.
+"""`handprop bench`: training throughput per engine, next to PyTorch, JAX and the GEMM ceiling.
 
 Runs a short version of the ``bench/`` suite (same code: ``handprop.bench``),
 prints a table, optionally saves the rows as JSON, compares them with a saved
@@ -14,28 +14,44 @@ import json
 SUPPRESS = argparse.SUPPRESS
 
 
+#: For the help text, written out so that ``handprop --help`` imports no NumPy
+#: (tests/cli/test_bench_cli.py holds them to ``handprop.bench``).
+MODEL_NAMES = ("784-100-10 sigmoid", "784-256-256-10 relu", "784-300-10 sigmoid")
+COMPARATOR_NAMES = ("torch", "torch.compile", "jax scan", "jax step")
+PLAN_TEXT = ("784-100-10 sigmoid at batch 64/128/1024 with sgd+adam; 784-256-256-10 relu at "
+             "batch 128 with sgd+adam; 784-300-10 sigmoid at batch 1 with sgd")
+
+
 def register(subparsers):
     p = subparsers.add_parser(
         "bench",
-        help="training throughput per engine vs PyTorch and the GEMM-only ceiling",
+        help="training throughput per engine vs PyTorch, JAX and the GEMM-only ceiling",
         description="Time whole training steps through the library's own loop on each "
-        "engine (784-100-10 sigmoid and 784-256-256-10 relu on MNIST, float32), side by "
-        "side with PyTorch CPU eager (when installed) and the GEMM-only ceiling (only the "
-        "step's matrix products, preallocated). Reports samples/s (median over repeats, "
-        "with min-max), ratios to cpu and to PyTorch, and the share of the ceiling. "
+        f"engine (MNIST, float32; by default: {PLAN_TEXT}), side by side with the same model, "
+        "weights and batches in PyTorch (eager and torch.compile) and JAX (the epoch under "
+        "lax.scan, and a jitted step in a Python loop) where installed, and the GEMM-only "
+        "ceiling (only the step's matrix products, preallocated). Reports samples/s (median "
+        "over repeats, with min-max), ratios of medians, and the share of the ceiling. "
         "Threads: BLAS as set by its environment, Numba and PyTorch matched to it.",
     )
     p.add_argument("--quick", action="store_true",
-                   help="SGD only, 3 repeats, a quarter of the samples per timing")
+                   help="SGD only, 3 repeats, a quarter of the samples per timing, and no "
+                   "torch.compile unless --comparators names it (it compiles for tens of "
+                   "seconds per configuration)")
     p.add_argument("--engines", default=None,
                    help="comma-separated engines (default: every available one)")
     p.add_argument("--models", default=None,
                    help="comma-separated indices or names of: " + "; ".join(
-                       ["784-100-10 sigmoid", "784-256-256-10 relu"]) + " (default: both)")
+                       f"{i} = {m}" for i, m in enumerate(MODEL_NAMES)) + " (default: the plan)")
     p.add_argument("--batches", default=None, help="comma-separated batch sizes "
-                   "(default: 64,128,1024)")
+                   "(default: the plan's for each model)")
     p.add_argument("--optimizers", default=None, help="comma-separated: sgd,adam")
-    p.add_argument("--no-torch", action="store_true", help="skip the PyTorch reference")
+    p.add_argument("--comparators", default=None,
+                   help="comma-separated, of: " + ", ".join(COMPARATOR_NAMES) +
+                   " (jax-scan, jax-step also accepted; 'none' for none); default: every "
+                   "installed one")
+    p.add_argument("--no-torch", action="store_true",
+                   help="skip the PyTorch references (eager and torch.compile)")
     p.add_argument("--json", metavar="FILE", default=None, help="save the rows as JSON")
     p.add_argument("--compare", metavar="FILE", default=None,
                    help="compare with rows saved by --json; exit 1 on a regression")
@@ -59,7 +75,7 @@ def _models(value):
 
     names = list(MODELS)
     if not value:
-        return names
+        return None
     chosen = []
     for item in _split(value):
         if item.isdigit() and 0 <= int(item) < len(names):
@@ -67,42 +83,81 @@ def _models(value):
         elif item in MODELS:
             chosen.append(item)
         else:
-            raise ConfigError(f"unknown --models entry {item!r}; use 0, 1 or one of: "
-                              f"{', '.join(names)}")
+            raise ConfigError(f"unknown --models entry {item!r}; use an index 0-"
+                              f"{len(names) - 1} or one of: {', '.join(names)}")
     return chosen
+
+
+def _comparators(args) -> tuple[list[str], list[str]]:
+    """(comparators to run, lines saying which are left out and why)."""
+    from ..bench.comparators import COMPARATORS, comparator_unavailable
+    from ..errors import ConfigError
+
+    skipped = []
+    if args.comparators is None:
+        chosen = []
+        for name in COMPARATORS:
+            why = comparator_unavailable(name)
+            if not why and args.no_torch and name.startswith("torch"):
+                why = "--no-torch"
+            if not why and args.quick and name == "torch.compile":
+                why = "--quick (name it in --comparators to include it)"
+            if why:
+                skipped.append(f"{name} not measured: {why}")
+            else:
+                chosen.append(name)
+        return chosen, skipped
+    if args.comparators.strip().lower() == "none":
+        return [], ["no comparator measured (--comparators none)"]
+    chosen = []
+    for item in _split(args.comparators):
+        name = item.lower().replace("-", " ").replace("_", " ")
+        name = "torch.compile" if name in ("torch.compile", "torch compile") else name
+        if name not in COMPARATORS:
+            raise ConfigError(f"unknown --comparators entry {item!r}; choose from: "
+                              f"{', '.join(COMPARATORS)} (or none)")
+        if args.no_torch and name.startswith("torch"):
+            raise ConfigError(f"--no-torch contradicts --comparators {item}; drop one of them")
+        why = comparator_unavailable(name)
+        if why:
+            raise ConfigError(f"--comparators {item}: {why}")
+        if name not in chosen:
+            chosen.append(name)
+    return chosen, skipped
 
 
 def run(args) -> int:
     from .. import bench
     from ..errors import ConfigError
 
-    engines = bench.available_engines(_split(args.engines))
+    engines = bench.bench_engines(_split(args.engines))
+    models = _models(args.models)
     try:
-        batches = [int(b) for b in _split(args.batches)] if args.batches else list(bench.BATCHES)
+        batches = [int(b) for b in _split(args.batches)] if args.batches else None
     except ValueError:
         raise ConfigError(f"--batches must be whole numbers, got {args.batches!r}") from None
-    if any(b < 1 for b in batches):
+    if batches is not None and any(b < 1 for b in batches):
         raise ConfigError("--batches must be at least 1")
-    optimizers = _split(args.optimizers) or (["sgd"] if args.quick else list(bench.OPTIMIZERS))
-    for o in optimizers:
-        if o not in bench.OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer {o!r}; choose from: sgd, adam")
+    optimizers = _split(args.optimizers) or (["sgd"] if args.quick else None)
+    for o in optimizers or ():
+        if o not in bench.BENCH_OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer {o!r}; choose from: "
+                              f"{', '.join(bench.BENCH_OPTIMIZERS)}")
     repeats = args.repeats or (3 if args.quick else 5)
     if repeats < 1 or (args.steps is not None and args.steps < 1):
         raise ConfigError("--repeats and --steps must be at least 1")
-    with_torch = bench.torch_available() and not args.no_torch
+    comparators, skipped = _comparators(args)
     saved = bench.load_rows(args.compare) if args.compare else None  # fail early
 
-    kinds = list(engines) + (["torch"] if with_torch else [])
-    env = bench.environment(kinds)
+    with_torch = any(c.startswith("torch") for c in comparators)
+    env = bench.environment(list(engines) + (["torch"] if with_torch else []))
     print(f"machine: {env['machine']}, {env['usable_cpus']} usable cpus; "
           f"BLAS: {env['blas_kernel']}; numba threads: {env.get('numba_threads', '-')}; "
           f"torch threads: {env.get('torch_threads', '-') if with_torch else 'not measured'}")
     if env["env"]:
         print("environment: " + ", ".join(f"{k}={v}" for k, v in env["env"].items()))
-    if not with_torch:
-        print("PyTorch not measured" + ("" if args.no_torch else
-              " (not installed: pip install 'handprop[compare]')"))
+    for line in skipped:
+        print(line)
     sgemm = None
     if not args.no_ceiling:
         sgemm = bench.sgemm_gflops(n=1024 if args.steps else 2048, repeats=3 if args.quick else 5,
@@ -110,8 +165,8 @@ def run(args) -> int:
         print(f"sgemm {1024 if args.steps else 2048}^2: {sgemm.median:.1f} GFLOP/s "
               f"[{sgemm.min:.1f}-{sgemm.max:.1f}]")
     rows = bench.measure_training(
-        _models(args.models), batches, optimizers, engines, repeats=repeats, steps=args.steps,
-        scale=0.25 if args.quick else 1.0, with_torch=with_torch,
+        models, batches, optimizers, engines, repeats=repeats, steps=args.steps,
+        scale=0.25 if args.quick else 1.0, comparators=comparators,
         with_ceiling=not args.no_ceiling, sgemm=sgemm, log=print)
     for row in rows:
         row["blas_kernel"] = env["blas_kernel"]
@@ -120,9 +175,11 @@ def run(args) -> int:
         row["machine"] = env["machine"]
         row["date"] = env["date"]
     print()
+    print(bench.format_side_by_side(rows))
+    print()
     print(bench.format_training_table(rows))
-    print("\nsamples/s: median over repeats [min-max]; x cpu, x torch: ratios of medians "
-          "measured side by side in this run; % ceiling: share of the GEMM-only ceiling; "
+    print("\nsamples/s: median over repeats [min-max]; x NAME: ratio of medians measured "
+          "side by side in this run; % ceiling: share of the GEMM-only ceiling; "
           "% sgemm: achieved GEMM GFLOP/s over large-sgemm GFLOP/s.")
     if args.json:
         from ..io import atomic_write_text

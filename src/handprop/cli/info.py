@@ -1,28 +1,16 @@
 """`handprop info`: engines, threads, versions and settings of this machine.
 
-Nothing here imports Numba, CuPy or torch just to read a version:
-``importlib.metadata`` reads the installed distributions. Numba is imported
-only to read its thread count, and only when it is installed.
+The machine's facts come from ``handprop.host`` (which the benchmark and the
+sweep executors read too). Nothing here imports Numba, CuPy or torch just to
+read a version: ``importlib.metadata`` reads the installed distributions.
+Numba is imported only to read its thread count, and only when it is installed.
 """
 
 from __future__ import annotations
 
 import json
 
-#: Environment variables that change what handprop, BLAS, Numba or CuPy do.
-ENV_VARS = ("HANDPROP_BACKEND", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS",
-            "NUMBA_CACHE_DIR", "CUPY_CACHE_DIR")
-
-#: shown name -> distribution names to try (CuPy ships as cupy-cudaNNx wheels).
-LIBRARIES = {
-    "numpy": ("numpy",),
-    "numba": ("numba",),
-    "cupy": ("cupy-cuda12x", "cupy-cuda11x", "cupy-cuda13x", "cupy"),
-    "matplotlib": ("matplotlib",),
-    "array_api_compat": ("array-api-compat",),
-    "threadpoolctl": ("threadpoolctl",),
-    "torch": ("torch",),
-}
+from ..host import ENV_VARS
 
 
 def register(subparsers):
@@ -35,35 +23,6 @@ def register(subparsers):
     )
     p.add_argument("--json", action="store_true", help="print a JSON object instead of tables")
     p.set_defaults(func=run)
-
-
-def _version(distributions) -> str | None:
-    from importlib.metadata import PackageNotFoundError, version
-
-    for dist in distributions:
-        try:
-            return version(dist)
-        except PackageNotFoundError:
-            continue
-    return None
-
-
-def _blas_pools() -> list[dict]:
-    from ..bench import blas_info  # imports numpy, so threadpoolctl sees its BLAS
-
-    return blas_info()
-
-
-def _numba_threads() -> int | str | None:
-    import importlib.util
-
-    if importlib.util.find_spec("numba") is None:
-        return None
-    try:
-        import numba
-    except Exception as exc:  # a broken install should be reported, not crash `info`
-        return f"numba does not import: {type(exc).__name__}: {exc}"
-    return int(numba.config.NUMBA_NUM_THREADS)
 
 
 def _backend_choice() -> dict:
@@ -85,14 +44,11 @@ def _backend_choice() -> dict:
 def collect() -> dict:
     """Everything ``info`` reports, as plain JSON-ready data."""
     import inspect
-    import os
-    import platform
 
-    from .. import __version__
+    from .. import __version__, host
     from ..engines import available_engines, resolve_name
     from ..nn.model import Sequential
 
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
         "handprop": __version__,
         "engines": [{"name": s.name, "available": s.available, "reason": s.reason}
@@ -102,17 +58,14 @@ def collect() -> dict:
         # Read from the library so the report cannot drift from the real default.
         "default_dtype": inspect.signature(Sequential).parameters["dtype"].default,
         "threads": {
-            "cpu_count": os.cpu_count(),
-            "usable_cpus": affinity,
-            "blas": _blas_pools(),
-            "numba": _numba_threads(),
+            "cpu_count": host.cpu_count(),
+            "usable_cpus": host.usable_cpus(),
+            "blas": host.thread_pools(),
+            "numba": host.numba_threads(),
         },
-        "versions": {"python": platform.python_version(),
-                     **{name: _version(dists) for name, dists in LIBRARIES.items()}},
-        "platform": {"system": platform.system(), "release": platform.release(),
-                     "machine": platform.machine(), "platform": platform.platform(),
-                     "python_implementation": platform.python_implementation()},
-        "environment": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
+        "versions": host.library_versions(),
+        "platform": host.platform_facts(),
+        "environment": host.environment_variables(),
     }
 
 

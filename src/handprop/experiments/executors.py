@@ -14,18 +14,9 @@ its thread limits before those libraries load.
 
 from __future__ import annotations
 
-import os
-
 from ..errors import ConfigError
+from ..host import available_cores
 from .trial import pin_threads, run_trial
-
-
-def available_cores() -> int:
-    """Cores this process may use (the affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def plan_threads(workers: int, threads: int | None = None, cores: int | None = None) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..train.plots import _pyplot, save_figure
+from ..plotting import pyplot, save_figure
 from .space import axis_scale, is_number
 
 MAX_CURVES = 10
@@ -62,7 +62,7 @@ def _set_scale(ax, values, axis="x"):
 def plot_curves_by_point(rows: list[dict], options: list[str], path) -> Path:
     """Loss and accuracy per epoch, one curve per point of the sweep (mean over seeds,
     with a band of one standard deviation), train dashed and validation solid."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in rows if _ok(r)]
     shown = rows[:MAX_CURVES]
     numeric = len(options) == 1 and all(is_number(r["point"][options[0]]) for r in shown)
@@ -111,7 +111,7 @@ def plot_curves_by_point(rows: list[dict], options: list[str], path) -> Path:
 def plot_metric_vs_option(rows: list[dict], options: list[str], option: str, path) -> Path:
     """Final validation accuracy and loss against ``option``; one line per combination of
     the other options when there are few, else a scatter."""
-    plt = _pyplot()
+    plt = pyplot()
     others = [o for o in options if o != option]
     groups: dict[str, list[dict]] = {}
     for row in rows:
@@ -163,7 +163,7 @@ def _final(records, key):
 
 def plot_heatmap(rows: list[dict], a: str, b: str, path) -> Path:
     """Mean validation accuracy over options ``a`` (x) and ``b`` (y)."""
-    plt = _pyplot()
+    plt = pyplot()
     cells: dict[tuple, float] = {}
     distinct = [{repr(r["point"][o]) for r in rows} for o in (a, b)]
     # Few distinct values: a grid of cells; continuous numbers (random search): a scatter.

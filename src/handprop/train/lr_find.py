@@ -171,9 +171,9 @@ def _progress_bar(total: int, enabled: bool):
 
 def plot_range_test(result: RangeTest, path, title: str = ""):
     """Loss against learning rate on a log axis, with the two suggestions marked."""
-    from .plots import _pyplot, save_figure
+    from ..plotting import pyplot, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     ax.plot(result.lrs, result.losses, "-", color="0.6", lw=0.7, alpha=0.6, label="loss per step")
     ax.plot(result.lrs, result.smoothed, "-", color="C0", lw=1.8, label="smoothed")

@@ -4,25 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def save_figure(fig, path) -> Path:
-    """Lay out, write as PNG (creating the folder) and free the figure."""
-    plt = _pyplot()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+from ..plotting import pyplot, save_figure
 
 
 def batch_positions(batch_losses, epochs: int):
@@ -43,7 +25,7 @@ def batch_positions(batch_losses, epochs: int):
 def plot_curves(rows: list[dict], path, title: str = "", batch_losses=None) -> Path:
     """Loss and accuracy per epoch, train dashed and validation solid; behind the
     loss, each mini-batch's training loss as a thin line."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator, PercentFormatter
 
     epochs = [r["epoch"] for r in rows]
@@ -119,7 +101,7 @@ def plot_confusion(matrix, names, path, title: str = "") -> Path:
     """Confusion matrix: colour is the share of the true class, numbers are counts."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import PercentFormatter
 
     matrix = np.asarray(matrix)
@@ -150,7 +132,7 @@ def plot_mistakes(images, truth, pred, indices, names, image_shape, path, title:
     """A grid of the given misclassified inputs, each titled 'true → predicted'."""
     import math
 
-    plt = _pyplot()
+    plt = pyplot()
     count = len(indices)
     cols = min(8, max(count, 1))
     rows = max(1, math.ceil(count / cols))
@@ -191,7 +173,7 @@ def plot_weights(weights, image_shape, path, title: str = "", count: int = 64) -
     """What the first hidden units look for: each unit's input weights as an image."""
     import math
 
-    plt = _pyplot()
+    plt = pyplot()
     tiles = weight_tiles(weights, image_shape, count)
     cols = math.ceil(math.sqrt(len(tiles)))
     rows = math.ceil(len(tiles) / cols)
@@ -212,7 +194,7 @@ def plot_weights(weights, image_shape, path, title: str = "", count: int = 64) -
 
 def plot_gradient_norms(rows: list[dict], path, shapes: dict | None = None, title: str = "") -> Path:
     """Per-layer gradient norm of the weights against epoch, on a log axis."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     # Runs resumed from older checkpoints may lack norms for their first epochs.
@@ -269,7 +251,7 @@ def plot_decision_regions(model, loss, x, y, names, path, what: str = "", resolu
 
     from ..nn.losses import get_loss
 
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.colors import ListedColormap
 
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y)

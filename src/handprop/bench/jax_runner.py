@@ -1,0 +1,137 @@
+"""The same models in JAX, written the way a JAX user would at best.
+
+``jax.value_and_grad`` of a softmax cross-entropy on the same MLP (weights
+copied from a handprop model), optax SGD or Adam, everything jitted, on the
+same batches (the trainer's host permutation per epoch, gathered inside the
+jitted code):
+
+* ``scan=True``: the whole epoch is one jitted call, ``jax.lax.scan`` over the
+  epoch's batches;
+* ``scan=False``: a jitted step called from a Python loop.
+
+Parameters and optimizer state are donated to the jitted call, the loss and
+the correct count stay on the device, and the epoch's losses are read back
+once, at its end (``Trainer.fit`` too reads them once per epoch).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from .runners import Runner
+from .workload import LEARNING_RATES, epoch_orders, handprop_model, mnist_slice, resolve_model
+
+
+def jax_params(model):
+    """``[(W, b), ...]`` of a handprop model as JAX arrays (W is (in, out), as handprop's)."""
+    import jax.numpy as jnp
+
+    weights = model.get_weights()
+    count = len([k for k in weights if k.endswith(".W")])
+    return [(jnp.asarray(weights[f"layer{i}.W"]), jnp.asarray(weights[f"layer{i}.b"]))
+            for i in range(count)]
+
+
+def jax_optimizer(name: str, lr: float):
+    import optax
+
+    if name == "sgd":
+        return optax.sgd(lr)
+    if name == "adam":
+        return optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
+    raise ValueError(f"no JAX comparator for optimizer {name!r}")
+
+
+def make_train_fns(activation: str, optimizer):
+    """``(step, epoch)``: one jitted step at row ``b`` of an epoch's batch order,
+    and one jitted epoch (``lax.scan`` over every row)."""
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    act = {"sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu, "tanh": jnp.tanh}[activation]
+
+    def loss_fn(params, xb, yb):
+        h = xb
+        for w, b in params[:-1]:
+            h = act(h @ w + b)
+        w, b = params[-1]
+        logits = h @ w + b
+        return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean(), logits
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def update(params, opt_state, x, y, idx):
+        xb, yb = jnp.take(x, idx, axis=0), jnp.take(y, idx, axis=0)
+        (loss, logits), grads = grad_fn(params, xb, yb)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        correct = jnp.sum(jnp.argmax(logits, axis=1) == yb)
+        return params, opt_state, loss, correct
+
+    def step(params, opt_state, x, y, order, b):
+        return update(params, opt_state, x, y, order[b])
+
+    def epoch(params, opt_state, x, y, order):
+        def body(carry, idx):
+            params, opt_state, loss, correct = update(*carry, x, y, idx)
+            return (params, opt_state), (loss, correct)
+
+        (params, opt_state), (losses, correct) = jax.lax.scan(body, (params, opt_state), order)
+        return params, opt_state, losses, jnp.sum(correct)
+
+    return (jax.jit(step, donate_argnums=(0, 1)), jax.jit(epoch, donate_argnums=(0, 1)))
+
+
+class JaxRunner(Runner):
+    """Epochs of ``steps`` mini-batches in JAX (see the module docstring)."""
+
+    def __init__(self, model, batch: int, optimizer: str, steps: int, seed: int = 0,
+                 lr: float | None = None, init_from=None, scan: bool = True):
+        import jax.numpy as jnp
+
+        self.label = "jax scan" if scan else "jax step"
+        self.scan = bool(scan)
+        self.model_name, (hidden, activation) = resolve_model(model)
+        self.batch, self.steps = int(batch), int(steps)
+        x, y = mnist_slice(self.steps * self.batch)
+        self.x, self.y = jnp.asarray(x), jnp.asarray(y.astype(np.int32))
+        init_from = init_from or handprop_model(hidden, activation, seed=seed)
+        self.params = jax_params(init_from)
+        tx = jax_optimizer(optimizer, lr or LEARNING_RATES[optimizer])
+        self.opt_state = tx.init(self.params)
+        self.step_fn, self.epoch_fn = make_train_fns(activation, tx)
+        self.orders = epoch_orders(seed, self.steps * self.batch)
+        self.losses: list[float] = []
+        self.correct: list[int] = []
+
+    def run(self) -> float:
+        import jax
+        import jax.numpy as jnp
+
+        started = time.perf_counter()
+        order = jnp.asarray(next(self.orders).astype(np.int32).reshape(self.steps, self.batch))
+        if self.scan:
+            self.params, self.opt_state, losses, correct = self.epoch_fn(
+                self.params, self.opt_state, self.x, self.y, order)
+        else:
+            losses, correct = [], []
+            for b in range(self.steps):
+                self.params, self.opt_state, loss, right = self.step_fn(
+                    self.params, self.opt_state, self.x, self.y, order, b)
+                losses.append(loss)
+                correct.append(right)
+        losses, correct = jax.device_get((losses, correct))
+        seconds = time.perf_counter() - started
+        losses = np.asarray(losses, dtype=np.float64).ravel().tolist()
+        self.losses.extend(losses)
+        self.correct.append(int(np.sum(correct)))
+        if not math.isfinite(sum(losses)):
+            raise RuntimeError(f"{self.label}: training diverged")
+        return seconds
+
+    def batch_losses(self) -> list[float]:
+        return list(self.losses)

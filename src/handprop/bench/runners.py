@@ -1,0 +1,167 @@
+"""The library's own runners: whole epochs through ``Trainer.fit``, and the
+GEMM-only ceiling (only a step's matrix products, preallocated).
+
+Every runner (these, PyTorch's, JAX's) is a ``Runner``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from .stats import Stat
+from .workload import (CLASSES, INPUT_DIM, LEARNING_RATES, handprop_model, mnist_slice,
+                       resolve_model, step_flops)
+
+
+class Runner:
+    """One contestant: ``label`` names its row or column; ``run()`` trains (or does the
+    GEMMs of) one more epoch of ``steps`` mini-batches of ``batch`` and returns its
+    seconds; ``warmup(epochs)`` runs untimed epochs first (JIT, compilation, first
+    allocations) and keeps their seconds in ``warmup_seconds``; ``batch_losses()``
+    is every mini-batch's loss so far; ``close()`` frees what the runner holds."""
+
+    label: str
+    batch: int
+    steps: int
+    warmup_seconds: float | None = None
+
+    def warmup(self, epochs: int = 1) -> None:
+        started = time.perf_counter()
+        for _ in range(epochs):
+            self.run()
+        self.warmup_seconds = time.perf_counter() - started
+
+    def run(self) -> float:
+        raise NotImplementedError
+
+    def batch_losses(self) -> list[float]:
+        raise NotImplementedError(f"{self.label} does not train")
+
+    def close(self) -> None:
+        pass
+
+
+class HandpropRunner(Runner):
+    """Times epochs of ``steps`` mini-batches through ``Trainer.fit``.
+
+    ``compile`` is passed to the trainer only when it is not None (the trainer's
+    default otherwise); ``label`` names the row (default: the engine's name).
+    ``trainer_class`` lets a profiler time the trainer's public methods by
+    subclassing it.
+    """
+
+    def __init__(self, engine: str, model, batch: int, optimizer: str, steps: int,
+                 seed: int = 0, lr: float | None = None, *, compile: bool | None = None,
+                 label: str | None = None, trainer_class=None):
+        from ..engines import get_engine
+        from ..optim.optimizers import make_optimizer
+        from ..train.trainer import Trainer
+
+        self.label = label or engine
+        self.engine = get_engine(engine)
+        self.model_name, (hidden, activation) = resolve_model(model)
+        self.batch, self.steps = int(batch), int(steps)
+        self.x, self.y = mnist_slice(self.steps * self.batch)
+        self.model = handprop_model(hidden, activation, engine=self.engine, seed=seed)
+        opt = make_optimizer(optimizer, lr=lr or LEARNING_RATES[optimizer])
+        options = {} if compile is None else {"compile": compile}
+        self.trainer = (trainer_class or Trainer)(
+            self.model, "softmax_cross_entropy", opt, batch_size=self.batch, epochs=1,
+            seed=seed, checkpoint_dir=None, progress=False, **options)
+
+    def warmup(self, epochs: int = 1) -> None:
+        self.engine.warmup()
+        super().warmup(epochs)
+
+    def run(self) -> float:
+        """Train one more epoch; return its seconds as the trainer measured them."""
+        self.trainer.fit(self.x, self.y, more_epochs=1)
+        row = self.trainer.history.rows[-1]
+        if not math.isfinite(row["train_loss"]):
+            raise RuntimeError(f"{self.label}: training diverged")
+        return float(row["seconds"])
+
+    def batch_losses(self) -> list[float]:
+        return list(self.trainer.batch_losses)
+
+
+class CeilingRunner(Runner):
+    """Only each step's GEMMs, as the library's Dense does them, preallocated.
+
+    Forward ``z = x @ W``; backward ``dW = x.T @ dz`` for every layer and
+    ``dx = dz @ W.T`` for all but the first. ``np.matmul(..., out=...)``
+    into arrays allocated once, on a batch gathered once.
+    """
+
+    label = "ceiling"
+
+    def __init__(self, model, batch: int, steps: int, seed: int = 0, allocate: bool = False):
+        #: allocate=True: fresh outputs every GEMM (``a @ b``), as the layers do;
+        #: only for the profile, to price the allocations.
+        self.allocate = bool(allocate)
+        self.model_name, (hidden, _) = resolve_model(model)
+        self.batch, self.steps = int(batch), int(steps)
+        dims = [INPUT_DIM, *hidden, CLASSES]
+        self.dims = dims
+        rng = np.random.default_rng(seed)
+        x, _ = mnist_slice(self.batch)
+        f32 = np.float32
+        self.x = np.ascontiguousarray(x)
+        self.W = [rng.standard_normal((a, b)).astype(f32) * f32(0.05)
+                  for a, b in zip(dims[:-1], dims[1:])]
+        self.z = [np.empty((self.batch, b), f32) for b in dims[1:]]
+        self.dz = [rng.standard_normal((self.batch, b)).astype(f32) for b in dims[1:]]
+        self.dW = [np.empty_like(w) for w in self.W]
+        self.dx = [np.empty((self.batch, a), f32) for a in dims[:-1]]
+        self.flops_per_step = step_flops(dims, self.batch)
+
+    def step(self) -> None:
+        if self.allocate:
+            return self._step_allocating()
+        mm, W, z, dz, dW, dx = np.matmul, self.W, self.z, self.dz, self.dW, self.dx
+        a = self.x
+        for i in range(len(W)):
+            mm(a, W[i], out=z[i])
+            a = z[i]
+        for i in range(len(W) - 1, -1, -1):
+            inp = self.x if i == 0 else z[i - 1]
+            mm(inp.T, dz[i], out=dW[i])
+            if i > 0:
+                mm(dz[i], W[i].T, out=dx[i])
+
+    def _step_allocating(self) -> None:
+        W, dz = self.W, self.dz
+        acts = [self.x]
+        for w in W:
+            acts.append(acts[-1] @ w)
+        for i in range(len(W) - 1, -1, -1):
+            acts[i].T @ dz[i]
+            if i > 0:
+                dz[i] @ W[i].T
+
+    def run(self) -> float:
+        started = time.perf_counter()
+        for _ in range(self.steps):
+            self.step()
+        return time.perf_counter() - started
+
+
+def sgemm_gflops(n: int = 2048, repeats: int = 5, calls: int | None = None) -> Stat:
+    """float32 GEMM GFLOP/s at ``n`` x ``n`` (preallocated output), per repeat."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    c = np.empty((n, n), np.float32)
+    np.matmul(a, b, out=c)  # warm-up: first touch, thread start
+    flops = 2.0 * n ** 3
+    calls = calls or max(1, int(4e10 // flops))  # about 40 GFLOP per repeat
+    stat = Stat()
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for _ in range(calls):
+            np.matmul(a, b, out=c)
+        stat.values.append(flops * calls / (time.perf_counter() - started) / 1e9)
+    return stat

@@ -1,0 +1,141 @@
+"""The same models in PyTorch: eager, or with ``torch.compile``.
+
+``TorchLoop`` is the one PyTorch training loop (the throughput runner and the
+time-to-accuracy comparison both use it). Per step it does the work
+``Trainer.fit`` does: gather the batch, forward, loss, backward (autograd),
+``optimizer.step()``, and read the loss and the number of correct predictions
+back as Python numbers. Batches follow the trainer's order (one host
+permutation per epoch from the same seed) and weights are copied from a
+handprop model, so the per-batch losses match handprop's.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+
+from .runners import Runner
+from .workload import (CLASSES, INPUT_DIM, LEARNING_RATES, epoch_orders, handprop_model,
+                       mnist_slice, resolve_model)
+
+
+def torch_mlp(hidden, activation, seed: int = 0, init_from=None):
+    """``nn.Sequential`` of Linear + activation; weights copied from a handprop model."""
+    import torch
+
+    acts = {"sigmoid": torch.nn.Sigmoid, "relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}
+    dims = [INPUT_DIM, *hidden, CLASSES]
+    layers = []
+    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(torch.nn.Linear(d_in, d_out))
+        if i < len(hidden):
+            layers.append(acts[activation]())
+    net = torch.nn.Sequential(*layers)
+    if init_from is None:
+        init_from = handprop_model(hidden, activation, seed=seed)
+    weights = init_from.get_weights()
+    linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for i, lin in enumerate(linears):
+            lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(weights[f"layer{i}.W"].T)))
+            lin.bias.copy_(torch.from_numpy(weights[f"layer{i}.b"]))
+    return net
+
+
+class TorchLoop:
+    """Epochs of mini-batch training of ``net`` on host arrays ``x``, ``y``.
+
+    ``compile=True`` trains through ``torch.compile`` (mode default) of the
+    model (forward and, through AOTAutograd, backward) and of the optimizer
+    step, as PyTorch's recipes do; the first steps compile (the warm-up).
+    ``scheduler`` (a ``torch.optim.lr_scheduler``) steps after every batch.
+    """
+
+    def __init__(self, net, optimizer, x, y, batch: int, seed: int = 0, *, scheduler=None,
+                 compile: bool = False):
+        import torch
+
+        self.torch, self.net, self.opt, self.scheduler = torch, net, optimizer, scheduler
+        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+        self.batch = int(batch)
+        self.orders = epoch_orders(seed, len(x))
+        self.loss = torch.nn.CrossEntropyLoss()
+        self.forward, self.optimizer_step = net, optimizer.step
+        if compile:
+            import logging
+
+            # Dynamo notes, once per compiled optimizer, that it skips a profiler hook.
+            torch._logging.set_logs(dynamo=logging.ERROR)
+            self.forward, self.optimizer_step = torch.compile(net), torch.compile(optimizer.step)
+        self.losses: list[float] = []
+
+    def epoch(self) -> tuple[float, float]:
+        """One epoch; returns (seconds, correct predictions). Losses go to ``losses``."""
+        torch, bs = self.torch, self.batch
+        started = time.perf_counter()
+        order = torch.from_numpy(next(self.orders))
+        correct = 0
+        for start in range(0, len(order), bs):
+            idx = order[start:start + bs]
+            xb, yb = self.x.index_select(0, idx), self.y.index_select(0, idx)
+            out = self.forward(xb)
+            loss = self.loss(out, yb)
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer_step()
+            if self.scheduler is not None:
+                self.scheduler.step()
+            self.losses.append(loss.item())
+            correct += int((out.argmax(1) == yb).sum().item())
+        return time.perf_counter() - started, correct
+
+    def accuracy(self, x, y) -> float:
+        torch = self.torch
+        with torch.no_grad():
+            return float((self.net(torch.from_numpy(x)).argmax(1) ==
+                          torch.from_numpy(y)).float().mean())
+
+
+def torch_optimizer(name: str, params, lr: float, **options):
+    """``torch.optim`` SGD or Adam with handprop's names for the options."""
+    import torch
+
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=(options.get("beta1", 0.9),
+                                                      options.get("beta2", 0.999)),
+                                eps=options.get("eps", 1e-8))
+    raise ValueError(f"no PyTorch comparator for optimizer {name!r}")
+
+
+class TorchRunner(Runner):
+    """The same model, batches and initial weights in PyTorch CPU eager
+    (``compile=True``: through ``torch.compile``)."""
+
+    def __init__(self, model, batch: int, optimizer: str, steps: int, seed: int = 0,
+                 lr: float | None = None, threads: int | None = None, init_from=None,
+                 compile: bool = False):
+        import torch
+
+        from ..host import blas_threads
+
+        self.label = "torch.compile" if compile else "torch"
+        torch.set_num_threads(int(threads or blas_threads()))
+        self.model_name, (hidden, activation) = resolve_model(model)
+        self.batch, self.steps = int(batch), int(steps)
+        x, y = mnist_slice(self.steps * self.batch)
+        net = torch_mlp(hidden, activation, seed=seed, init_from=init_from)
+        opt = torch_optimizer(optimizer, net.parameters(), lr or LEARNING_RATES[optimizer])
+        self.loop = TorchLoop(net, opt, x, y, self.batch, seed, compile=compile)
+
+    def run(self) -> float:
+        seconds, _ = self.loop.epoch()
+        if not math.isfinite(sum(self.loop.losses[-self.steps:])):
+            raise RuntimeError(f"{self.label}: training diverged")
+        return seconds
+
+    def batch_losses(self) -> list[float]:
+        return list(self.loop.losses)

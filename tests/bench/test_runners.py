@@ -1,0 +1,82 @@
+"""The benchmark's runners: the handprop runner's seams (trainer class, ``compile``,
+row label) and the GEMM-only ceiling. No speed is asserted."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from handprop import bench
+from handprop.train.trainer import Trainer
+
+TINY = dict(model="784-100-10 sigmoid", batch=16, optimizer="sgd", steps=3)
+
+
+class CountingTrainer(Trainer):
+    """A profiler's seam: a subclass times (here: counts) the public count_correct."""
+
+    calls = 0
+
+    def __init__(self, *args, compile=None, **kwargs):
+        self.compile_option = compile
+        super().__init__(*args, **kwargs)
+
+    def count_correct(self, outputs, y):
+        CountingTrainer.calls += 1
+        return super().count_correct(outputs, y)
+
+
+def test_trainer_class_seam_and_epochs():
+    CountingTrainer.calls = 0
+    runner = bench.HandpropRunner("cpu", **TINY, trainer_class=CountingTrainer)
+    assert isinstance(runner.trainer, CountingTrainer)
+    seconds = runner.run()
+    assert seconds > 0 and CountingTrainer.calls == TINY["steps"]
+    runner.run()
+    assert runner.trainer.epoch == 2 and CountingTrainer.calls == 2 * TINY["steps"]
+    losses = runner.batch_losses()
+    assert len(losses) == 2 * TINY["steps"] and all(math.isfinite(v) for v in losses)
+
+
+def test_compile_is_passed_only_when_given():
+    default = bench.HandpropRunner("cpu", **TINY, trainer_class=CountingTrainer)
+    assert default.trainer.compile_option is None and default.label == "cpu"
+    compiled = bench.HandpropRunner("cpu", **TINY, trainer_class=CountingTrainer,
+                                    compile=True, label="cpu compiled")
+    assert compiled.trainer.compile_option is True and compiled.label == "cpu compiled"
+    if "compile" not in Trainer.__init__.__code__.co_varnames:
+        with pytest.raises(TypeError):  # this trainer has no compile option yet
+            bench.HandpropRunner("cpu", **TINY, compile=False)
+
+
+def test_ceiling_runs_the_layers_gemms():
+    runner = bench.CeilingRunner("784-256-256-10 relu", 8, 2)
+    runner.step()
+    np.testing.assert_allclose(runner.z[0], runner.x @ runner.W[0], rtol=1e-5)
+    np.testing.assert_allclose(runner.dW[0], runner.x.T @ runner.dz[0], rtol=1e-4, atol=1e-5)
+    # 784x256, 256x256 (with input gradient), 256x10 (with input gradient)
+    assert runner.flops_per_step == 2 * 8 * (2 * 784 * 256 + 3 * 256 * 256 + 3 * 256 * 10)
+    assert runner.run() > 0
+
+
+def test_interleave_rotates_and_counts():
+    order = []
+
+    class Fake:
+        def __init__(self, label):
+            self.label, self.warm = label, 0
+
+        def warmup(self, epochs=1):
+            self.warm += epochs
+
+        def run(self):
+            order.append(self.label)
+            return 1.0
+
+    runners = [Fake("a"), Fake("b"), Fake("c")]
+    seconds = bench.interleave(runners, repeats=3, settle=0)
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+    assert {k: v.values for k, v in seconds.items()} == {k: [1.0] * 3 for k in "abc"}
+    assert all(r.warm == 1 for r in runners)
