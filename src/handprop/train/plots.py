@@ -302,7 +302,7 @@ def plot_filters(weights, path, title: str = "", count: int = 64) -> Path:
     positive, blue negative), or one colour tile per filter for RGB inputs."""
     import math
 
-    plt = _pyplot()
+    plt = pyplot()
     rows = filter_tiles(weights)[:count]
     channels = len(rows[0])
     if channels == 1:  # one tile per filter: lay them out in a square
@@ -335,7 +335,7 @@ def plot_feature_maps(image, layer_maps, path, title: str = "", count: int = 16)
     ``(name, maps)`` with maps (channels, height, width); up to ``count`` maps per layer."""
     import numpy as np
 
-    plt = _pyplot()
+    plt = pyplot()
     image = np.asarray(image, dtype=np.float64)
     cols = max(1, min(count, max(len(maps) for _, maps in layer_maps)))
     fig, axes = plt.subplots(len(layer_maps) + 1, cols,
