@@ -143,3 +143,16 @@ def test_a_relu_kink_failure_says_what_it_is(capsys):
                  "--loss", "mse"]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "kink at 0" in out
+
+
+@pytest.mark.parametrize("argv", [["compare", "RUN", "--out", "curves.txt"],
+                                  ["lr-find", *TINY, "--steps", "20", "--out", "lr.csv"],
+                                  ["bench", "--quick", "--plot", "bars.json"]])
+def test_a_picture_name_without_a_picture_format_is_refused_before_the_work(
+        tmp_path, monkeypatch, capsys, argv):
+    monkeypatch.chdir(tmp_path)
+    if argv[0] == "compare":
+        assert main(["train", *TINY, "--epochs", "1", "--out", "RUN"]) == 0
+        capsys.readouterr()
+    err = _refused(capsys, argv, "cannot draw a picture as", ".png")
+    assert "Traceback" not in err
