@@ -118,6 +118,12 @@ class NumbaEngine(NumpyEngine):
                     self.momentum_update(p, g, s1, 0.1, 0.9, weight_decay=wd, nesterov=nesterov)
                 self.adam_update(p, g, s1, s2, 0.1, 0.9, 0.999, 1e-8, 1, weight_decay=wd)
 
+    # ---------------------------------------------------- compiled training
+    def compiled_epoch(self, model, loss, optimizer, l2: float, batch_size: int):
+        from .numba_training import compiled_epoch
+
+        return compiled_epoch(model, loss, optimizer, l2, batch_size)
+
     # ---------------------------------------------------------- activations
     def bias_act(self, z, b, kind: str, alpha: float = 0.01):
         code = activation_code(kind)

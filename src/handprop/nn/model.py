@@ -29,6 +29,11 @@ class Sequential:
     L2 regularization convention: ``l2/2 * sum(W**2)`` over every Dense weight
     matrix (biases excluded) is added to the loss, and ``l2 * W`` to each
     weight gradient.
+
+    Once built, every parameter is a view of one flat buffer ``flat_params`` and
+    every gradient a view of ``flat_grads`` (same layout, ``named_parameters``
+    order), so an optimizer updates all of them in one pass and a compiled
+    training path updates the very arrays that checkpoints and evaluation read.
     """
 
     def __init__(self, layers: list[Layer], input_dim: int | None = None, engine=None,
@@ -53,7 +58,38 @@ class Sequential:
             width = layer.build(width, self.engine, self.dtype, rng)
         self.input_dim = int(input_dim)
         self.output_dim = width
+        self._flatten()
         return self
+
+    def _flatten(self) -> None:
+        """Move every parameter into ``flat_params`` and give every gradient its view of
+        ``flat_grads``; ``param_layout`` holds each one's ``(name, offset, shape)``."""
+        xp, entries = self.engine.xp, self.named_parameters()
+        shapes = [tuple(layer.params[key].shape) for _, layer, key in entries]
+        total = sum(int(np.prod(shape)) for shape in shapes)
+        dtype = getattr(xp, self.dtype)
+        self.flat_params = xp.zeros((total,), dtype=dtype)
+        self.flat_grads = xp.zeros((total,), dtype=dtype)
+        self.param_layout, self._grad_views, offset = [], {}, 0
+        for (name, layer, key), shape in zip(entries, shapes):
+            size = int(np.prod(shape))
+            view = xp.reshape(self.flat_params[offset:offset + size], shape)
+            view[...] = layer.params[key]
+            layer.params[key] = view
+            layer.grads[key] = self._grad_views[name] = xp.reshape(
+                self.flat_grads[offset:offset + size], shape)
+            self.param_layout.append((name, offset, shape))
+            offset += size
+
+    def gather_grads(self) -> None:
+        """Make every ``layer.grads`` entry the view of ``flat_grads`` again, copying in
+        any gradient a layer computed into a fresh array."""
+        views = self._grad_views
+        for name, layer, key in self.named_parameters():
+            grad = layer.grads[key]
+            if grad is not views[name]:
+                views[name][...] = grad
+                layer.grads[key] = views[name]
 
     @property
     def built(self) -> bool:
@@ -137,7 +173,7 @@ class Sequential:
             return
         for layer in self.layers:
             if isinstance(layer, Dense):
-                layer.grads["W"] = layer.grads["W"] + l2 * layer.params["W"]
+                layer.grads["W"] += l2 * layer.params["W"]
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Host copies of every parameter and buffer, by name."""
@@ -156,8 +192,9 @@ class Sequential:
             problems.append(f"{name}: in the file but not in the model")
         if problems:
             raise CheckpointError("saved weights do not fit this model:\n  " + "\n  ".join(problems))
+        # Parameters are views of flat_params: copy into them, never rebind.
         for name, store, key in self._named_arrays():
-            store[key] = self.engine.asarray(np.array(weights[name], copy=True), self.dtype)
+            store[key][...] = self.engine.asarray(np.asarray(weights[name]), self.dtype)
 
     # ------------------------------------------------------------- description
     def summary(self) -> str:

@@ -1,0 +1,415 @@
+"""Numba kernels of the compiled training path (``numba_training.py`` drives them).
+
+``train_steps`` runs many optimizer steps of an epoch in one call: gather,
+forward GEMMs, bias + activation, dropout, loss and its gradient, accuracy,
+backward GEMMs, L2, the optimizer update. Each element-wise operation is the
+one the layer path's primitive does (``numba_kernels.py``, ``base.py``,
+``nn/losses.py``), in the same order and precision, so the two paths differ
+only by the order of sums inside BLAS and by libm's exp/tanh against NumPy's.
+
+The matrix products call BLAS ``?gemm`` from compiled code (``gemm`` below):
+``numba_training.py`` registers SciPy's ``cython_blas`` functions under the
+symbol names in ``BLAS_SYMBOLS``, which the cached machine code refers to by
+name, so ``cache=True`` keeps working across processes.
+"""
+
+from __future__ import annotations
+
+import math
+
+from llvmlite import ir
+from numba import njit, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .numba_kernels import IDENTITY, LEAKY_RELU, LECUN_TANH, RELU, SIGMOID, TANH
+from .base import LECUN_A, LECUN_S
+
+_jit = njit(cache=True, nogil=True, error_model="numpy")
+
+BLAS_SYMBOLS = {"float32": "handprop_sgemm", "float64": "handprop_dgemm"}
+XENT, MSE, BCE = 0, 1, 2
+SGD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
+N, T = ord("N"), ord("T")
+
+
+@intrinsic
+def gemm(typingctx, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """Row-major ``c[:m, :n] = alpha * op(a) @ op(b) + beta * c`` (``op`` transposes
+    where ``trans`` is ``T``). Arrays go by their data pointer with explicit leading
+    dimensions, so a product may use only the first rows of a buffer."""
+    if not (isinstance(c, types.Array) and c.dtype in (types.float32, types.float64)
+            and isinstance(a, types.Array) and isinstance(b, types.Array)
+            and a.dtype == c.dtype and b.dtype == c.dtype):
+        return None
+    sig = types.void(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    def codegen(context, builder, signature, args):
+        kinds = signature.args
+        flt = context.get_value_type(c.dtype)
+        i8, i32 = ir.IntType(8), ir.IntType(32)
+
+        def on_stack(i, to_type, llty):
+            slot = cgutils.alloca_once(builder, llty)
+            builder.store(context.cast(builder, args[i], kinds[i], to_type), slot)
+            return slot
+
+        def data(i):
+            return context.make_array(kinds[i])(context, builder, args[i]).data
+
+        def char(i):
+            return on_stack(i, types.int8, i8)
+
+        def int_(i):
+            return on_stack(i, types.int32, i32)
+
+        def real(i):
+            return on_stack(i, c.dtype, flt)
+
+        fp, ip, cp = flt.as_pointer(), i32.as_pointer(), i8.as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [cp, cp, ip, ip, ip, fp, fp, ip, fp, ip, fp, fp, ip])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, BLAS_SYMBOLS[str(c.dtype)])
+        # Column-major BLAS sees a row-major matrix transposed: c^T = op(b)^T op(a)^T.
+        builder.call(fn, [char(1), char(0), int_(3), int_(2), int_(4), real(5), data(8), int_(9),
+                          data(6), int_(7), real(10), data(11), int_(12)])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+# ------------------------------------------------------------ element-wise
+@_jit
+def activate(z, b, has_bias, code, alpha, m):
+    """``z[:m] = f(z + b)`` in place: ``NumbaEngine.bias_act`` (or ``activation``
+    without a bias), operation by operation."""
+    k = z.shape[1]
+    dt = z.dtype.type
+    zero, one, alpha = dt(0), dt(1), dt(alpha)
+    lecun_a, lecun_s = dt(LECUN_A), dt(LECUN_S)
+    for i in range(m):
+        for j in range(k):
+            x = z[i, j] + b[j] if has_bias else z[i, j]
+            if code == RELU:
+                y = x if x > zero else zero
+            elif code == LEAKY_RELU:
+                y = x if x > zero else x * alpha
+            elif code == SIGMOID:
+                e = math.exp(-abs(x))
+                d = one + e
+                y = one / d if x >= zero else e / d
+            elif code == TANH:
+                y = math.tanh(x)
+            elif code == LECUN_TANH:
+                y = math.tanh(lecun_s * x) * lecun_a
+            else:
+                y = x
+            z[i, j] = y
+
+
+@_jit
+def act_backward(g, out, code, alpha, m):
+    """``g[:m] *= f'`` in place, written in terms of ``out = f(z)``
+    (``numba_kernels.act_backward``)."""
+    if code == IDENTITY:
+        return
+    k = g.shape[1]
+    dt = g.dtype.type
+    zero, one, alpha = dt(0), dt(1), dt(alpha)
+    lecun_a, lecun_as = dt(LECUN_A), dt(LECUN_A * LECUN_S)
+    for i in range(m):
+        for j in range(k):
+            o = out[i, j]
+            if code == SIGMOID:
+                g[i, j] = g[i, j] * o * (one - o)
+            elif code == TANH:
+                g[i, j] = g[i, j] * (one - o * o)
+            elif code == RELU:
+                g[i, j] = g[i, j] if o > zero else zero
+            elif code == LEAKY_RELU:
+                g[i, j] = g[i, j] if o > zero else g[i, j] * alpha
+            else:
+                t = o / lecun_a
+                g[i, j] = g[i, j] * lecun_as * (one - t * t)
+
+
+@_jit
+def dropout(a, u, offset, rate, scale, out, m):
+    """``out[:m] = a * mask`` with ``mask = scale`` where the host-drawn uniform
+    ``u[offset + i*k + j] >= rate``, else 0 (``Dropout.forward``); ``out`` may be
+    ``a`` itself for the backward pass."""
+    k = a.shape[1]
+    dt = a.dtype.type
+    zero, scale = dt(0), dt(scale)
+    for i in range(m):
+        base = offset + i * k
+        for j in range(k):
+            out[i, j] = a[i, j] * (scale if u[base + j] >= rate else zero)
+
+
+# ----------------------------------------------------------------- losses
+@_jit
+def target(labels, targets, use_labels, row, j, k, dt):
+    """Target of output ``j`` for sample ``row``: one-hot (or the label itself for a
+    single output) from class labels, else the target array."""
+    if use_labels:
+        lab = labels[row]
+        if k == 1:
+            return dt(lab)
+        return dt(1) if j == lab else dt(0)
+    return targets[row, j]
+
+
+@_jit
+def softmax_xent(out, labels, order, start, m, grad, picked):
+    """Batch-mean softmax cross-entropy of ``out[:m]``; ``grad = (softmax - onehot) / m``
+    (``numba_kernels.xent_shift``, NumPy's exp, ``xent_finish``)."""
+    k = out.shape[1]
+    for i in range(m):
+        lab = labels[order[start + i]]
+        mx = out[i, 0]
+        for j in range(1, k):
+            x = out[i, j]
+            if x > mx or x != x:
+                mx = x
+        for j in range(k):
+            grad[i, j] = math.exp(out[i, j] - mx)
+        picked[i] = out[i, lab] - mx
+    loss = 0.0
+    inv_n = 1.0 / m
+    for i in range(m):
+        lab = labels[order[start + i]]
+        s0 = 0.0
+        s1 = 0.0
+        j = 0
+        while j + 2 <= k:
+            s0 += grad[i, j]
+            s1 += grad[i, j + 1]
+            j += 2
+        if j < k:
+            s0 += grad[i, j]
+        s = s0 + s1
+        loss += math.log(s) - picked[i]
+        inv_s = 1.0 / s
+        e_lab = grad[i, lab]
+        for j in range(k):
+            grad[i, j] = grad[i, j] * inv_s * inv_n
+        grad[i, lab] = (e_lab * inv_s - 1.0) * inv_n
+    return loss * inv_n
+
+
+@_jit
+def mse(out, labels, targets, use_labels, order, start, m, grad):
+    """``1/2 * sum((a - t)**2) / m`` and ``grad = (a - t) / m`` (``MeanSquaredError``)."""
+    k = out.shape[1]
+    dt = out.dtype.type
+    n = dt(m)
+    acc = 0.0
+    for i in range(m):
+        row = order[start + i]
+        for j in range(k):
+            diff = out[i, j] - target(labels, targets, use_labels, row, j, k, dt)
+            acc += diff * diff
+            grad[i, j] = diff / n
+    return float(dt(0.5) * dt(acc) / n)
+
+
+@_jit
+def bce(out, labels, targets, use_labels, order, start, m, grad):
+    """Binary cross-entropy on logits and ``grad = (sigmoid(z) - t) / m``
+    (``BinaryCrossEntropy``)."""
+    k = out.shape[1]
+    dt = out.dtype.type
+    zero, one, n = dt(0), dt(1), dt(m)
+    acc = 0.0
+    for i in range(m):
+        row = order[start + i]
+        for j in range(k):
+            z = out[i, j]
+            t = target(labels, targets, use_labels, row, j, k, dt)
+            e = math.exp(-abs(z))
+            acc += (z if z > zero else zero) - z * t + math.log1p(e)
+            d = one + e
+            sig = one / d if z >= zero else e / d
+            grad[i, j] = (sig - t) / n
+    return float(dt(acc) / n)
+
+
+@_jit
+def argmax_row(a, i):
+    """``np.argmax`` of row ``i``: the first maximum, or the first NaN."""
+    best = 0
+    top = a[i, 0]
+    if top != top:
+        return 0
+    for j in range(1, a.shape[1]):
+        x = a[i, j]
+        if x != x:
+            return j
+        if x > top:
+            top = x
+            best = j
+    return best
+
+
+@_jit
+def count_correct(out, labels, targets, use_labels, order, start, m, threshold):
+    """Correct predictions among the first ``m`` rows (``trainer.count_correct``)."""
+    k = out.shape[1]
+    correct = 0
+    for i in range(m):
+        row = order[start + i]
+        pred = (1 if out[i, 0] > threshold else 0) if k == 1 else argmax_row(out, i)
+        if use_labels:
+            truth = labels[row]
+        elif targets.shape[1] == 1:
+            truth = 1 if targets[row, 0] > 0.5 else 0
+        else:
+            truth = argmax_row(targets, row)
+        correct += pred == truth
+    return correct
+
+
+# ------------------------------------------------------------- optimizers
+@_jit
+def bias_grad(g, m, out, acc):
+    """Column sums of ``g[:m]`` accumulated in float64 (``numba_kernels.bias_grad``)."""
+    k = g.shape[1]
+    for j in range(k):
+        acc[j] = 0.0
+    for i in range(m):
+        for j in range(k):
+            acc[j] += g[i, j]
+    for j in range(k):
+        out[j] = acc[j]
+
+
+@_jit
+def update(kind, p, g, s1, s2, lo, hi, lr, sqrt_bc2, momentum, beta1, beta2, eps,
+           weight_decay, l2):
+    """One optimizer step on ``p[lo:hi]`` (``numba_kernels.sgd_update``,
+    ``momentum_update``, ``adam_update``); ``l2 > 0`` adds ``l2 * p`` to the gradient
+    first, as ``Sequential.add_l2_gradient`` does for weight matrices."""
+    dt = p.dtype.type
+    lr, wd, l2c, mu = dt(lr), dt(weight_decay), dt(l2), dt(momentum)
+    b1, omb1, b2, omb2 = dt(beta1), dt(1.0 - beta1), dt(beta2), dt(1.0 - beta2)
+    eps, sqrt_bc2 = dt(eps), dt(sqrt_bc2)
+    decay = weight_decay != 0.0
+    for i in range(lo, hi):
+        gi = g[i]
+        if l2 != 0.0:
+            gi = gi + l2c * p[i]
+        if decay:
+            gi = gi + wd * p[i]
+        if kind == SGD:
+            p[i] -= lr * gi
+        elif kind == ADAM:
+            mi = s1[i] * b1 + omb1 * gi
+            vi = s2[i] * b2 + omb2 * (gi * gi)
+            s1[i] = mi
+            s2[i] = vi
+            p[i] -= lr * (mi / (math.sqrt(vi) / sqrt_bc2 + eps))
+        else:
+            v = s1[i] * mu + gi
+            s1[i] = v
+            if kind == NESTEROV:
+                p[i] -= lr * (gi + mu * v)
+            else:
+                p[i] -= lr * v
+
+
+# -------------------------------------------------------------- the steps
+# Columns of ``layout`` (one row per Dense layer; offsets into flat buffers).
+FAN_IN, UNITS, W_AT, B_AT, HAS_BIAS, CODE, IN_AT, A_AT, D_AT, G_AT, MASK_AT = range(11)
+LAYOUT_COLUMNS = 11
+
+
+@_jit
+def train_steps(xs, labels, targets, use_labels, order, first, count, batch_size,
+                layout, alphas, rates, scales, masks, work, picked, acc,
+                flat_p, flat_g, s1, s2, loss_kind, threshold, kind, hyper,
+                momentum, beta1, beta2, eps, weight_decay, l2, batch_loss, correct):
+    """Run optimizer steps for batches ``first .. first + count - 1`` of ``order``.
+
+    ``layout[l]`` places layer ``l`` (columns above): its weights and bias in
+    ``flat_p`` (gradients at the same offsets of ``flat_g``), and in ``work`` its
+    input, activation output ``A``, output after dropout ``D`` (``A`` itself
+    without dropout) and pre-activation gradient ``G``, each ``(batch, width)``;
+    layer 0's input is the gathered batch. ``masks[layout[l, MASK_AT]:]`` holds the
+    uniforms of layer ``l``'s dropout masks for the chunk, batch after batch.
+    ``hyper[s]`` is step ``s``'s learning rate (Adam: ``lr / (1 - beta1**t)``) and
+    Adam's ``sqrt(1 - beta2**t)``. Writes ``batch_loss[s]``/``correct[s]``; stops
+    after the first step whose loss is not finite. Returns the steps done.
+    """
+    n = order.shape[0]
+    layers = layout.shape[0]
+    mask_at = layout[:, MASK_AT].copy()
+    # Plain SGD folds its update into the weight-gradient GEMM: W -= lr * x^T dz.
+    fold = kind == SGD and weight_decay == 0.0 and l2 == 0.0
+    width = xs.shape[1]
+    for s in range(count):
+        start = (first + s) * batch_size
+        m = min(batch_size, n - start)
+        xb = work[layout[0, IN_AT]:layout[0, IN_AT] + m * width].reshape(m, width)
+        for i in range(m):
+            row = order[start + i]
+            for j in range(width):
+                xb[i, j] = xs[row, j]
+        for l in range(layers):
+            fan_in, units = layout[l, FAN_IN], layout[l, UNITS]
+            inp = work[layout[l, IN_AT]:layout[l, IN_AT] + m * fan_in].reshape(m, fan_in)
+            W = flat_p[layout[l, W_AT]:layout[l, W_AT] + fan_in * units].reshape(fan_in, units)
+            a = work[layout[l, A_AT]:layout[l, A_AT] + m * units].reshape(m, units)
+            gemm(N, N, m, units, fan_in, 1.0, inp, fan_in, W, units, 0.0, a, units)
+            b = flat_p[layout[l, B_AT]:layout[l, B_AT] + units]
+            activate(a, b, layout[l, HAS_BIAS] != 0, layout[l, CODE], alphas[l], m)
+            if rates[l] > 0.0:
+                d = work[layout[l, D_AT]:layout[l, D_AT] + m * units].reshape(m, units)
+                dropout(a, masks, mask_at[l], rates[l], scales[l], d, m)
+        last = layers - 1
+        k = layout[last, UNITS]
+        out = work[layout[last, A_AT]:layout[last, A_AT] + m * k].reshape(m, k)
+        grad = work[layout[last, G_AT]:layout[last, G_AT] + m * k].reshape(m, k)
+        if loss_kind == XENT:
+            loss = softmax_xent(out, labels, order, start, m, grad, picked)
+        elif loss_kind == MSE:
+            loss = mse(out, labels, targets, use_labels, order, start, m, grad)
+        else:
+            loss = bce(out, labels, targets, use_labels, order, start, m, grad)
+        batch_loss[s] = loss
+        correct[s] = count_correct(out, labels, targets, use_labels, order, start, m,
+                                   threshold)
+        act_backward(grad, out, layout[last, CODE], alphas[last], m)
+        lr = hyper[s, 0]
+        for l in range(last, -1, -1):
+            fan_in, units = layout[l, FAN_IN], layout[l, UNITS]
+            inp = work[layout[l, IN_AT]:layout[l, IN_AT] + m * fan_in].reshape(m, fan_in)
+            W = flat_p[layout[l, W_AT]:layout[l, W_AT] + fan_in * units].reshape(fan_in, units)
+            g = work[layout[l, G_AT]:layout[l, G_AT] + m * units].reshape(m, units)
+            if l > 0:  # the input gradient, with W before its update
+                p = l - 1
+                g_in = work[layout[p, G_AT]:layout[p, G_AT] + m * fan_in].reshape(m, fan_in)
+                gemm(N, T, m, fan_in, units, 1.0, g, units, W, units, 0.0, g_in, fan_in)
+                if rates[p] > 0.0:
+                    dropout(g_in, masks, mask_at[p], rates[p], scales[p], g_in, m)
+                a_in = work[layout[p, A_AT]:layout[p, A_AT] + m * fan_in].reshape(m, fan_in)
+                act_backward(g_in, a_in, layout[p, CODE], alphas[p], m)
+            lo_b = layout[l, B_AT]
+            hi_b = lo_b + (units if layout[l, HAS_BIAS] != 0 else 0)
+            if hi_b > lo_b:
+                bias_grad(g, m, flat_g[lo_b:hi_b], acc)
+            lo_w, hi_w = layout[l, W_AT], layout[l, W_AT] + fan_in * units
+            if fold:
+                gemm(T, N, fan_in, units, m, -lr, inp, fan_in, g, units, 1.0, W, units)
+            else:
+                dW = flat_g[lo_w:hi_w].reshape(fan_in, units)
+                gemm(T, N, fan_in, units, m, 1.0, inp, fan_in, g, units, 0.0, dW, units)
+                update(kind, flat_p, flat_g, s1, s2, lo_w, hi_w, lr, hyper[s, 1], momentum,
+                       beta1, beta2, eps, weight_decay, l2)
+            update(kind, flat_p, flat_g, s1, s2, lo_b, hi_b, lr, hyper[s, 1], momentum,
+                   beta1, beta2, eps, weight_decay, 0.0)
+        for l in range(layers):
+            if rates[l] > 0.0:
+                mask_at[l] += m * layout[l, UNITS]
+        if not math.isfinite(loss):
+            return s + 1
+    return count
