@@ -199,3 +199,99 @@ def test_an_unknown_layer_type_falls_back_with_its_name():
                           ([Dense(3), Dense(2), Dropout(0.2)], "dropout after the output")):
         model = Sequential(layers, input_dim=4, engine=make_engine("numba"))
         assert words in _reason(model).compile_reason
+
+
+# ---------------------------------------------------- against PyTorch autograd
+@pytest.mark.parametrize("name", ["momentum", "adam"])
+def test_compiled_run_matches_pytorch_batch_for_batch(name):
+    """The same network, initial weights and batches in PyTorch float64: the compiled
+    path's per-batch losses agree to 1e-10 over 3 epochs."""
+    torch = pytest.importorskip("torch", reason="PyTorch is not installed (pip install "
+                                                "'handprop[compare]')")
+    torch.set_num_threads(1)
+    options = {"optimizer": name, "weight_decay": 0.01}
+    engine = make_engine("numba")
+    model = build(options, "float64", engine)
+    start = model.get_weights()
+    trainer, _ = train(options, "float64", True)
+    assert trainer.training_path == "compiled"
+
+    x, y = data()
+    layers = []
+    for i in (0, 1, 2):
+        linear = torch.nn.Linear(*start[f"layer{i}.W"].shape).double()
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(start[f"layer{i}.W"].T.copy()))
+            linear.bias.copy_(torch.from_numpy(start[f"layer{i}.b"]))
+        layers += [linear, torch.nn.Tanh()]
+    net = torch.nn.Sequential(*layers[:-1])
+    if name == "adam":
+        opt = torch.optim.Adam(net.parameters(), lr=0.01, weight_decay=0.01, foreach=False)
+    else:
+        opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, weight_decay=0.01)
+    rng, losses = np.random.default_rng(2), []  # the trainer's seed: the same batch order
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    for _ in range(3):
+        order = torch.from_numpy(rng.permutation(len(x)))
+        for b in range(0, len(x), 16):
+            idx = order[b:b + 16]
+            loss = torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+    np.testing.assert_allclose(trainer.batch_losses, losses, rtol=1e-10)
+
+
+# ----------------------------------------------------- lr-find, CLI and sweeps
+LR_FIND = {"train_subset": 2000, "val_size": 500, "hidden": [32], "activation": "sigmoid",
+           "optimizer": "sgd", "batch_size": 32, "backend": "numba", "dtype": "float64"}
+
+
+def test_lr_find_gives_the_same_curve_on_both_paths():
+    from handprop.train.config import make_config
+    from handprop.train.lr_find import lr_range_test
+
+    compiled = lr_range_test(make_config(LR_FIND), 1e-4, 100.0, 120, progress=False)
+    layered = lr_range_test(make_config(LR_FIND, {"compile": False}), 1e-4, 100.0, 120,
+                            progress=False)
+    assert compiled.path.startswith("path: compiled")
+    assert layered.path == "path: layer by layer (compiling was turned off (--no-compile))"
+    assert compiled.lrs == layered.lrs and compiled.stopped == layered.stopped
+    assert compiled.stopped.startswith("the smoothed loss passed 4x its minimum")
+    np.testing.assert_allclose(compiled.losses, layered.losses, rtol=1e-10)
+    assert compiled.suggestion == layered.suggestion
+
+
+def test_the_cli_says_which_path_runs_and_no_compile_reaches_every_command(tmp_path, capsys):
+    import json
+
+    from handprop.cli import main
+
+    quick = ["--train-subset", "300", "--val-size", "100", "--hidden", "8", "--epochs", "1",
+             "--backend", "numba", "--no-progress"]
+    assert main(["train", *quick, "--out", str(tmp_path / "a")]) == 0
+    assert "\npath: compiled (" in capsys.readouterr().out
+    assert main(["train", *quick, "--no-compile", "--out", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "path: layer by layer (compiling was turned off (--no-compile))" in out
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["training_path"] == "layer by layer"
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["config"]["compile"] is False
+    # Resuming may switch the path, as it may switch the engine.
+    (tmp_path / "b" / "summary.json").unlink()
+    assert main(["train", "--resume", str(tmp_path / "b"), "--no-progress"]) == 0
+    assert "path: layer by layer" in capsys.readouterr().out
+
+    assert main(["lr-find", "--train-subset", "300", "--hidden", "8", "--backend", "numba",
+                 "--steps", "20", "--no-compile", "--no-progress",
+                 "--out", str(tmp_path / "lr.png")]) == 0
+    assert "path: layer by layer" in capsys.readouterr().out
+
+    assert main(["sweep", "--dataset", "linear", "--val-size", "50", "--hidden", "4",
+                 "--epochs", "1", "--backend", "numba", "--no-compile", "--grid", "lr=0.1,1",
+                 "--out", str(tmp_path / "s"), "--no-progress", "--no-plots"]) == 0
+    results = [json.loads(p.read_text()) for p in (tmp_path / "s").glob("trials/*/result.json")]
+    assert len(results) == 2
+    assert all(r["config"]["compile"] is False for r in results)
+    assert all(r["summary"]["training_path"] == "layer by layer" for r in results)

@@ -12,8 +12,8 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="TOML", help="TOML file of options (flags win)")
     for f in TRAIN_FLAGS:
         if f.kind is None:
-            parser.add_argument(f.flag, dest=f.key, action="store_true", default=None,
-                                help=f.help_text())
+            parser.add_argument(f.flag, dest=f.key, default=None, help=f.help_text(),
+                                action="store_false" if f.switch_off else "store_true")
         else:
             parser.add_argument(f.flag, dest=f.key, type=f.kind, default=None,
                                 help=f.help_text())
@@ -51,7 +51,9 @@ def run(args) -> int:
 
     if args.resume:
         out = Path(args.resume)
-        config, resume = ({"backend": args.backend} if args.backend else {}), True
+        config = {k: getattr(args, k) for k in ("backend", "compile")
+                  if getattr(args, k) is not None}
+        resume = True
     else:
         from ..train.config import make_config
 

@@ -101,12 +101,25 @@ def compiled_epoch(model, loss, optimizer, l2: float, batch_size: int):
     return CompiledEpoch(model, loss, optimizer, l2, batch_size, plan), ""
 
 
+def warmup(engine, dtype: str) -> None:
+    """Compile (or load from the cache) ``train_steps`` for ``dtype``: one signature
+    serves every model, loss and optimizer."""
+    from ..nn.model import Sequential
+
+    model = Sequential([Dense(3, "tanh"), Dense(2)], input_dim=2, engine=engine, dtype=dtype)
+    runner, reason = compiled_epoch(model, SoftmaxCrossEntropy(), SGD(lr=0.1), 0.0, 2)
+    if runner is None:
+        return
+    runner.bind(np.zeros((2, 2), dtype), np.zeros(2, np.int64))
+    runner.run(np.arange(2), 0, 1, np.zeros(1), np.zeros(1))
+
+
 class CompiledEpoch:
     """Runs chunks of an epoch's mini-batches in ``train_steps``, one call each."""
 
     path = "compiled"
-    description = ("compiled: whole chunks of mini-batches in one Numba call "
-                   "(BLAS from compiled code)")
+    description = ("compiled (chunks of mini-batches in one Numba call each, BLAS from "
+                   "compiled code)")
 
     def __init__(self, model, loss, optimizer, l2, batch_size, plan):
         from . import numba_training_kernels as kernels

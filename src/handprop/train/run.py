@@ -120,8 +120,9 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
         if out is None or not (out / "config.json").exists():
             raise CheckpointError(f"nothing to resume in {out}: no config.json there")
         saved = json.loads((out / "config.json").read_text())
+        # The engine and the path may change on resume; nothing that changes the run.
         config = validate({**saved["config"], **{k: v for k, v in (config or {}).items()
-                                                  if k in ("backend",)}})
+                                                  if k in ("backend", "compile")}})
     else:
         config = make_config(config)
     engine = get_engine(config["backend"])
@@ -137,7 +138,8 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
     trainer = Trainer(model, config["output_loss"], optimizer, batch_size=config["batch_size"],
                       epochs=config["epochs"], l2=config["l2"], patience=config["patience"],
                       seed=config["seed"], checkpoint_dir=out, progress=progress,
-                      eval_batch_size=config["eval_batch_size"], on_epoch_end=on_epoch_end)
+                      eval_batch_size=config["eval_batch_size"], on_epoch_end=on_epoch_end,
+                      compile=config["compile"])
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if resume:
@@ -162,6 +164,7 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
         f"{'-'.join(map(str, config['hidden']))}{'-' if config['hidden'] else ''}"
         f"{model.output_dim}{dropout} ({model.num_parameters():,} parameters), "
         f"{len(data.x_train):,} training samples")
+    log(describe_path(trainer))
 
     trainer.fit(data.x_train, data.y_train, data.x_val, data.y_val)
     test_loss, test_acc = trainer.evaluate(data.x_test, data.y_test)
@@ -172,6 +175,7 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
         "test_loss": test_loss, "test_accuracy": test_acc, "engine": engine.name,
         "epochs": trainer.epoch, "train_seconds": trainer.train_seconds,
         "parameters": model.num_parameters(), "stopped_early": trainer.stopped_early,
+        "training_path": trainer.training_path,
         "best_epoch": trainer.best.get("epoch") if config["patience"] else trainer.epoch,
         "train_loss": train_loss, "train_accuracy": train_acc,
         "final_train_loss": trainer.history.rows[-1]["train_loss"],
@@ -208,6 +212,13 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
         _write_batch_losses(out, trainer.batch_losses, len(trainer.history))
         atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def describe_path(trainer) -> str:
+    """The run header's line on which training path runs and, if not compiled, why."""
+    if trainer.compiled is not None:
+        return f"path: {trainer.compiled.describe()}"
+    return f"path: layer by layer ({trainer.compile_reason})"
 
 
 def load_run(run_dir, backend=None):
