@@ -60,7 +60,12 @@ CONFIGS = (
        ("no-bias", {"layers": "no-bias"}),
        ("last-batch-smaller", {"batch_size": 32}),   # 150 = 4 * 32 + 22
        ("one-batch-per-epoch", {"batch_size": 150}),
-       ("batch-1", {"batch_size": 1, "n": 40})]
+       ("batch-1", {"batch_size": 1, "n": 40}),
+       # Mostly zero inputs, as in MNIST: small batches skip the zeros in the first layer.
+       ("batch-1-sparse", {"batch_size": 1, "n": 40, "sparse": True}),
+       ("batch-3-sparse", {"batch_size": 3, "n": 40, "sparse": True, "activation": "sigmoid"}),
+       ("batch-2-sparse-momentum", {"batch_size": 2, "n": 40, "sparse": True,
+                                    "optimizer": "momentum"})]
 )
 
 
@@ -82,6 +87,8 @@ def build(options, dtype, engine):
 def train(options, dtype, compile, epochs=3, **trainer_options):
     engine = make_engine("numba")
     x, y = data(options.get("n", N_SAMPLES))
+    if options.get("sparse"):
+        x = x * (np.random.default_rng(3).random(x.shape) < 0.2)
     classes = options.get("classes", CLASSES)
     y = y % classes
     if options.get("targets"):  # target arrays instead of labels

@@ -133,7 +133,10 @@ class CompiledEpoch:
         self.layout = self._layout(model, plan, self.batch_size)
         self.work = np.zeros(self._work_size, self.dtype)
         self.picked = np.zeros(self.batch_size)
-        self.acc = np.zeros(int(self.layout[:, kernels.UNITS].max()))
+        widest = int(self.layout[:, kernels.UNITS].max())
+        self.acc = np.zeros(widest)
+        self.nz = np.zeros(model.input_dim, np.int64)
+        self.row = np.zeros(widest, self.dtype)
         self.alphas = np.array([e["alpha"] for e in plan], np.float64)
         self.rates = np.array([e["dropout"].rate if e["dropout"] else 0.0 for e in plan])
         # The layer path's mask value: (u >= rate) / (1 - rate) in float64, then its dtype.
@@ -215,7 +218,7 @@ class CompiledEpoch:
         done = self.kernels.train_steps(
             xs, labels, targets, use_labels, order, first, count, bs,
             self.layout, self.alphas, self.rates, self.scales, self.masks, self.work,
-            self.picked, self.acc, model.flat_params, model.flat_grads, s1, s2,
+            self.picked, self.acc, self.nz, self.row, model.flat_params, model.flat_grads, s1, s2,
             self.loss_kind, self.threshold, self.kind, self._hyperparameters(count),
             float(getattr(opt, "momentum", 0.0)), float(getattr(opt, "beta1", 0.0)),
             float(getattr(opt, "beta2", 0.0)), float(getattr(opt, "eps", 0.0)),

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .numba_kernels import IDENTITY, LEAKY_RELU, LECUN_TANH, RELU, SIGMOID, TANH
 from .base import LECUN_A, LECUN_S
+from .numba_kernels import LEAKY_RELU, LECUN_TANH, RELU, SIGMOID, TANH
+from .numba_training_math import exp_nonpositive, tanh
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
 
@@ -81,55 +83,63 @@ def gemm(typingctx, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
 @_jit
 def activate(z, b, has_bias, code, alpha, m):
     """``z[:m] = f(z + b)`` in place: ``NumbaEngine.bias_act`` (or ``activation``
-    without a bias), operation by operation."""
+    without a bias), operation by operation; one loop per activation, so each
+    vectorizes."""
     k = z.shape[1]
     dt = z.dtype.type
     zero, one, alpha = dt(0), dt(1), dt(alpha)
     lecun_a, lecun_s = dt(LECUN_A), dt(LECUN_S)
     for i in range(m):
-        for j in range(k):
-            x = z[i, j] + b[j] if has_bias else z[i, j]
-            if code == RELU:
-                y = x if x > zero else zero
-            elif code == LEAKY_RELU:
-                y = x if x > zero else x * alpha
-            elif code == SIGMOID:
-                e = math.exp(-abs(x))
+        row = z[i]
+        if has_bias:
+            for j in range(k):
+                row[j] = row[j] + b[j]
+        if code == RELU:
+            for j in range(k):
+                row[j] = row[j] if row[j] > zero else zero
+        elif code == LEAKY_RELU:
+            for j in range(k):
+                row[j] = row[j] if row[j] > zero else row[j] * alpha
+        elif code == SIGMOID:
+            for j in range(k):
+                x = row[j]
+                e = exp_nonpositive(-abs(x))
                 d = one + e
-                y = one / d if x >= zero else e / d
-            elif code == TANH:
-                y = math.tanh(x)
-            elif code == LECUN_TANH:
-                y = math.tanh(lecun_s * x) * lecun_a
-            else:
-                y = x
-            z[i, j] = y
+                row[j] = one / d if x >= zero else e / d
+        elif code == TANH:
+            for j in range(k):
+                row[j] = tanh(row[j])
+        elif code == LECUN_TANH:
+            for j in range(k):
+                row[j] = tanh(lecun_s * row[j]) * lecun_a
 
 
 @_jit
 def act_backward(g, out, code, alpha, m):
     """``g[:m] *= f'`` in place, written in terms of ``out = f(z)``
     (``numba_kernels.act_backward``)."""
-    if code == IDENTITY:
-        return
     k = g.shape[1]
     dt = g.dtype.type
     zero, one, alpha = dt(0), dt(1), dt(alpha)
     lecun_a, lecun_as = dt(LECUN_A), dt(LECUN_A * LECUN_S)
     for i in range(m):
-        for j in range(k):
-            o = out[i, j]
-            if code == SIGMOID:
-                g[i, j] = g[i, j] * o * (one - o)
-            elif code == TANH:
-                g[i, j] = g[i, j] * (one - o * o)
-            elif code == RELU:
-                g[i, j] = g[i, j] if o > zero else zero
-            elif code == LEAKY_RELU:
-                g[i, j] = g[i, j] if o > zero else g[i, j] * alpha
-            else:
-                t = o / lecun_a
-                g[i, j] = g[i, j] * lecun_as * (one - t * t)
+        gr, o = g[i], out[i]
+        if code == SIGMOID:
+            for j in range(k):
+                gr[j] = gr[j] * o[j] * (one - o[j])
+        elif code == TANH:
+            for j in range(k):
+                gr[j] = gr[j] * (one - o[j] * o[j])
+        elif code == RELU:
+            for j in range(k):
+                gr[j] = gr[j] if o[j] > zero else zero
+        elif code == LEAKY_RELU:
+            for j in range(k):
+                gr[j] = gr[j] if o[j] > zero else gr[j] * alpha
+        elif code == LECUN_TANH:
+            for j in range(k):
+                t = o[j] / lecun_a
+                gr[j] = gr[j] * lecun_as * (one - t * t)
 
 
 @_jit
@@ -172,7 +182,7 @@ def softmax_xent(out, labels, order, start, m, grad, picked):
             if x > mx or x != x:
                 mx = x
         for j in range(k):
-            grad[i, j] = math.exp(out[i, j] - mx)
+            grad[i, j] = exp_nonpositive(out[i, j] - mx)
         picked[i] = out[i, lab] - mx
     loss = 0.0
     inv_n = 1.0 / m
@@ -226,7 +236,7 @@ def bce(out, labels, targets, use_labels, order, start, m, grad):
         for j in range(k):
             z = out[i, j]
             t = target(labels, targets, use_labels, row, j, k, dt)
-            e = math.exp(-abs(z))
+            e = exp_nonpositive(-abs(z))
             acc += (z if z > zero else zero) - z * t + math.log1p(e)
             d = one + e
             sig = one / d if z >= zero else e / d
@@ -288,33 +298,106 @@ def update(kind, p, g, s1, s2, lo, hi, lr, sqrt_bc2, momentum, beta1, beta2, eps
            weight_decay, l2):
     """One optimizer step on ``p[lo:hi]`` (``numba_kernels.sgd_update``,
     ``momentum_update``, ``adam_update``); ``l2 > 0`` adds ``l2 * p`` to the gradient
-    first, as ``Sequential.add_l2_gradient`` does for weight matrices."""
+    first, as ``Sequential.add_l2_gradient`` does for weight matrices. One loop per
+    optimizer, so that each vectorizes.
+
+    Optimizer state that decays below the smallest normal number becomes 0: the
+    state of a weight whose input is always 0 (MNIST's border pixels) otherwise
+    turns subnormal after some hundred steps and makes every update of it many
+    times slower. A step by such a value is far below the weight's last digit.
+    """
     dt = p.dtype.type
     lr, wd, l2c, mu = dt(lr), dt(weight_decay), dt(l2), dt(momentum)
     b1, omb1, b2, omb2 = dt(beta1), dt(1.0 - beta1), dt(beta2), dt(1.0 - beta2)
     eps, sqrt_bc2 = dt(eps), dt(sqrt_bc2)
-    decay = weight_decay != 0.0
-    for i in range(lo, hi):
-        gi = g[i]
-        if l2 != 0.0:
-            gi = gi + l2c * p[i]
-        if decay:
-            gi = gi + wd * p[i]
-        if kind == SGD:
+    tiny, zero = dt(np.finfo(p.dtype).tiny), dt(0)
+    decay, penalty = weight_decay != 0.0, l2 != 0.0
+    if kind == SGD:
+        for i in range(lo, hi):
+            gi = g[i] + l2c * p[i] if penalty else g[i]
+            gi = gi + wd * p[i] if decay else gi
             p[i] -= lr * gi
-        elif kind == ADAM:
+    elif kind == ADAM:
+        for i in range(lo, hi):
+            gi = g[i] + l2c * p[i] if penalty else g[i]
+            gi = gi + wd * p[i] if decay else gi
             mi = s1[i] * b1 + omb1 * gi
             vi = s2[i] * b2 + omb2 * (gi * gi)
+            mi = mi if abs(mi) >= tiny else zero
+            vi = vi if vi >= tiny else zero
             s1[i] = mi
             s2[i] = vi
             p[i] -= lr * (mi / (math.sqrt(vi) / sqrt_bc2 + eps))
-        else:
+    else:
+        nesterov = kind == NESTEROV
+        for i in range(lo, hi):
+            gi = g[i] + l2c * p[i] if penalty else g[i]
+            gi = gi + wd * p[i] if decay else gi
             v = s1[i] * mu + gi
+            v = v if abs(v) >= tiny else zero
             s1[i] = v
-            if kind == NESTEROV:
-                p[i] -= lr * (gi + mu * v)
-            else:
-                p[i] -= lr * v
+            p[i] -= lr * (gi + mu * v) if nesterov else lr * v
+
+
+# ------------------------------------------------------ sparse first layer
+#: Up to this many rows, the first layer works on the inputs' non-zero columns
+#: only (most of an MNIST image is 0), where BLAS would spend its time on zeros
+#: and on call overhead.
+SMALL_BATCH = 4
+
+
+@_jit
+def nonzero_columns(xb, m, nz):
+    """The columns of ``xb[:m]`` holding any non-zero entry, into ``nz``; their count."""
+    count = 0
+    for j in range(xb.shape[1]):
+        for i in range(m):
+            if xb[i, j] != 0:
+                nz[count] = j
+                count += 1
+                break
+    return count
+
+
+@_jit
+def sparse_forward(xb, m, nz, count, W, a):
+    """``a[:m] = xb @ W``, summing over the non-zero inputs only: the zero ones
+    add exact zeros."""
+    units = W.shape[1]
+    for i in range(m):
+        for k in range(units):
+            a[i, k] = 0
+        for t in range(count):
+            j = nz[t]
+            v = xb[i, j]
+            if v != 0:
+                for k in range(units):
+                    a[i, k] += v * W[j, k]
+
+
+@_jit
+def sparse_sgd(xb, m, nz, count, g, lr, W, row):
+    """``W -= lr * xb^T g`` on the rows of non-zero inputs (every other row's
+    gradient is exactly 0). One sample: ``W[j] -= lr * (x_j * g)``, the layer
+    path's arithmetic to the bit."""
+    dt = W.dtype.type
+    lr = dt(lr)
+    units = W.shape[1]
+    for t in range(count):
+        j = nz[t]
+        if m == 1:
+            v = xb[0, j]
+            for k in range(units):
+                W[j, k] -= lr * (v * g[0, k])
+        else:
+            for k in range(units):
+                row[k] = 0
+            for i in range(m):
+                v = xb[i, j]
+                for k in range(units):
+                    row[k] += v * g[i, k]
+            for k in range(units):
+                W[j, k] -= lr * row[k]
 
 
 # -------------------------------------------------------------- the steps
@@ -325,7 +408,7 @@ LAYOUT_COLUMNS = 11
 
 @_jit
 def train_steps(xs, labels, targets, use_labels, order, first, count, batch_size,
-                layout, alphas, rates, scales, masks, work, picked, acc,
+                layout, alphas, rates, scales, masks, work, picked, acc, nz, row,
                 flat_p, flat_g, s1, s2, loss_kind, threshold, kind, hyper,
                 momentum, beta1, beta2, eps, weight_decay, l2, batch_loss, correct):
     """Run optimizer steps for batches ``first .. first + count - 1`` of ``order``.
@@ -337,8 +420,9 @@ def train_steps(xs, labels, targets, use_labels, order, first, count, batch_size
     layer 0's input is the gathered batch. ``masks[layout[l, MASK_AT]:]`` holds the
     uniforms of layer ``l``'s dropout masks for the chunk, batch after batch.
     ``hyper[s]`` is step ``s``'s learning rate (Adam: ``lr / (1 - beta1**t)``) and
-    Adam's ``sqrt(1 - beta2**t)``. Writes ``batch_loss[s]``/``correct[s]``; stops
-    after the first step whose loss is not finite. Returns the steps done.
+    Adam's ``sqrt(1 - beta2**t)``. ``nz`` (input width) and ``row`` (widest layer)
+    are scratch. Writes ``batch_loss[s]``/``correct[s]``; stops after the first
+    step whose loss is not finite. Returns the steps done.
     """
     n = order.shape[0]
     layers = layout.shape[0]
@@ -351,15 +435,20 @@ def train_steps(xs, labels, targets, use_labels, order, first, count, batch_size
         m = min(batch_size, n - start)
         xb = work[layout[0, IN_AT]:layout[0, IN_AT] + m * width].reshape(m, width)
         for i in range(m):
-            row = order[start + i]
+            sample = order[start + i]
             for j in range(width):
-                xb[i, j] = xs[row, j]
+                xb[i, j] = xs[sample, j]
+        nonzero = nonzero_columns(xb, m, nz) if m <= SMALL_BATCH else width
+        sparse = 2 * nonzero <= width
         for l in range(layers):
             fan_in, units = layout[l, FAN_IN], layout[l, UNITS]
             inp = work[layout[l, IN_AT]:layout[l, IN_AT] + m * fan_in].reshape(m, fan_in)
             W = flat_p[layout[l, W_AT]:layout[l, W_AT] + fan_in * units].reshape(fan_in, units)
             a = work[layout[l, A_AT]:layout[l, A_AT] + m * units].reshape(m, units)
-            gemm(N, N, m, units, fan_in, 1.0, inp, fan_in, W, units, 0.0, a, units)
+            if l == 0 and sparse:
+                sparse_forward(xb, m, nz, nonzero, W, a)
+            else:
+                gemm(N, N, m, units, fan_in, 1.0, inp, fan_in, W, units, 0.0, a, units)
             b = flat_p[layout[l, B_AT]:layout[l, B_AT] + units]
             activate(a, b, layout[l, HAS_BIAS] != 0, layout[l, CODE], alphas[l], m)
             if rates[l] > 0.0:
@@ -398,7 +487,9 @@ def train_steps(xs, labels, targets, use_labels, order, first, count, batch_size
             if hi_b > lo_b:
                 bias_grad(g, m, flat_g[lo_b:hi_b], acc)
             lo_w, hi_w = layout[l, W_AT], layout[l, W_AT] + fan_in * units
-            if fold:
+            if fold and l == 0 and sparse:
+                sparse_sgd(xb, m, nz, nonzero, g, lr, W, row)
+            elif fold:
                 gemm(T, N, fan_in, units, m, -lr, inp, fan_in, g, units, 1.0, W, units)
             else:
                 dW = flat_g[lo_w:hi_w].reshape(fan_in, units)
