@@ -328,15 +328,22 @@ def update(kind, p, g, s1, s2, lo, hi, lr, sqrt_bc2, momentum, beta1, beta2, eps
             s1[i] = mi
             s2[i] = vi
             p[i] -= lr * (mi / (math.sqrt(vi) / sqrt_bc2 + eps))
-    else:
-        nesterov = kind == NESTEROV
+    elif kind == NESTEROV:
         for i in range(lo, hi):
             gi = g[i] + l2c * p[i] if penalty else g[i]
             gi = gi + wd * p[i] if decay else gi
             v = s1[i] * mu + gi
             v = v if abs(v) >= tiny else zero
             s1[i] = v
-            p[i] -= lr * (gi + mu * v) if nesterov else lr * v
+            p[i] -= lr * (gi + mu * v)
+    else:
+        for i in range(lo, hi):
+            gi = g[i] + l2c * p[i] if penalty else g[i]
+            gi = gi + wd * p[i] if decay else gi
+            v = s1[i] * mu + gi
+            v = v if abs(v) >= tiny else zero
+            s1[i] = v
+            p[i] -= lr * v
 
 
 # ------------------------------------------------------ sparse first layer
@@ -494,10 +501,19 @@ def train_steps(xs, labels, targets, use_labels, order, first, count, batch_size
             else:
                 dW = flat_g[lo_w:hi_w].reshape(fan_in, units)
                 gemm(T, N, fan_in, units, m, 1.0, inp, fan_in, g, units, 0.0, dW, units)
+            if fold:
+                update(kind, flat_p, flat_g, s1, s2, lo_b, hi_b, lr, hyper[s, 1], momentum,
+                       beta1, beta2, eps, weight_decay, 0.0)
+        if not fold:  # one sweep over the parameters, in memory order
+            for l in range(layers):
+                lo_w = layout[l, W_AT]
+                hi_w = lo_w + layout[l, FAN_IN] * layout[l, UNITS]
                 update(kind, flat_p, flat_g, s1, s2, lo_w, hi_w, lr, hyper[s, 1], momentum,
                        beta1, beta2, eps, weight_decay, l2)
-            update(kind, flat_p, flat_g, s1, s2, lo_b, hi_b, lr, hyper[s, 1], momentum,
-                   beta1, beta2, eps, weight_decay, 0.0)
+                lo_b = layout[l, B_AT]
+                hi_b = lo_b + (layout[l, UNITS] if layout[l, HAS_BIAS] != 0 else 0)
+                update(kind, flat_p, flat_g, s1, s2, lo_b, hi_b, lr, hyper[s, 1], momentum,
+                       beta1, beta2, eps, weight_decay, 0.0)
         for l in range(layers):
             if rates[l] > 0.0:
                 mask_at[l] += m * layout[l, UNITS]
