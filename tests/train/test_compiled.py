@@ -102,8 +102,8 @@ def train(options, dtype, compile, epochs=3, **trainer_options):
     optimizer = make_optimizer(name, lr=lr, weight_decay=options.get("weight_decay", 0.0), **hyper)
     trainer = Trainer(model, options.get("loss", "softmax_cross_entropy"), optimizer,
                       batch_size=options.get("batch_size", 16), epochs=epochs,
-                      l2=options.get("l2", 0.0), seed=2, progress=False, compile=compile,
-                      **trainer_options)
+                      l2=options.get("l2", 0.0), seed=2, compile=compile,
+                      **{"progress": False, **trainer_options})
     history = trainer.fit(x, y, x[:50], y[:50])
     return trainer, history
 
@@ -302,3 +302,35 @@ def test_the_cli_says_which_path_runs_and_no_compile_reaches_every_command(tmp_p
     assert len(results) == 2
     assert all(r["config"]["compile"] is False for r in results)
     assert all(r["summary"]["training_path"] == "layer by layer" for r in results)
+
+
+def test_the_progress_bar_moves_chunk_by_chunk(monkeypatch):
+    """On a terminal the batch bar advances after every compiled chunk, with the loss
+    and accuracy so far; chunks are sized by the clock (here: a few batches each)."""
+    import io
+    import sys
+
+    from handprop.train import trainer as trainer_module
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    advanced = []
+    real_advance = trainer_module.EpochReporter.advance
+
+    def advance(self, count, read_metrics):
+        advanced.append((count, *read_metrics()))
+        real_advance(self, count, read_metrics)
+
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    monkeypatch.setattr(trainer_module.EpochReporter, "advance", advance)
+    monkeypatch.setattr(trainer_module.ChunkClock, "record", lambda self, batches, seconds: None)
+    monkeypatch.setattr(trainer_module.ChunkClock, "__init__",
+                        lambda self, batch_size, target=0.25: setattr(self, "size", 4))
+    trainer, _ = train({"batch_size": 8}, "float32", True, epochs=1, progress=True)
+    assert trainer.training_path == "compiled"
+    batches = math.ceil(N_SAMPLES / 8)
+    assert [count for count, _, _ in advanced] == [4] * (batches // 4) + [batches % 4]
+    assert all(math.isfinite(loss) and 0 <= acc <= 1 for _, loss, acc in advanced)
+    assert "epoch   1/1  train_loss" in sys.stderr.getvalue()

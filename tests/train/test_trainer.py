@@ -357,17 +357,22 @@ def test_toy_sets_reach_full_training_accuracy(tmp_path, name, hidden, lr, epoch
     assert summary["train_accuracy"] == 1.0
 
 
-def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("numba", marks=_needs_numba)])
+def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, backend):
+    """On numba the compiled path runs chunks of a fraction of a second: Ctrl-C lands
+    between two of them."""
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    make_engine(backend).warmup()
     proc = subprocess.Popen(
         [sys.executable, "-m", "handprop", "train", "--train-subset", "3000", "--val-size", "300",
-         "--hidden", "512", "--batch-size", "8", "--epochs", "50", "--backend", "cpu",
+         "--hidden", "512", "--batch-size", "8", "--epochs", "50", "--backend", backend,
          "--no-progress", "--out", str(out)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline and not (out / "metrics.jsonl").exists():
         time.sleep(0.05)
+    time.sleep(0.2)  # inside the next epoch
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
