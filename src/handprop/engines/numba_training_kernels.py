@@ -294,12 +294,12 @@ def bias_grad(g, m, out, acc):
 
 
 @_jit
-def update(kind, p, g, s1, s2, lo, hi, lr, sqrt_bc2, momentum, beta1, beta2, eps,
-           weight_decay, l2):
-    """One optimizer step on ``p[lo:hi]`` (``numba_kernels.sgd_update``,
+def update(kind, p, g, s1, s2, lr, sqrt_bc2, momentum, beta1, beta2, eps, weight_decay, l2):
+    """One optimizer step on the 1-D ``p`` (``numba_kernels.sgd_update``,
     ``momentum_update``, ``adam_update``); ``l2 > 0`` adds ``l2 * p`` to the gradient
     first, as ``Sequential.add_l2_gradient`` does for weight matrices. One loop per
-    optimizer, so that each vectorizes.
+    optimizer, so that each vectorizes (loops run from 0: a loop from an offset
+    that reads and writes the same array did not vectorize).
 
     Optimizer state that decays below the smallest normal number becomes 0: the
     state of a weight whose input is always 0 (MNIST's border pixels) otherwise
@@ -313,12 +313,12 @@ def update(kind, p, g, s1, s2, lo, hi, lr, sqrt_bc2, momentum, beta1, beta2, eps
     tiny, zero = dt(np.finfo(p.dtype).tiny), dt(0)
     decay, penalty = weight_decay != 0.0, l2 != 0.0
     if kind == SGD:
-        for i in range(lo, hi):
+        for i in range(p.shape[0]):
             gi = g[i] + l2c * p[i] if penalty else g[i]
             gi = gi + wd * p[i] if decay else gi
             p[i] -= lr * gi
     elif kind == ADAM:
-        for i in range(lo, hi):
+        for i in range(p.shape[0]):
             gi = g[i] + l2c * p[i] if penalty else g[i]
             gi = gi + wd * p[i] if decay else gi
             mi = s1[i] * b1 + omb1 * gi
@@ -329,7 +329,7 @@ def update(kind, p, g, s1, s2, lo, hi, lr, sqrt_bc2, momentum, beta1, beta2, eps
             s2[i] = vi
             p[i] -= lr * (mi / (math.sqrt(vi) / sqrt_bc2 + eps))
     elif kind == NESTEROV:
-        for i in range(lo, hi):
+        for i in range(p.shape[0]):
             gi = g[i] + l2c * p[i] if penalty else g[i]
             gi = gi + wd * p[i] if decay else gi
             v = s1[i] * mu + gi
@@ -337,7 +337,7 @@ def update(kind, p, g, s1, s2, lo, hi, lr, sqrt_bc2, momentum, beta1, beta2, eps
             s1[i] = v
             p[i] -= lr * (gi + mu * v)
     else:
-        for i in range(lo, hi):
+        for i in range(p.shape[0]):
             gi = g[i] + l2c * p[i] if penalty else g[i]
             gi = gi + wd * p[i] if decay else gi
             v = s1[i] * mu + gi
@@ -502,18 +502,18 @@ def train_steps(xs, labels, targets, use_labels, order, first, count, batch_size
                 dW = flat_g[lo_w:hi_w].reshape(fan_in, units)
                 gemm(T, N, fan_in, units, m, 1.0, inp, fan_in, g, units, 0.0, dW, units)
             if fold:
-                update(kind, flat_p, flat_g, s1, s2, lo_b, hi_b, lr, hyper[s, 1], momentum,
-                       beta1, beta2, eps, weight_decay, 0.0)
+                update(kind, flat_p[lo_b:hi_b], flat_g[lo_b:hi_b], s1, s2, lr, hyper[s, 1],
+                       momentum, beta1, beta2, eps, weight_decay, 0.0)
         if not fold:  # one sweep over the parameters, in memory order
             for l in range(layers):
-                lo_w = layout[l, W_AT]
-                hi_w = lo_w + layout[l, FAN_IN] * layout[l, UNITS]
-                update(kind, flat_p, flat_g, s1, s2, lo_w, hi_w, lr, hyper[s, 1], momentum,
-                       beta1, beta2, eps, weight_decay, l2)
-                lo_b = layout[l, B_AT]
-                hi_b = lo_b + (layout[l, UNITS] if layout[l, HAS_BIAS] != 0 else 0)
-                update(kind, flat_p, flat_g, s1, s2, lo_b, hi_b, lr, hyper[s, 1], momentum,
-                       beta1, beta2, eps, weight_decay, 0.0)
+                lo = layout[l, W_AT]
+                hi = lo + layout[l, FAN_IN] * layout[l, UNITS]
+                update(kind, flat_p[lo:hi], flat_g[lo:hi], s1[lo:hi], s2[lo:hi], lr,
+                       hyper[s, 1], momentum, beta1, beta2, eps, weight_decay, l2)
+                lo = layout[l, B_AT]
+                hi = lo + (layout[l, UNITS] if layout[l, HAS_BIAS] != 0 else 0)
+                update(kind, flat_p[lo:hi], flat_g[lo:hi], s1[lo:hi], s2[lo:hi], lr,
+                       hyper[s, 1], momentum, beta1, beta2, eps, weight_decay, 0.0)
         for l in range(layers):
             if rates[l] > 0.0:
                 mask_at[l] += m * layout[l, UNITS]
