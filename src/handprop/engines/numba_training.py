@@ -25,10 +25,13 @@ import numpy as np
 from ..nn.layers import Activation, BatchNorm, Dense, Dropout
 from ..nn.losses import BinaryCrossEntropy, MeanSquaredError, SoftmaxCrossEntropy
 from ..optim.optimizers import SGD, Adam, Momentum, Nesterov
+from . import numba_training_kernels as kernels
 from .base import activation_code
 
-LOSS_KINDS = {SoftmaxCrossEntropy: 0, MeanSquaredError: 1, BinaryCrossEntropy: 2}
-OPTIMIZER_KINDS = {SGD: 0, Momentum: 1, Nesterov: 2, Adam: 3}
+LOSS_KINDS = {SoftmaxCrossEntropy: kernels.XENT, MeanSquaredError: kernels.MSE,
+              BinaryCrossEntropy: kernels.BCE}
+OPTIMIZER_KINDS = {SGD: kernels.SGD, Momentum: kernels.MOMENTUM, Nesterov: kernels.NESTEROV,
+                   Adam: kernels.ADAM}
 #: Most uniforms drawn for one chunk's dropout masks (float64 each): 32 MB.
 MASK_BUDGET = 4_000_000
 
@@ -43,9 +46,7 @@ def register_blas() -> None:
     import llvmlite.binding as llvm
     from numba.extending import get_cython_function_address
 
-    from .numba_training_kernels import BLAS_SYMBOLS
-
-    for dtype, symbol in BLAS_SYMBOLS.items():
+    for dtype, symbol in kernels.BLAS_SYMBOLS.items():
         name = "sgemm" if dtype == "float32" else "dgemm"
         llvm.add_symbol(symbol, get_cython_function_address("scipy.linalg.cython_blas", name))
     _blas_ready = True
@@ -122,8 +123,6 @@ class CompiledEpoch:
                    "compiled code)")
 
     def __init__(self, model, loss, optimizer, l2, batch_size, plan):
-        from . import numba_training_kernels as kernels
-
         register_blas()
         self.kernels = kernels
         self.model, self.loss, self.optimizer = model, loss, optimizer
@@ -249,7 +248,7 @@ class CompiledEpoch:
         for s in range(count):
             t = opt.t + s
             lr = float(opt.schedule(t))
-            if self.kind == 3:
+            if self.kind == kernels.ADAM:
                 step = t + 1
                 beta1, beta2 = float(opt.beta1), float(opt.beta2)
                 hyper[s, 0] = lr / (1.0 - beta1**step)

@@ -8,9 +8,6 @@ them. Accuracy: float64 within 1 ulp of NumPy's ``exp`` (measured on a
 million points); float32 computed in float32 within 2 ulp of the exact
 value, as NumPy's own float32 ``exp`` is. Each is specialised on the
 argument's type through ``overload``, so one kernel serves both dtypes.
-
-Numba's cache of a kernel does not notice edits to the functions it calls in
-other modules: after changing this file, delete the kernels' ``__pycache__``.
 """
 
 from __future__ import annotations
