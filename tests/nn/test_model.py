@@ -235,3 +235,51 @@ def test_failed_write_keeps_old_file_and_removes_temp(cpu, tmp_path, monkeypatch
 def test_meta_key_is_reserved(tmp_path):
     with pytest.raises(ValueError, match="reserved"):
         hio.save_arrays(tmp_path / "x.npz", {"__meta__": np.zeros(1)}, {})
+
+
+# ------------------------------------------------------------- flat buffers
+def test_parameters_and_gradients_are_views_of_flat_buffers(engine):
+    model = small_model(engine)
+    xp = engine.xp
+    assert model.flat_params.shape == (model.num_parameters(),)
+    assert model.flat_grads.shape == model.flat_params.shape
+    # Writing the flat buffer shows through every parameter, in named_parameters order.
+    model.flat_params[...] = xp.arange(model.num_parameters(), dtype=xp.float64)
+    weights, offset = model.get_weights(), 0
+    for name, layer, key in model.named_parameters():
+        size = int(np.prod(layer.params[key].shape))
+        np.testing.assert_array_equal(weights[name].ravel(), np.arange(offset, offset + size))
+        offset += size
+    assert [entry[0] for entry in model.param_layout] == [n for n, _, _ in model.named_parameters()]
+    # Backward writes each gradient into its view of flat_grads.
+    model = small_model(engine)
+    W_grad = model.layers[0].grads["W"]
+    x = engine.asarray(np.linspace(-1, 1, 8).reshape(2, 4))
+    model.forward(x, training=True)
+    model.backward(engine.asarray(np.ones((2, 3))))
+    assert model.layers[0].grads["W"] is W_grad
+    model.gather_grads()
+    expected = np.concatenate([engine.to_numpy(layer.grads[key]).ravel()
+                               for _, layer, key in model.named_parameters()])
+    np.testing.assert_array_equal(engine.to_numpy(model.flat_grads), expected)
+    assert np.abs(expected).sum() > 0
+
+
+def test_set_weights_copies_into_the_views(engine):
+    model, other = small_model(engine), small_model(engine, seed=9)
+    W = model.layers[0].params["W"]
+    model.set_weights(other.get_weights())
+    assert model.layers[0].params["W"] is W  # not rebound
+    np.testing.assert_array_equal(engine.to_numpy(model.flat_params),
+                                  engine.to_numpy(other.flat_params))
+
+
+def test_gather_grads_copies_a_fresh_gradient_into_its_view(engine):
+    model = small_model(engine)
+    layer = model.layers[2]
+    view = layer.grads["b"]
+    layer.grads["b"] = engine.asarray(np.array([1.0, 2.0, 3.0]))
+    model.gather_grads()
+    assert layer.grads["b"] is view
+    offset = dict((n, o) for n, o, _ in model.param_layout)["layer2.b"]
+    np.testing.assert_array_equal(engine.to_numpy(model.flat_grads)[offset:offset + 3], [1, 2, 3])

@@ -237,3 +237,52 @@ def test_unknown_optimizer_lists_valid_names():
 def test_unknown_optimizer_option_is_a_config_error():
     with pytest.raises(ConfigError, match="bad options for optimizer 'sgd'"):
         make_optimizer("sgd", lr=0.1, momentum=0.9)
+
+
+# ------------------------------------------------------------- flat updates
+@pytest.mark.parametrize("name, hyper", [
+    ("sgd", {"weight_decay": 0.05}), ("momentum", {"momentum": 0.8, "weight_decay": 0.01}),
+    ("nesterov", {"momentum": 0.7}), ("adam", {"beta1": 0.8, "beta2": 0.99, "weight_decay": 0.01})])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_one_flat_update_equals_one_update_per_parameter(engine, name, hyper, dtype):
+    """A built Sequential is updated in one pass over its flat buffer; a model without
+    flat buffers, parameter by parameter. Element-wise the two are the same arithmetic."""
+    rng = np.random.default_rng(2)
+    model = Sequential([Dense(4, "tanh"), Dense(3)], input_dim=5, engine=engine, dtype=dtype)
+
+    class PerTensor:  # the same layers, without the flat buffers
+        engine, layers = model.engine, [Dense(4, "tanh"), Dense(3)]
+        named_parameters = Sequential.named_parameters
+
+    plain = PerTensor()
+    for mine, theirs in zip(model.layers, plain.layers):
+        theirs.params = {k: engine.asarray(engine.to_numpy(v).copy()) for k, v in mine.params.items()}
+    flat_opt, plain_opt = make_optimizer(name, lr=0.05, **hyper), make_optimizer(name, lr=0.05, **hyper)
+    for _ in range(3):
+        for mine, theirs in zip(model.layers, plain.layers):
+            grads = {k: rng.normal(size=v.shape).astype(dtype) for k, v in mine.params.items()}
+            mine.grads = {k: engine.asarray(g.copy()) for k, g in grads.items()}
+            theirs.grads = {k: engine.asarray(g.copy()) for k, g in grads.items()}
+        flat_opt.step(model)
+        plain_opt.step(plain)
+    assert flat_opt.flat_state is not None and plain_opt.flat_state is None
+    for mine, theirs in zip(model.layers, plain.layers):
+        for k in mine.params:
+            np.testing.assert_array_equal(engine.to_numpy(mine.params[k]),
+                                          engine.to_numpy(theirs.params[k]))
+    for key, value in plain_opt.state_arrays(engine).items():
+        np.testing.assert_array_equal(flat_opt.state_arrays(engine)[key], value)
+
+
+def test_loaded_state_goes_into_the_bound_flat_buffers(cpu):
+    model = Sequential([Dense(3, "tanh"), Dense(2)], input_dim=2, engine=cpu, dtype="float64")
+    opt = Adam(lr=0.01)
+    flat = opt.bind(model)
+    saved = {k: np.full(v.shape, 0.5) for k, v in opt.state_arrays(cpu).items()}
+    opt.load_state_arrays(cpu, saved, 7, "float64")
+    assert opt.bind(model) is flat and opt.t == 7
+    np.testing.assert_array_equal(flat["m"], np.full(model.num_parameters(), 0.5))
+    # Before binding, loaded values are kept and then laid out flat.
+    fresh = Adam(lr=0.01)
+    fresh.load_state_arrays(cpu, saved, 7, "float64")
+    np.testing.assert_array_equal(fresh.bind(model)["v"], np.full(model.num_parameters(), 0.5))

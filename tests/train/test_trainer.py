@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from engine_cases import make_engine
+from handprop.engines import engine_status
 from handprop.errors import CheckpointError, ConfigError, NumericalError
 from handprop.nn import mlp
 from handprop.optim import Adam, SGD
@@ -32,16 +33,32 @@ def toy_problem(n=64, seed=0):
     return x, y
 
 
-def make_trainer(engine="cpu", seed=0, optimizer=None, **kwargs):
+def make_trainer(engine="cpu", seed=0, optimizer=None, compile=True, **kwargs):
     model = mlp(5, [8], 2, activation="tanh", engine=make_engine(engine), dtype="float64", seed=seed)
     return Trainer(model, "softmax_cross_entropy", optimizer or Adam(lr=0.01), seed=seed,
-                   progress=False, **kwargs)
+                   progress=False, compile=compile, **kwargs)
 
 
+_numba = engine_status("numba")
+_needs_numba = pytest.mark.skipif(not _numba.available,
+                                  reason=f"numba engine unavailable: {_numba.reason}")
+#: (engine, compile): the reference, numba layer by layer, and numba's compiled path.
+PATHS = [pytest.param("cpu", True, id="cpu-layers"),
+         pytest.param("numba", False, id="numba-layers", marks=_needs_numba),
+         pytest.param("numba", True, id="numba-compiled", marks=_needs_numba)]
+
+
+def expect_path(trainer, engine, compile):
+    assert trainer.training_path == ("compiled" if engine == "numba" and compile
+                                     else "layer by layer")
+
+
+@pytest.mark.parametrize("engine, compile", PATHS)
 @pytest.mark.parametrize("batch_size", [1, 7, 64, 1000])
-def test_batch_sizes_from_one_to_the_full_set(batch_size):
+def test_batch_sizes_from_one_to_the_full_set(batch_size, engine, compile):
     x, y = toy_problem()
-    trainer = make_trainer(batch_size=batch_size, epochs=2)
+    trainer = make_trainer(engine, batch_size=batch_size, epochs=2, compile=compile)
+    expect_path(trainer, engine, compile)
     history = trainer.fit(x, y)
     assert len(history) == 2
     # Every sample is seen once per epoch: the update count tells.
@@ -49,11 +66,12 @@ def test_batch_sizes_from_one_to_the_full_set(batch_size):
     assert 0 <= history.rows[-1]["train_acc"] <= 1
 
 
-def test_same_seed_same_run_and_other_seed_differs():
+@pytest.mark.parametrize("engine, compile", PATHS)
+def test_same_seed_same_run_and_other_seed_differs(engine, compile):
     x, y = toy_problem()
-    a = make_trainer(seed=3, batch_size=8, epochs=3)
-    b = make_trainer(seed=3, batch_size=8, epochs=3)
-    c = make_trainer(seed=4, batch_size=8, epochs=3)
+    a = make_trainer(engine, seed=3, batch_size=8, epochs=3, compile=compile)
+    b = make_trainer(engine, seed=3, batch_size=8, epochs=3, compile=compile)
+    c = make_trainer(engine, seed=4, batch_size=8, epochs=3, compile=compile)
     la = a.fit(x, y).column("train_loss")
     assert la == b.fit(x, y).column("train_loss")
     assert la != c.fit(x, y).column("train_loss")
@@ -83,11 +101,14 @@ def test_evaluate_matches_a_hand_computed_accuracy():
     assert loss == pytest.approx(expected_loss, rel=1e-10)
 
 
-def test_interrupted_training_resumes_to_identical_weights(tmp_path):
+@pytest.mark.parametrize("engine, compile", PATHS)
+def test_interrupted_training_resumes_to_identical_weights(tmp_path, engine, compile):
     """Kill mid-epoch, resume from the last checkpoint: same weights as never stopped."""
     x, y = toy_problem(90)
-    uninterrupted = make_trainer(batch_size=8, epochs=5, checkpoint_dir=tmp_path / "a")
+    options = {"batch_size": 8, "epochs": 5, "compile": compile}
+    uninterrupted = make_trainer(engine, checkpoint_dir=tmp_path / "a", **options)
     uninterrupted.fit(x, y, x[:20], y[:20])
+    expect_path(uninterrupted, engine, compile)
 
     class Crash(Exception):
         pass
@@ -96,11 +117,11 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path):
         if epoch == 4 and batch == 5:
             raise Crash
 
-    crashed = make_trainer(batch_size=8, epochs=5, checkpoint_dir=tmp_path / "b", on_batch_end=crash)
+    crashed = make_trainer(engine, checkpoint_dir=tmp_path / "b", on_batch_end=crash, **options)
     with pytest.raises(Crash):
         crashed.fit(x, y, x[:20], y[:20])
 
-    resumed = make_trainer(seed=99, batch_size=8, epochs=5, checkpoint_dir=tmp_path / "b")
+    resumed = make_trainer(engine, seed=99, checkpoint_dir=tmp_path / "b", **options)
     resumed.load_checkpoint(tmp_path / "b" / CHECKPOINT_NAME)
     assert resumed.epoch == 3 and resumed.optimizer.t == 3 * math.ceil(90 / 8)
     resumed.fit(x, y, x[:20], y[:20])
@@ -110,9 +131,11 @@ def test_interrupted_training_resumes_to_identical_weights(tmp_path):
     assert resumed.batch_losses == uninterrupted.batch_losses  # kept in the checkpoint
 
 
-def test_batch_losses_make_up_the_epoch_means():
+@pytest.mark.parametrize("engine, compile", PATHS)
+def test_batch_losses_make_up_the_epoch_means(engine, compile):
     x, y = toy_problem(90)
-    trainer = make_trainer(batch_size=8, epochs=3)  # 12 batches, the last of 2 samples
+    # 12 batches, the last of 2 samples
+    trainer = make_trainer(engine, batch_size=8, epochs=3, compile=compile)
     history = trainer.fit(x, y)
     losses = np.array(trainer.batch_losses)
     assert losses.shape == (3 * 12,) and np.isfinite(losses).all()
@@ -150,30 +173,38 @@ def test_gradient_norms_show_vanishing_gradients_in_deep_sigmoid_nets(activation
     assert trainer.optimizer.t == 2 * math.ceil(1000 / 64)
 
 
-def test_a_killed_cli_run_resumes_to_the_same_result(tmp_path):
-    """A real SIGKILL of `handprop train`, then `--resume`."""
-    flags = ["--dataset", "mnist", "--train-subset", "3000", "--val-size", "300", "--hidden", "512",
+@pytest.mark.parametrize("backend, subset, hidden, path", [
+    ("cpu", "3000", "512", "layer by layer"),
+    pytest.param("numba", "6000", "256", "compiled", marks=_needs_numba)])
+def test_a_killed_cli_run_resumes_to_the_same_result(tmp_path, backend, subset, hidden, path):
+    """A real SIGKILL of `handprop train`, then `--resume`; on numba the compiled path
+    runs both, so the resumed run must end bit-identical to an uninterrupted compiled one."""
+    flags = ["--dataset", "mnist", "--train-subset", subset, "--val-size", "300", "--hidden", hidden,
              "--activation", "relu", "--optimizer", "momentum", "--lr", "0.05",
-             "--batch-size", "8", "--epochs", "4", "--backend", "cpu", "--no-progress"]
+             "--batch-size", "8", "--epochs", "4", "--backend", backend, "--no-progress"]
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    make_engine(backend).warmup()  # compiled and cached here, so epoch 1 paces the kill
     killed_dir, clean_dir = tmp_path / "killed", tmp_path / "clean"
     proc = subprocess.Popen([sys.executable, "-m", "handprop", "train", *flags, "--out", str(killed_dir)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
+    deadline = time.time() + 180  # a first run may compile the kernels
+    metrics, lines = killed_dir / "metrics.jsonl", []
     while time.time() < deadline and proc.poll() is None:
-        metrics = killed_dir / "metrics.jsonl"
-        if metrics.exists() and len(metrics.read_text().splitlines()) >= 1:
+        lines = metrics.read_text().splitlines() if metrics.exists() else []
+        if lines:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert proc.poll() is None, "the run finished before it could be killed; make it longer"
-    time.sleep(0.3)  # now somewhere inside a later epoch
+    # Now somewhere inside epoch 2: halfway through it, at the first epoch's pace.
+    time.sleep(0.5 * json.loads(lines[0])["seconds"])
+    assert proc.poll() is None, "the run finished before it could be killed; make it longer"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed_dir / "summary.json").exists()
     resume = subprocess.run([sys.executable, "-m", "handprop", "train", "--resume", str(killed_dir),
                              "--no-progress"], env=env, capture_output=True, text=True)
     assert resume.returncode == 0, resume.stderr
-    assert "resuming" in resume.stdout
+    assert "resuming" in resume.stdout and f"path: {path}" in resume.stdout
     clean = subprocess.run([sys.executable, "-m", "handprop", "train", *flags, "--out", str(clean_dir)],
                            env=env, capture_output=True, text=True)
     assert clean.returncode == 0, clean.stderr
@@ -186,14 +217,18 @@ def test_a_killed_cli_run_resumes_to_the_same_result(tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
 
 
-def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path):
+@pytest.mark.parametrize("engine, compile", PATHS)
+def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_path, engine,
+                                                                          compile):
     x, y = toy_problem()
 
     def poison(epoch, batch):
         if epoch == 2 and batch == 3:
             trainer.model.layers[0].params["W"][0, 0] = np.nan
 
-    trainer = make_trainer(batch_size=8, epochs=4, checkpoint_dir=tmp_path, on_batch_end=poison)
+    trainer = make_trainer(engine, batch_size=8, epochs=4, checkpoint_dir=tmp_path,
+                           on_batch_end=poison, compile=compile)
+    expect_path(trainer, engine, compile)
     with pytest.raises(NumericalError, match=r"loss became nan at epoch 2, batch 4.*after epoch 1"):
         trainer.fit(x, y)
     again = make_trainer(batch_size=8, epochs=4)
@@ -202,9 +237,10 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(tmp_pa
     assert all(np.isfinite(w).all() for w in again.model.get_weights().values())
 
 
-def test_early_stopping_restores_the_best_weights(monkeypatch):
+@pytest.mark.parametrize("engine, compile", PATHS)
+def test_early_stopping_restores_the_best_weights(monkeypatch, engine, compile):
     x, y = toy_problem()
-    trainer = make_trainer(batch_size=16, epochs=10, patience=2)
+    trainer = make_trainer(engine, batch_size=16, epochs=10, patience=2, compile=compile)
     scripted = iter([1.0, 0.5, 0.7, 0.8, 0.9, 0.4])
     monkeypatch.setattr(trainer, "evaluate_on_engine", lambda xs, ys: (next(scripted), 0.5))
     snapshots = {}
@@ -321,17 +357,22 @@ def test_toy_sets_reach_full_training_accuracy(tmp_path, name, hidden, lr, epoch
     assert summary["train_accuracy"] == 1.0
 
 
-def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("backend", ["cpu", pytest.param("numba", marks=_needs_numba)])
+def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, backend):
+    """On numba the compiled path runs chunks of a fraction of a second: Ctrl-C lands
+    between two of them."""
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+    make_engine(backend).warmup()
     proc = subprocess.Popen(
         [sys.executable, "-m", "handprop", "train", "--train-subset", "3000", "--val-size", "300",
-         "--hidden", "512", "--batch-size", "8", "--epochs", "50", "--backend", "cpu",
+         "--hidden", "512", "--batch-size", "8", "--epochs", "50", "--backend", backend,
          "--no-progress", "--out", str(out)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline and not (out / "metrics.jsonl").exists():
         time.sleep(0.05)
+    time.sleep(0.2)  # inside the next epoch
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130

@@ -59,6 +59,7 @@ def run(args) -> int:
         return 0
     print(f"lr range test on {what}: {len(result.losses)} steps from {args.lr_min:g} "
           f"to {result.lrs[-1]:.3g}" if result.lrs else f"lr range test on {what}: no finite loss")
+    print(result.path)
     if result.stopped:
         print(f"stopped early: {result.stopped}")
     if result.suggestion is None:

@@ -13,8 +13,8 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="TOML", help="TOML file of options (flags win)")
     for f in TRAIN_FLAGS:
         if f.kind is None:
-            parser.add_argument(f.flag, dest=f.key, action="store_true", default=None,
-                                help=f.help_text())
+            parser.add_argument(f.flag, dest=f.key, default=None, help=f.help_text(),
+                                action="store_false" if f.switch_off else "store_true")
         else:
             parser.add_argument(f.flag, dest=f.key, type=f.kind, default=None,
                                 help=f.help_text())
@@ -42,8 +42,8 @@ def resume_options(args, out) -> dict:
         refused.append("--out")
     if refused:
         raise ConfigError(f"--resume continues {out} as it was configured, so "
-                          f"{', '.join(refused)} cannot change it; only --backend and --epochs "
-                          f"(to train for longer) go with --resume")
+                          f"{', '.join(refused)} cannot change it; only --backend, --no-compile and "
+                          f"--epochs (to train for longer) go with --resume")
     return {key: given[key] for key in RESUME_OPTIONS if key in given}
 
 

@@ -153,6 +153,13 @@ class Engine:
     def describe(self) -> dict:
         return {"name": self.name, "is_gpu": self.is_gpu, "fused_kernels": self.fused_kernels}
 
+    # ---------------------------------------------------------- compiled training
+    def compiled_epoch(self, model, loss, optimizer, l2: float, batch_size: int):
+        """A runner for whole chunks of an epoch's training steps, as ``(runner, "")``, or
+        ``(None, reason)`` when this engine has none for the configuration; the trainer
+        then runs layer by layer. The reference has none."""
+        return None, f"the {self.name} engine runs the layer-by-layer path only"
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
@@ -196,6 +203,15 @@ class Engine:
             return xp.where(out > 0, grad, grad * alpha)
         t = out / LECUN_A
         return grad * (LECUN_A * LECUN_S) * (1.0 - t * t)
+
+    def matmul(self, a, b, out=None):
+        """``a @ b`` for 2-D ``a`` (m, k) and ``b`` (k, n); written into ``out`` (m, n) when
+        given (cast to its dtype) and returned."""
+        product = a @ b
+        if out is None or tuple(out.shape) != tuple(product.shape):
+            return product
+        out[...] = product
+        return out
 
     def bias_grad(self, grad):
         """Column sums of ``grad``: the bias gradient of a dense layer."""

@@ -133,6 +133,15 @@ class NumbaEngine(NumpyEngine):
                 for nesterov in (False, True):
                     self.momentum_update(p, g, s1, 0.1, 0.9, weight_decay=wd, nesterov=nesterov)
                 self.adam_update(p, g, s1, s2, 0.1, 0.9, 0.999, 1e-8, 1, weight_decay=wd)
+            from .numba_training import warmup
+
+            warmup(self, name)
+
+    # ---------------------------------------------------- compiled training
+    def compiled_epoch(self, model, loss, optimizer, l2: float, batch_size: int):
+        from .numba_training import compiled_epoch
+
+        return compiled_epoch(model, loss, optimizer, l2, batch_size)
 
     # ---------------------------------------------------------- activations
     def bias_act(self, z, b, kind: str, alpha: float = 0.01):

@@ -141,7 +141,8 @@ class Dense(Layer):
 
     def backward(self, grad_out, need_input_grad=True):
         dz = self.engine.act_backward(grad_out, self.out, self.activation, self.alpha)
-        self.grads["W"] = self.x.T @ dz
+        # Into the gradient's own buffer (a view of the model's flat gradients).
+        self.grads["W"] = self.engine.matmul(self.x.T, dz, out=self.grads.get("W"))
         if self.use_bias:
             self.grads["b"] = self.engine.bias_grad(dz)
         return dz @ self.params["W"].T if need_input_grad else None

@@ -32,6 +32,11 @@ class Sequential:
     ``input_dim=N``). L2 regularization convention: ``l2/2 * sum(W**2)`` over every
     layer's weights (``Layer.weight_keys``: Dense and Conv2D ``W``, no biases) is
     added to the loss, and ``l2 * W`` to each weight gradient.
+
+    Once built, every parameter is a view of one flat buffer ``flat_params`` and
+    every gradient a view of ``flat_grads`` (same layout, ``named_parameters``
+    order), so an optimizer updates all of them in one pass and a compiled
+    training path updates the very arrays that checkpoints and evaluation read.
     """
 
     def __init__(self, layers: list[Layer], input_dim: int | None = None, engine=None,
@@ -75,7 +80,38 @@ class Sequential:
         self.input_dim = int(np.prod(self.input_shape))
         self.output_shape = shape
         self.output_dim = int(np.prod(shape))
+        self._flatten()
         return self
+
+    def _flatten(self) -> None:
+        """Move every parameter into ``flat_params`` and give every gradient its view of
+        ``flat_grads``; ``param_layout`` holds each one's ``(name, offset, shape)``."""
+        xp, entries = self.engine.xp, self.named_parameters()
+        shapes = [tuple(layer.params[key].shape) for _, layer, key in entries]
+        total = sum(int(np.prod(shape)) for shape in shapes)
+        dtype = getattr(xp, self.dtype)
+        self.flat_params = xp.zeros((total,), dtype=dtype)
+        self.flat_grads = xp.zeros((total,), dtype=dtype)
+        self.param_layout, self._grad_views, offset = [], {}, 0
+        for (name, layer, key), shape in zip(entries, shapes):
+            size = int(np.prod(shape))
+            view = xp.reshape(self.flat_params[offset:offset + size], shape)
+            view[...] = layer.params[key]
+            layer.params[key] = view
+            layer.grads[key] = self._grad_views[name] = xp.reshape(
+                self.flat_grads[offset:offset + size], shape)
+            self.param_layout.append((name, offset, shape))
+            offset += size
+
+    def gather_grads(self) -> None:
+        """Make every ``layer.grads`` entry the view of ``flat_grads`` again, copying in
+        any gradient a layer computed into a fresh array."""
+        views = self._grad_views
+        for name, layer, key in self.named_parameters():
+            grad = layer.grads[key]
+            if grad is not views[name]:
+                views[name][...] = grad
+                layer.grads[key] = views[name]
 
     @property
     def built(self) -> bool:
@@ -163,7 +199,7 @@ class Sequential:
         if not l2:
             return
         for _, layer, key in self.named_weights():
-            layer.grads[key] = layer.grads[key] + l2 * layer.params[key]
+            layer.grads[key] += l2 * layer.params[key]  # in place: a view of flat_grads
 
     def get_weights(self) -> dict[str, np.ndarray]:
         """Host copies of every parameter and buffer, by name."""
@@ -182,8 +218,9 @@ class Sequential:
             problems.append(f"{name}: in the file but not in the model")
         if problems:
             raise CheckpointError("saved weights do not fit this model:\n  " + "\n  ".join(problems))
+        # Parameters are views of flat_params: copy into them, never rebind.
         for name, store, key in self._named_arrays():
-            store[key] = self.engine.asarray(np.array(weights[name], copy=True), self.dtype)
+            store[key][...] = self.engine.asarray(np.asarray(weights[name]), self.dtype)
 
     # ------------------------------------------------------------- description
     def summary(self) -> str:

@@ -1,4 +1,9 @@
-"""Optimizers: each update is one fused, in-place engine primitive per parameter.
+"""Optimizers: each update is one fused, in-place engine primitive.
+
+For a model whose parameters are views of one flat buffer (every built
+``Sequential``), the state is flat too (``flat_state``, one buffer per slot,
+with ``state[name][slot]`` its views) and a step is a single primitive call
+over the whole buffer; otherwise one call per parameter.
 
 ``weight_decay`` is coupled (``grad + weight_decay * param``), as in
 ``torch.optim``. The learning rate comes from a schedule evaluated at the
@@ -35,6 +40,8 @@ class Optimizer:
         self.weight_decay = float(weight_decay)
         self.t = 0  # updates done so far
         self.state: dict[str, dict] = {}
+        self.flat_state: dict | None = None  # slot -> flat buffer, once bound to a model
+        self._bound_to = None  # the flat_params buffer flat_state is laid out for
 
     @property
     def lr(self) -> float:
@@ -44,12 +51,41 @@ class Optimizer:
     def step(self, model) -> None:
         lr = self.schedule(self.t)
         engine = model.engine
-        for name, layer, key in model.named_parameters():
-            param, grad = layer.params[key], layer.grads[key]
-            if name not in self.state:
-                self.state[name] = {k: engine.xp.zeros_like(param) for k in self.state_keys}
-            self.update(engine, param, grad, self.state[name], lr)
+        flat = self.bind(model)
+        if flat is not None:
+            model.gather_grads()
+            self.update(engine, model.flat_params, model.flat_grads, flat, lr)
+        else:
+            for name, layer, key in model.named_parameters():
+                param, grad = layer.params[key], layer.grads[key]
+                if name not in self.state:
+                    self.state[name] = {k: engine.xp.zeros_like(param) for k in self.state_keys}
+                self.update(engine, param, grad, self.state[name], lr)
         self.t += 1
+
+    def bind(self, model) -> dict | None:
+        """Lay the state out flat, like ``model.flat_params``, keeping any values it already
+        has (from a checkpoint); return ``flat_state``, or None for a model without flat
+        buffers."""
+        flat_params = getattr(model, "flat_params", None)
+        if flat_params is None:
+            return None
+        if self._bound_to is flat_params:
+            return self.flat_state
+        xp = model.engine.xp
+        flat = {k: xp.zeros_like(flat_params) for k in self.state_keys}
+        state = {}
+        for name, offset, shape in model.param_layout:
+            size = int(np.prod(shape))
+            state[name] = {}
+            for k in self.state_keys:
+                view = xp.reshape(flat[k][offset:offset + size], shape)
+                old = self.state.get(name, {}).get(k)
+                if old is not None:
+                    view[...] = old
+                state[name][k] = view
+        self.flat_state, self.state, self._bound_to = flat, state, flat_params
+        return flat
 
     def update(self, engine, param, grad, state, lr) -> None:
         raise NotImplementedError
@@ -66,13 +102,26 @@ class Optimizer:
                 for name, slots in self.state.items() for k, v in slots.items()}
 
     def load_state_arrays(self, engine, arrays: dict[str, np.ndarray], t: int, dtype) -> None:
-        self.t = int(t)
-        self.state = {}
+        """Restore ``state_arrays``; values are copied into the flat state if it is bound
+        (so a compiled training path sees them), else kept until ``bind``."""
+        loaded = {}
         for full, value in arrays.items():
             name, _, k = full.rpartition(".")
             if k not in self.state_keys:
                 raise CheckpointError(f"optimizer state {full!r} does not belong to {self.name}")
-            self.state.setdefault(name, {})[k] = engine.asarray(value, dtype)
+            loaded.setdefault(name, {})[k] = engine.asarray(value, dtype)
+        self.t = int(t)
+        if self._bound_to is not None and all(
+                tuple(self.state.get(name, {}).get(k, np.empty(0)).shape) == tuple(v.shape)
+                for name, slots in loaded.items() for k, v in slots.items()):
+            for slots in self.state.values():
+                for view in slots.values():
+                    view[...] = 0
+            for name, slots in loaded.items():
+                for k, value in slots.items():
+                    self.state[name][k][...] = value
+        else:
+            self.state, self.flat_state, self._bound_to = loaded, None, None
 
 
 class SGD(Optimizer):

@@ -49,6 +49,7 @@ DEFAULTS: dict = {
     "l2": 0.0,
     "patience": None,         # early stopping on validation loss
     "eval_batch_size": 2048,
+    "compile": True,          # the engine's compiled training path where it has one
 }
 
 CHOICES = {
@@ -64,9 +65,9 @@ CHOICES = {
 class Flag:
     """One `handprop train` flag and the configuration key it sets.
 
-    ``kind`` converts the text (``None``: an on/off switch). The help text
-    gets its "(default ...)" from ``DEFAULTS``, or from ``default`` where the
-    default is worked out at run time.
+    ``kind`` converts the text (``None``: an on/off switch that sets True, or False
+    with ``switch_off``). The help text gets its "(default ...)" from ``DEFAULTS``,
+    or from ``default`` where the default is worked out at run time.
     """
 
     flag: str
@@ -74,6 +75,7 @@ class Flag:
     kind: type | None
     help: str
     default: str | None = None
+    switch_off: bool = False
 
     def help_text(self) -> str:
         if self.kind is None:
@@ -144,6 +146,8 @@ TRAIN_FLAGS = (
          "early stopping: epochs without a better validation loss", default="off"),
     Flag("--backend", "backend", str, "engine: cpu, numba, cuda or auto",
          default="$HANDPROP_BACKEND, else auto"),
+    Flag("--no-compile", "compile", None, "run layer by layer even where the engine has a "
+         "compiled training path (the reference and teaching path)", switch_off=True),
 )
 FLAG_KEYS = {f.flag.lstrip("-"): f.key for f in TRAIN_FLAGS}
 
@@ -282,8 +286,9 @@ def validate(config: dict) -> dict:
     number("cycles", 1, integer=True, allow_none=True)
     number("patience", 1, integer=True, allow_none=True)
     number("train_subset", 1, integer=True, allow_none=True)
-    if not isinstance(c["batch_norm"], bool):
-        raise ConfigError(f"batch_norm must be true or false; got {c['batch_norm']!r}")
+    for key in ("batch_norm", "compile"):
+        if not isinstance(c[key], bool):
+            raise ConfigError(f"{key} must be true or false; got {c[key]!r}")
     if c["batch_norm"] and c["batch_size"] < 2:
         raise ConfigError("batch_norm normalizes over the batch, which needs batch_size >= 2; "
                           "raise --batch-size or drop --batch-norm")

@@ -15,6 +15,7 @@ average, and the test stops once the smoothed loss passes
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,6 +66,7 @@ class RangeTest:
     stopped: str = ""  # why the test ended before its last step, or ""
     steepest: float | None = None  # lr where the smoothed loss falls fastest
     minimum: float | None = None  # lr of the lowest smoothed loss
+    path: str = ""  # which training path ran (the run header's line)
 
     @property
     def suggestion(self) -> float | None:
@@ -74,7 +76,7 @@ class RangeTest:
     def to_dict(self) -> dict:
         return {"lrs": self.lrs, "losses": self.losses, "smoothed": self.smoothed,
                 "stopped": self.stopped, "steepest": self.steepest, "minimum": self.minimum,
-                "suggestion": self.suggestion}
+                "suggestion": self.suggestion, "path": self.path}
 
 
 def find_suggestions(lrs, smoothed) -> tuple[float | None, float | None]:
@@ -106,7 +108,7 @@ def lr_range_test(config: dict, lr_min: float = 1e-6, lr_max: float = 10.0, step
                   diverge_factor: float = 4.0, progress: bool = True) -> RangeTest:
     """Run the range test for a training configuration (see ``make_config``)."""
     from ..engines import get_engine
-    from .run import build_model, build_optimizer, prepare_data
+    from .run import build_model, build_optimizer, describe_path, prepare_data
     from .trainer import Trainer
 
     ramp = ExponentialRamp(float(lr_min), float(lr_max), int(steps))
@@ -116,24 +118,17 @@ def lr_range_test(config: dict, lr_min: float = 1e-6, lr_max: float = 10.0, step
     data = prepare_data(config)
     model = build_model(config, data.input_dim, data.classes, engine)
     optimizer = build_optimizer(config, 1, schedule=ramp)
-    trainer = Trainer(model, config["output_loss"], optimizer, batch_size=config["batch_size"],
-                      epochs=1, l2=config["l2"], seed=config["seed"], progress=False)
-    xs, ys = trainer.to_engine(data.x_train, data.y_train)
-    n, batch_size = xs.shape[0], min(config["batch_size"], xs.shape[0])
-    rng = np.random.default_rng(config["seed"])
-    order, cursor = rng.permutation(n), 0
+    xs_host, ys_host = data.x_train, data.y_train
+    n = len(xs_host)
+    batch_size = min(config["batch_size"], n)
+    trainer = Trainer(model, config["output_loss"], optimizer, batch_size=batch_size,
+                      epochs=1, l2=config["l2"], seed=config["seed"], progress=False,
+                      compile=config["compile"])
+    xs, ys = trainer.to_engine(xs_host, ys_host)
     bar = _progress_bar(ramp.steps, progress)
-    result, best, average = RangeTest(), math.inf, 0.0
+    result, best, average = RangeTest(path=describe_path(trainer)), math.inf, 0.0
     try:
-        for step in range(ramp.steps):
-            if cursor + batch_size > n:  # a new pass over the data, freshly shuffled
-                order, cursor = rng.permutation(n), 0
-            idx = engine.asarray(order[cursor:cursor + batch_size])
-            cursor += batch_size
-            lr = optimizer.lr
-            xb, yb = engine.xp.take(xs, idx, axis=0), engine.xp.take(ys, idx, axis=0)
-            value, _ = trainer.train_step(xb, yb)
-            loss = engine.to_float(value)  # one read per step is fine for a short diagnostic
+        for lr, loss in _step_losses(trainer, xs, ys, ramp.steps, config["seed"]):
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(lr=f"{lr:.2g}", loss=f"{loss:.3g}", refresh=False)
@@ -156,6 +151,50 @@ def lr_range_test(config: dict, lr_min: float = 1e-6, lr_max: float = 10.0, step
     result.smoothed = smooth(result.losses).tolist()
     result.steepest, result.minimum = find_suggestions(result.lrs, result.smoothed)
     return result
+
+
+def _batch_order(n: int, batch_size: int, steps: int, seed: int) -> np.ndarray:
+    """Sample indices of ``steps`` full batches, batch after batch: a fresh shuffle
+    whenever the next batch would run past the end of the data."""
+    rng = np.random.default_rng(seed)
+    order, cursor, picked = rng.permutation(n), 0, []
+    for _ in range(steps):
+        if cursor + batch_size > n:  # a new pass over the data, freshly shuffled
+            order, cursor = rng.permutation(n), 0
+        picked.append(order[cursor:cursor + batch_size])
+        cursor += batch_size
+    return np.concatenate(picked)
+
+
+def _step_losses(trainer, xs, ys, steps: int, seed: int):
+    """``(lr, loss)`` of each training step, on the trainer's compiled path (chunks of
+    steps, read once per chunk) or layer by layer (one read per step)."""
+    from .trainer import ChunkClock
+
+    batch_size, optimizer, engine = trainer.batch_size, trainer.optimizer, trainer.engine
+    order = _batch_order(xs.shape[0], batch_size, steps, seed)
+    if trainer.compiled is not None:
+        runner, clock = trainer.compiled, ChunkClock(batch_size)
+        runner.bind(xs, ys)
+        losses, correct = np.zeros(steps), np.zeros(steps)
+        step = 0
+        while step < steps:
+            count = min(clock.size, steps - step)
+            lrs = [optimizer.schedule(optimizer.t + i) for i in range(count)]
+            started = time.perf_counter()
+            done = runner.run(order, step, count, losses[step:], correct[step:])
+            clock.record(done, time.perf_counter() - started)
+            yield from zip(lrs[:done], losses[step:step + done].tolist())
+            step += done
+            if done < count:
+                return
+        return
+    for step in range(steps):
+        idx = engine.asarray(order[step * batch_size:(step + 1) * batch_size])
+        lr = optimizer.lr
+        xb, yb = engine.xp.take(xs, idx, axis=0), engine.xp.take(ys, idx, axis=0)
+        value, _ = trainer.train_step(xb, yb)
+        yield lr, engine.to_float(value)  # one read per step is fine for a short diagnostic
 
 
 def _progress_bar(total: int, enabled: bool):

@@ -36,8 +36,9 @@ from .run_folder import (BATCH_LOSS, CONFIG, CURVES, DECISION, GRADIENTS, METRIC
                          SUMMARY)
 from .trainer import CHECKPOINT_NAME, GRADIENT_PROBE_SIZE, Trainer
 
-#: What `--resume` may change: the engine it runs on, and how many epochs in all.
-RESUME_OPTIONS = ("backend", "epochs")
+#: What `--resume` may change: the engine and training path it runs on, and how many
+#: epochs in all; nothing that changes what an epoch computes.
+RESUME_OPTIONS = ("backend", "epochs", "compile")
 OUTPUT_ACTIVATION = {"softmax_cross_entropy": "identity", "binary_cross_entropy": "identity",
                      "mse": "sigmoid"}
 
@@ -142,7 +143,8 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
     trainer = Trainer(model, config["output_loss"], optimizer, batch_size=config["batch_size"],
                       epochs=config["epochs"], l2=config["l2"], patience=config["patience"],
                       seed=config["seed"], checkpoint_dir=out, progress=progress,
-                      eval_batch_size=config["eval_batch_size"], on_epoch_end=on_epoch_end)
+                      eval_batch_size=config["eval_batch_size"], on_epoch_end=on_epoch_end,
+                      compile=config["compile"])
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if resume:
@@ -173,6 +175,7 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
         f"{'-'.join(map(str, config['hidden']))}{'-' if config['hidden'] else ''}"
         f"{model.output_dim}{dropout} ({model.num_parameters():,} parameters), "
         f"{len(data.x_train):,} training samples")
+    log(describe_path(trainer))
 
     trainer.fit(data.x_train, data.y_train, data.x_val, data.y_val)
     test_loss, test_acc = trainer.evaluate(data.x_test, data.y_test)
@@ -183,6 +186,7 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
         "test_loss": test_loss, "test_accuracy": test_acc, "engine": engine.name,
         "epochs": trainer.epoch, "train_seconds": trainer.train_seconds,
         "parameters": model.num_parameters(), "stopped_early": trainer.stopped_early,
+        "training_path": trainer.training_path,
         "best_epoch": trainer.best.get("epoch") if config["patience"] else trainer.epoch,
         "train_loss": train_loss, "train_accuracy": train_acc,
         "final_train_loss": trainer.history.rows[-1]["train_loss"],
@@ -219,3 +223,10 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
         _write_batch_losses(out, trainer.batch_losses, len(trainer.history))
         atomic_write_json(out / SUMMARY, summary)
     return summary
+
+
+def describe_path(trainer) -> str:
+    """The run header's line on which training path runs and, if not compiled, why."""
+    if trainer.compiled is not None:
+        return f"path: {trainer.compiled.describe()}"
+    return f"path: layer by layer ({trainer.compile_reason})"

@@ -5,6 +5,13 @@ engine. One seeded host permutation per epoch decides the batch order, so
 every engine sees the same batches. After every epoch the trainer writes a
 checkpoint atomically (model, optimizer state, RNG state, history, best
 weights); ``resume`` continues from it exactly.
+
+Two paths run an epoch. The layer-by-layer loop below (each layer's forward
+and backward, one engine call per primitive) is the reference. When the
+engine offers a compiled epoch for the configuration
+(``Engine.compiled_epoch``), chunks of mini-batches of a fraction of a second
+each run in one call instead, with the same batches, masks, learning rates,
+per-batch losses and accuracy counts; ``compile=False`` keeps the layer path.
 """
 
 from __future__ import annotations
@@ -75,6 +82,13 @@ class EpochReporter:
                 loss, acc = read_metrics()
                 self.batch_bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.2%}", refresh=False)
 
+    def advance(self, count: int, read_metrics) -> None:
+        """``count`` batches done at once (a compiled chunk)."""
+        if self.batch_bar is not None:
+            loss, acc = read_metrics()
+            self.batch_bar.set_postfix(loss=f"{loss:.4f}", acc=f"{acc:.2%}", refresh=False)
+            self.batch_bar.update(count)
+
     def end_epoch(self, row: dict) -> None:
         if not self.enabled:
             return
@@ -104,18 +118,37 @@ def format_epoch(row: dict, epochs: int) -> str:
             f"train_acc {_pct(row['train_acc'])}{val}  lr {row['lr']:.3g}  {row['seconds']:.1f}s")
 
 
+class ChunkClock:
+    """Sizes compiled chunks so that each takes about ``target`` seconds: the progress
+    bar moves and Ctrl-C is answered between chunks. The sizes never change results."""
+
+    def __init__(self, batch_size: int, target: float = 0.25):
+        self.target = target
+        self.size = max(1, 2048 // batch_size)
+
+    def record(self, batches: int, seconds: float) -> None:
+        if batches and seconds > 0:
+            wanted = int(batches / seconds * self.target)
+            self.size = max(1, min(wanted, 4 * self.size))
+
+
 class Trainer:
     """Mini-batch training of a ``Sequential`` model.
 
     ``train_loss``/``train_acc`` in the history are means over the epoch's
     mini-batches (the data loss, without the L2 term); validation metrics are
     computed on the whole validation set after the epoch.
+
+    ``compile=True`` (the default) runs the engine's compiled epoch where it has
+    one; ``compiled`` is it (or None) and ``compile_reason`` says why not. With an
+    ``on_batch_end`` callback the compiled path runs chunks of one batch, so the
+    callback still comes after each batch, in order.
     """
 
     def __init__(self, model: Sequential, loss, optimizer: Optimizer, *, batch_size: int = 64,
                  epochs: int = 10, l2: float = 0.0, patience: int | None = None, seed: int = 0,
                  checkpoint_dir=None, eval_batch_size: int = 2048, progress: bool = True,
-                 on_epoch_end=None, on_batch_end=None):
+                 on_epoch_end=None, on_batch_end=None, compile: bool = True):
         if batch_size < 1 or epochs < 1:
             raise ConfigError("batch_size and epochs must be at least 1")
         if l2 < 0:
@@ -136,6 +169,26 @@ class Trainer:
         self.best = {"val_loss": math.inf, "epoch": 0, "weights": None, "bad_epochs": 0}
         self.stopped_early = False
         self.train_seconds = 0.0
+        self.compile = bool(compile)
+        self._path_key = None
+        self.choose_path()
+
+    def choose_path(self) -> None:
+        """Ask the engine for a compiled epoch (again, if what it depends on changed)."""
+        key = (self.compile, self.l2, self.batch_size, id(self.optimizer), id(self.loss))
+        if key == self._path_key:
+            return
+        if self.compile:
+            self.compiled, self.compile_reason = self.engine.compiled_epoch(
+                self.model, self.loss, self.optimizer, self.l2, self.batch_size)
+        else:
+            self.compiled, self.compile_reason = None, "compiling was turned off (--no-compile)"
+        self._path_key = key
+
+    @property
+    def training_path(self) -> str:
+        """``"compiled"`` or ``"layer by layer"``, for the run header."""
+        return "compiled" if self.compiled is not None else "layer by layer"
 
     # ---------------------------------------------------------------- helpers
     def to_engine(self, x, y):
@@ -209,37 +262,27 @@ class Trainer:
             # list aligned with the epochs, the earlier ones unknown.
             self.batch_losses = [math.nan] * (self.epoch * batches)
         reporter = EpochReporter(self.epochs, batches, enabled=self.progress)
-        xp, engine = self.engine.xp, self.engine
+        engine = self.engine
         to_float = engine.to_float
-        # Reading the loss waits for a GPU, so there it is checked for NaN now
-        # and then; on the host every batch costs nothing extra.
-        nan_check_every = 50 if engine.is_gpu else 1
+        self.choose_path()
+        if self.compiled is not None:
+            self.compiled.bind(xs, ys)
+        clock = ChunkClock(self.batch_size)
         try:
             while self.epoch < self.epochs and not self.stopped_early:
                 epoch = self.epoch + 1
                 reporter.start_epoch(epoch)
                 started = time.perf_counter()
                 lr_at_start = self.optimizer.lr
-                order = engine.asarray(self.rng.permutation(n))
-                loss_sum = correct = 0.0
-                # Filled on the engine and read once per epoch: no per-batch host read.
-                batch_loss = xp.zeros((batches,), dtype=xp.float64)
-                for b in range(batches):
-                    idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-                    xb, yb = xp.take(xs, idx, axis=0), xp.take(ys, idx, axis=0)
-                    value, outputs = self.train_step(xb, yb)
-                    if (b + 1) % nan_check_every == 0 or b + 1 == batches:
-                        if not math.isfinite(to_float(value)):
-                            raise NumericalError(self._nan_message(to_float(value), epoch, b + 1))
-                    loss_sum = loss_sum + value * xb.shape[0]
-                    batch_loss[b] = value
-                    correct = correct + self.count_correct(outputs, yb)
-                    seen = min(n, (b + 1) * self.batch_size)
-                    reporter.batch(lambda: (to_float(value), to_float(correct) / seen))
-                    if self.on_batch_end:
-                        self.on_batch_end(epoch, b + 1)
-                engine.synchronize()
-                self.batch_losses.extend(engine.to_numpy(batch_loss).tolist())
+                if self.compiled is not None:
+                    order = self.rng.permutation(n)
+                    loss_sum, correct, batch_loss = self._compiled_epoch(
+                        order, epoch, batches, reporter, clock)
+                else:
+                    order = engine.asarray(self.rng.permutation(n))
+                    loss_sum, correct, batch_loss = self._layer_epoch(
+                        xs, ys, order, epoch, batches, reporter)
+                self.batch_losses.extend(batch_loss)
                 row = {"epoch": epoch, "train_loss": to_float(loss_sum) / n,
                        "train_acc": to_float(correct) / n,
                        "val_loss": None, "val_acc": None, "lr": lr_at_start}
@@ -262,6 +305,56 @@ class Trainer:
         if self.patience and self.best["weights"] is not None:
             self.model.set_weights(self.best["weights"])
         return self.history
+
+    def _layer_epoch(self, xs, ys, order, epoch, batches, reporter):
+        """One epoch layer by layer; returns (loss sum, correct count, per-batch losses)."""
+        xp, engine = self.engine.xp, self.engine
+        to_float, n = engine.to_float, xs.shape[0]
+        # Reading the loss waits for a GPU, so there it is checked for NaN now
+        # and then; on the host every batch costs nothing extra.
+        nan_check_every = 50 if engine.is_gpu else 1
+        loss_sum = correct = 0.0
+        # Filled on the engine and read once per epoch: no per-batch host read.
+        batch_loss = xp.zeros((batches,), dtype=xp.float64)
+        for b in range(batches):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            xb, yb = xp.take(xs, idx, axis=0), xp.take(ys, idx, axis=0)
+            value, outputs = self.train_step(xb, yb)
+            if (b + 1) % nan_check_every == 0 or b + 1 == batches:
+                if not math.isfinite(to_float(value)):
+                    raise NumericalError(self._nan_message(to_float(value), epoch, b + 1))
+            loss_sum = loss_sum + value * xb.shape[0]
+            batch_loss[b] = value
+            correct = correct + self.count_correct(outputs, yb)
+            seen = min(n, (b + 1) * self.batch_size)
+            reporter.batch(lambda: (to_float(value), to_float(correct) / seen))
+            if self.on_batch_end:
+                self.on_batch_end(epoch, b + 1)
+        engine.synchronize()
+        return loss_sum, correct, engine.to_numpy(batch_loss).tolist()
+
+    def _compiled_epoch(self, order, epoch, batches, reporter, clock):
+        """One epoch in compiled chunks; returns what ``_layer_epoch`` returns."""
+        runner, n, size = self.compiled, len(order), self.batch_size
+        batch_loss, correct = np.zeros(batches), np.zeros(batches)
+        most = runner.max_chunk()
+        b = 0
+        while b < batches:
+            count = 1 if self.on_batch_end else min(clock.size, most, batches - b)
+            started = time.perf_counter()
+            done = runner.run(order, b, count, batch_loss[b:], correct[b:])
+            clock.record(done, time.perf_counter() - started)
+            b += done
+            if not math.isfinite(batch_loss[b - 1]):
+                raise NumericalError(self._nan_message(float(batch_loss[b - 1]), epoch, b))
+            seen = min(n, b * size)
+            reporter.advance(done, lambda: (batch_loss[b - 1], correct[:b].sum() / seen))
+            if self.on_batch_end:
+                self.on_batch_end(epoch, b)
+        loss_sum = 0.0
+        for i, value in enumerate(batch_loss.tolist()):
+            loss_sum += value * (min(n, (i + 1) * size) - i * size)
+        return loss_sum, float(correct.sum()), batch_loss.tolist()
 
     def _nan_message(self, value, epoch, batch) -> str:
         where = (f"the last good checkpoint (after epoch {self.epoch}) is kept in "
