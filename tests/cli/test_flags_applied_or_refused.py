@@ -56,7 +56,7 @@ def test_resume_refuses_options_that_would_change_the_run(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", *TINY, "--epochs", "2", "--lr", "1", "--out", str(out)]) == 0
     _refused(capsys, ["train", "--resume", str(out), "--lr", "0.5"], "--lr",
-             "only --backend and --epochs")
+             "only --backend, --no-compile and --epochs")
     _refused(capsys, ["train", "--resume", str(out), "--out", str(tmp_path / "other")], "--out")
     _refused(capsys, ["train", "--resume", str(out), "--epochs", "1"], "at least 2")
 
