@@ -59,7 +59,8 @@ def profile_steps(engine: str, model, batch: int, optimizer: str = "sgd",
                 spent[label] = spent.get(label, 0.0) + time.perf_counter() - t0
         return timed
 
-    runner = HandpropRunner(engine, model, batch, optimizer, steps,
+    # The layer-by-layer path: a compiled epoch has no primitives to time one by one.
+    runner = HandpropRunner(engine, model, batch, optimizer, steps, compile=False,
                             trainer_class=timed_trainer(spent))
     runner.warmup()
     eng = runner.engine

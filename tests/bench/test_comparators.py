@@ -94,9 +94,11 @@ def test_unavailable_comparators_say_why(monkeypatch):
 
 
 def test_a_compiled_row_is_one_line(monkeypatch):
-    """Splitting an engine's row in two (as numba compiled / layer-by-layer will be) is
-    one entry in HANDPROP_ROWS; each row passes its own compile option."""
-    assert handprop_rows(["cpu", "numba"]) == [("cpu", "cpu", None), ("numba", "numba", None)]
+    """Splitting an engine's row in two (as numba compiled / layer-by-layer) is one
+    entry in HANDPROP_ROWS; each row passes its own compile option."""
+    assert handprop_rows(["cpu", "numba"]) == [("cpu", "cpu", None),
+                                               ("numba compiled", "numba", True),
+                                               ("numba layer-by-layer", "numba", False)]
     monkeypatch.setitem(HANDPROP_ROWS, "cpu", [("cpu fast", True), ("cpu slow", False)])
     assert handprop_rows(["cpu"]) == [("cpu fast", "cpu", True), ("cpu slow", "cpu", False)]
     seen = []

@@ -1,9 +1,8 @@
 """Who runs beside handprop: the library's rows and the reference implementations.
 
 A handprop row is a (label, engine, Trainer ``compile`` option); an engine's
-default is one row named after it. When the trainer gains ``compile=``, the
-numba entry of ``HANDPROP_ROWS`` becomes
-``[("numba compiled", True), ("numba layer-by-layer", False)]``: one line.
+default is one row named after it. numba has two: its compiled epoch and the
+layer-by-layer loop (the reference and teaching path).
 """
 
 from __future__ import annotations
@@ -11,7 +10,9 @@ from __future__ import annotations
 from .workload import jax_available, torch_available
 
 #: engine -> its rows: (label, Trainer's ``compile`` option; None = not passed)
-HANDPROP_ROWS: dict[str, list[tuple[str, bool | None]]] = {}
+HANDPROP_ROWS: dict[str, list[tuple[str, bool | None]]] = {
+    "numba": [("numba compiled", True), ("numba layer-by-layer", False)],
+}
 
 #: comparator -> the prefix of its keys in a result row
 COMPARATORS = {"torch": "torch", "torch.compile": "torch_compile", "jax scan": "jax_scan",
