@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import ConfigError
+from ..progress import progress_bar
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ def lr_range_test(config: dict, lr_min: float = 1e-6, lr_max: float = 10.0, step
                       epochs=1, l2=config["l2"], seed=config["seed"], progress=False,
                       compile=config["compile"])
     xs, ys = trainer.to_engine(xs_host, ys_host)
-    bar = _progress_bar(ramp.steps, progress)
+    bar = progress_bar(ramp.steps, "lr range test", "step", enabled=progress)
     result, best, average = RangeTest(path=describe_path(trainer)), math.inf, 0.0
     try:
         for lr, loss in _step_losses(trainer, xs, ys, ramp.steps, config["seed"]):
@@ -195,17 +196,6 @@ def _step_losses(trainer, xs, ys, steps: int, seed: int):
         xb, yb = engine.xp.take(xs, idx, axis=0), engine.xp.take(ys, idx, axis=0)
         value, _ = trainer.train_step(xb, yb)
         yield lr, engine.to_float(value)  # one read per step is fine for a short diagnostic
-
-
-def _progress_bar(total: int, enabled: bool):
-    import sys
-
-    if not (enabled and sys.stderr.isatty()):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc="lr range test", unit="step", file=sys.stderr,
-                dynamic_ncols=True, mininterval=0.2)
 
 
 def plot_range_test(result: RangeTest, path, title: str = ""):

@@ -29,6 +29,7 @@ from ..io import load_arrays, save_arrays
 from ..nn.losses import check_inputs, check_targets, get_loss
 from ..nn.model import Sequential
 from ..optim.optimizers import Optimizer
+from ..progress import progress_bar
 from .run_folder import CHECKPOINT as CHECKPOINT_NAME
 
 #: Training samples (the first ones) on which per-layer gradient norms are taken.
@@ -57,21 +58,16 @@ class EpochReporter:
     def __init__(self, epochs: int, batches: int, enabled: bool = True, stream=None):
         self.stream = stream or sys.stderr
         self.enabled = enabled
-        self.interactive = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.epochs, self.batches = epochs, batches
-        self.epoch_bar = self.batch_bar = None
-        if self.interactive:
-            from tqdm.auto import tqdm
-
-            self._tqdm = tqdm
-            self.epoch_bar = tqdm(total=epochs, desc="epochs", unit="epoch", position=0,
-                                  file=self.stream, dynamic_ncols=True)
+        self.batch_bar = None
+        self.epoch_bar = progress_bar(epochs, "epochs", "epoch", enabled=enabled,
+                                      stream=self.stream, position=0, mininterval=0.1)
+        self.interactive = self.epoch_bar is not None
 
     def start_epoch(self, epoch: int) -> None:
         if self.interactive:
-            self.batch_bar = self._tqdm(total=self.batches, desc=f"epoch {epoch}", unit="batch",
-                                        position=1, leave=False, file=self.stream,
-                                        dynamic_ncols=True, mininterval=0.2)
+            self.batch_bar = progress_bar(self.batches, f"epoch {epoch}", "batch",
+                                          stream=self.stream, position=1, leave=False)
 
     def batch(self, read_metrics) -> None:
         """``read_metrics() -> (loss, acc)`` is called only when the bar shows them,
