@@ -57,7 +57,7 @@ class Spy:
 @pytest.fixture
 def spy(nb, monkeypatch):
     s = Spy()
-    monkeypatch.setattr(nb, "_k", s)
+    monkeypatch.setattr(nb, "kernels", s)
     return s
 
 

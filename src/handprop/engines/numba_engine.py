@@ -65,11 +65,6 @@ def _inplace_ok(*arrays) -> bool:
     return True
 
 
-def _flat(a):
-    """A 1-D view of a C-contiguous array (writes go through to ``a``)."""
-    return a.ravel()
-
-
 class NumbaEngine(NumpyEngine):
     name = "numba"
     fused_kernels = True
@@ -80,7 +75,7 @@ class NumbaEngine(NumpyEngine):
         super().__init__()
         from . import numba_conv_kernels, numba_kernels
 
-        self._k = numba_kernels
+        self.kernels = numba_kernels
         self._conv = numba_conv_kernels
 
     # ------------------------------------------------------------ discovery
@@ -152,7 +147,7 @@ class NumbaEngine(NumpyEngine):
         self.check_bias_shapes(z, b)
         z = np.ascontiguousarray(z)
         b = np.ascontiguousarray(b)
-        k = self._k
+        k = self.kernels
         out = np.empty_like(z)
         if code == _RELU or code == _LEAKY:
             k.bias_act_direct(z, b, code, float(alpha), out)
@@ -177,20 +172,20 @@ class NumbaEngine(NumpyEngine):
         grad = np.ascontiguousarray(grad)
         out = np.ascontiguousarray(out)
         res = np.empty_like(grad)
-        self._k.act_backward(_flat(grad), _flat(out), code, float(alpha), _flat(res))
+        self.kernels.act_backward(grad.ravel(), out.ravel(), code, float(alpha), res.ravel())
         return res
 
     def bias_grad(self, grad):
         if not _floats(grad) or grad.ndim != 2:
             return super().bias_grad(grad)
         res = np.empty(grad.shape[1], dtype=grad.dtype)
-        self._k.bias_grad(np.ascontiguousarray(grad), res)
+        self.kernels.bias_grad(np.ascontiguousarray(grad), res)
         return res
 
     def sum_squares(self, w) -> float:
         if not _floats(w):
             return super().sum_squares(w)
-        return float(self._k.sum_squares(_flat(np.ascontiguousarray(w))))
+        return float(self.kernels.sum_squares(np.ascontiguousarray(w).ravel()))
 
     # ------------------------------------------------ batch normalization
     def batch_norm_forward(self, x, gamma, beta, eps: float):
@@ -200,7 +195,7 @@ class NumbaEngine(NumpyEngine):
         x = np.ascontiguousarray(x)
         out, x_hat = np.empty_like(x), np.empty_like(x)
         inv_std, mean, var = (np.empty(x.shape[1], dtype=x.dtype) for _ in range(3))
-        self._k.batch_norm_forward(x, np.ascontiguousarray(gamma), np.ascontiguousarray(beta),
+        self.kernels.batch_norm_forward(x, np.ascontiguousarray(gamma), np.ascontiguousarray(beta),
                                    float(eps), out, x_hat, inv_std, mean, var)
         return out, x_hat, inv_std, mean, var
 
@@ -212,7 +207,7 @@ class NumbaEngine(NumpyEngine):
         grad = np.ascontiguousarray(grad)
         dx = np.empty_like(grad)
         dgamma, dbeta = np.empty_like(inv_std), np.empty_like(inv_std)
-        self._k.batch_norm_backward(grad, np.ascontiguousarray(x_hat),
+        self.kernels.batch_norm_backward(grad, np.ascontiguousarray(x_hat),
                                     np.ascontiguousarray(inv_std), np.ascontiguousarray(gamma),
                                     dx, dgamma, dbeta)
         return dx, dgamma, dbeta
@@ -300,7 +295,7 @@ class NumbaEngine(NumpyEngine):
         labels = np.ascontiguousarray(labels, dtype=np.int64)
         grad = np.empty_like(logits)
         picked = np.empty(n, dtype=np.float64)
-        bad = self._k.xent_shift(logits, labels, grad, picked)
+        bad = self.kernels.xent_shift(logits, labels, grad, picked)
         if bad >= 0:
             raise ConfigError(
                 f"label {int(labels[bad])} at batch row {bad} is outside 0..{k - 1}: "
@@ -308,14 +303,14 @@ class NumbaEngine(NumpyEngine):
                 f"matches the last layer's units"
             )
         np.exp(grad, out=grad)  # NumPy's SIMD exp; arguments are <= 0, so no overflow
-        loss = self._k.xent_finish(grad, labels, picked)
+        loss = self.kernels.xent_finish(grad, labels, picked)
         return float(loss), grad
 
     # ----------------------------------------------------------- optimizers
     def sgd_update(self, param, grad, lr: float, weight_decay: float = 0.0) -> None:
         if not _floats(param, grad) or param.shape != grad.shape or not _inplace_ok(param):
             return super().sgd_update(param, grad, lr, weight_decay)
-        self._k.sgd_update(_flat(param), _flat(np.ascontiguousarray(grad)), float(lr),
+        self.kernels.sgd_update(param.ravel(), np.ascontiguousarray(grad).ravel(), float(lr),
                            float(weight_decay), bool(weight_decay))
 
     def momentum_update(self, param, grad, velocity, lr: float, momentum: float,
@@ -327,8 +322,8 @@ class NumbaEngine(NumpyEngine):
         ):
             return super().momentum_update(param, grad, velocity, lr, momentum,
                                            weight_decay, nesterov)
-        self._k.momentum_update(
-            _flat(param), _flat(np.ascontiguousarray(grad)), _flat(velocity), float(lr),
+        self.kernels.momentum_update(
+            param.ravel(), np.ascontiguousarray(grad).ravel(), velocity.ravel(), float(lr),
             float(momentum), float(weight_decay), bool(weight_decay), bool(nesterov),
         )
 
@@ -348,8 +343,8 @@ class NumbaEngine(NumpyEngine):
         beta1, beta2 = float(beta1), float(beta2)
         bc1 = 1.0 - beta1**step
         bc2 = 1.0 - beta2**step
-        self._k.adam_update(
-            _flat(param), _flat(np.ascontiguousarray(grad)), _flat(m), _flat(v),
+        self.kernels.adam_update(
+            param.ravel(), np.ascontiguousarray(grad).ravel(), m.ravel(), v.ravel(),
             beta1, 1.0 - beta1, beta2, 1.0 - beta2, float(eps),
             float(lr) / bc1, math.sqrt(bc2), float(weight_decay), bool(weight_decay),
         )
