@@ -27,26 +27,34 @@ def im2col(x, kh, kw, sh, sw, top, left, oh, ow, cols):
     """x (N, C, H, W) -> cols (N*OH*OW, C*kh*kw); padding reads as zero.
 
     Each image is first copied into a zero-bordered scratch image, so the copy loops need no
-    bounds checks; the innermost loop runs along an output row (q), reading the scratch
-    contiguously while its writes stay within the few rows of ``cols`` of one output row.
+    bounds checks. The ``ow`` rows of one output row are built transposed in a small block
+    (one contiguous run of the scratch per column, which vectorises) and then written to
+    ``cols`` row after row, so the big buffer is written sequentially, once.
     """
     n, c, h, w = x.shape
     padded = np.zeros((c, max(h + top, (oh - 1) * sh + kh), max(w + left, (ow - 1) * sw + kw)),
                       dtype=x.dtype)
+    columns = c * kh * kw
+    block = np.empty((columns, ow), dtype=x.dtype)
     for b in range(n):
-        for ch in range(c):
-            for y in range(h):
-                for xx in range(w):
-                    padded[ch, top + y, left + xx] = x[b, ch, y, xx]
+        padded[:, top:top + h, left:left + w] = x[b]
         for p in range(oh):
-            row0 = (b * oh + p) * ow
             for ch in range(c):
                 for i in range(kh):
                     source = padded[ch, p * sh + i]
                     for j in range(kw):
-                        col = (ch * kh + i) * kw + j
-                        for q in range(ow):
-                            cols[row0 + q, col] = source[q * sw + j]
+                        run = block[(ch * kh + i) * kw + j]
+                        if sw == 1:  # the common case: a unit-stride copy
+                            for q in range(ow):
+                                run[q] = source[q + j]
+                        else:
+                            for q in range(ow):
+                                run[q] = source[q * sw + j]
+            row0 = (b * oh + p) * ow
+            for q in range(ow):
+                row = cols[row0 + q]
+                for col in range(columns):
+                    row[col] = block[col, q]
 
 
 @_jit
