@@ -59,24 +59,39 @@ def im2col(x, kh, kw, sh, sw, top, left, oh, ow, cols):
 
 @_jit
 def col2im(cols, kh, kw, sh, sw, top, left, oh, ow, dx):
-    """Add every row of cols (N*OH*OW, C*kh*kw) back into dx (N, C, H, W), which is zeroed first."""
+    """Add every row of cols (N*OH*OW, C*kh*kw) back into dx (N, C, H, W).
+
+    ``im2col`` backwards: the ``ow`` rows of one output row are read sequentially into a
+    transposed block, whose rows are added as unit-stride runs into a zero-bordered scratch
+    image; its interior becomes ``dx[b]``. Output rows run from the last to the first, so
+    every element sums its terms in the reference's order (window offset i, then j): the
+    result is bit for bit the reference's.
+    """
     n, c, h, w = dx.shape
-    dx[:] = 0
+    padded = np.empty((c, max(h + top, (oh - 1) * sh + kh), max(w + left, (ow - 1) * sw + kw)),
+                      dtype=dx.dtype)
+    columns = c * kh * kw
+    block = np.empty((columns, ow), dtype=dx.dtype)
     for b in range(n):
-        for p in range(oh):
+        padded[:] = 0
+        for p in range(oh - 1, -1, -1):
+            row0 = (b * oh + p) * ow
             for q in range(ow):
-                row = (b * oh + p) * ow + q
-                w0 = q * sw - left
-                j_lo = max(0, -w0)
-                j_hi = min(kw, w - w0)
-                for ch in range(c):
-                    for i in range(kh):
-                        hi = p * sh - top + i
-                        if hi < 0 or hi >= h:
-                            continue
-                        base = (ch * kh + i) * kw
-                        for j in range(j_lo, j_hi):
-                            dx[b, ch, hi, w0 + j] += cols[row, base + j]
+                row = cols[row0 + q]
+                for col in range(columns):
+                    block[col, q] = row[col]
+            for ch in range(c):
+                for i in range(kh):
+                    target = padded[ch, p * sh + i]
+                    for j in range(kw):
+                        run = block[(ch * kh + i) * kw + j]
+                        if sw == 1:
+                            for q in range(ow):
+                                target[q + j] += run[q]
+                        else:
+                            for q in range(ow):
+                                target[q * sw + j] += run[q]
+        dx[b] = padded[:, top:top + h, left:left + w]
 
 
 @_jit
