@@ -65,6 +65,12 @@ def _inplace_ok(*arrays) -> bool:
     return True
 
 
+def _reusable(out, shape, dtype) -> bool:
+    """``out`` can take a kernel's result of ``shape`` and ``dtype``."""
+    return (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype
+            and _inplace_ok(out))
+
+
 def _flat(a):
     """A 1-D view of a C-contiguous array (writes go through to ``a``)."""
     return a.ravel()
@@ -209,12 +215,15 @@ class NumbaEngine(NumpyEngine):
         return dx, dgamma, dbeta
 
     # ---------------------------------------------------------- convolution
-    def im2col(self, x, kernel, stride, padding):
+    def im2col(self, x, kernel, stride, padding, out=None):
         if not _floats(x) or x.ndim != 4:
             return super().im2col(x, kernel, stride, padding)
         n, c, _, _ = _check_images(x, "im2col")
         oh, ow = window_output_size(x.shape, kernel, stride, padding, "im2col")
-        cols = np.empty((n * oh * ow, c * kernel[0] * kernel[1]), dtype=x.dtype)
+        shape = (n * oh * ow, c * kernel[0] * kernel[1])
+        # Reusing the caller's buffer saves the page faults of a fresh one (40 MB at batch 128
+        # in the MNIST CNN: beyond malloc's mmap threshold, so every allocation is new memory).
+        cols = out if _reusable(out, shape, x.dtype) else np.empty(shape, dtype=x.dtype)
         self._conv.im2col(x, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[2],
                           oh, ow, cols)
         return cols

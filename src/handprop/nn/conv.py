@@ -113,13 +113,15 @@ class Conv2D(Layer):
         self.params = {"W": engine.asarray(weights, dtype)}
         if self.use_bias:
             self.params["b"] = engine.asarray(np.zeros(self.filters), dtype)
-        self.grads = {}
+        self.grads, self.cols = {}, None
         return self.output_shape
 
     def forward(self, x, training=False):
         e, xp = self.engine, self.engine.xp
         _, oh, ow = self.output_shape
-        cols = e.im2col(x, self.kernel, self.stride, self.padding)  # (N*OH*OW, C*kh*kw)
+        # (N*OH*OW, C*kh*kw); a training pass reuses the last one's buffer (no longer needed).
+        cols = e.im2col(x, self.kernel, self.stride, self.padding,
+                        out=self.cols if training else None)
         z = cols @ xp.reshape(self.params["W"], (self.filters, -1)).T  # (N*OH*OW, F)
         if self.use_bias:
             z = e.bias_act(z, self.params["b"], self.activation, self.alpha)
