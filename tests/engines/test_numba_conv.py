@@ -16,7 +16,8 @@ from handprop.engines import numba_conv_kernels  # noqa: E402
 
 CPU = get_engine("cpu")
 CONV_KERNELS = {"im2col", "col2im", "max_pool_forward", "max_pool_forward_2x2",
-                "max_pool_forward_nan", "max_pool_backward", "avg_pool_forward", "avg_pool_backward"}
+                "max_pool_forward_2x2_nhwc", "max_pool_forward_nan", "max_pool_backward",
+                "max_pool_backward_nhwc", "avg_pool_forward", "avg_pool_backward"}
 
 
 @pytest.fixture
@@ -76,16 +77,46 @@ def test_a_nan_reruns_the_nan_aware_max_pool(nb, spy, size):
 
 
 def test_views_reach_the_kernels_without_a_copy(nb, monkeypatch, rng):
-    view = rng.standard_normal((2, 6, 6, 3)).astype("float32").transpose(0, 3, 1, 2)
-    seen = []
+    """A convolution's output (channels-last memory seen as NCHW) reaches the channels-last
+    kernel as that memory; any other view reaches the NCHW kernel as it is."""
+    rows = rng.standard_normal((2, 6, 6, 3)).astype("float32")
+    conv_output = rows.transpose(0, 3, 1, 2)
+    other = rng.standard_normal((2, 3, 6, 6)).astype("float32").transpose(0, 1, 3, 2)
+    seen = {}
 
-    def record(x, *args):
-        seen.append(x)
-        return numba_conv_kernels.max_pool_forward_2x2(x, *args)
+    def recorder(name):
+        def record(x, *args):
+            seen[name] = x
+            return getattr(numba_conv_kernels, name)(x, *args)
+        return staticmethod(record)
 
-    monkeypatch.setattr(nb, "_conv", type("K", (), {"max_pool_forward_2x2": staticmethod(record)}))
-    nb.max_pool_forward(view, (2, 2), (2, 2))
-    assert seen[0] is view
+    names = ("max_pool_forward_2x2", "max_pool_forward_2x2_nhwc")
+    monkeypatch.setattr(nb, "_conv", type("K", (), {n: recorder(n) for n in names}))
+    nb.max_pool_forward(conv_output, (2, 2), (2, 2))
+    got = seen["max_pool_forward_2x2_nhwc"]
+    assert got.ctypes.data == rows.ctypes.data and got.strides == rows.strides
+    nb.max_pool_forward(other, (2, 2), (2, 2))
+    assert seen["max_pool_forward_2x2"] is other
+
+
+@pytest.mark.parametrize("size", [(2, 2), (3, 3)])
+def test_channels_last_pooling_keeps_its_layout_down_to_the_gradient(nb, rng, size):
+    """Pooling a convolution's output keeps its memory layout in out, argmax and dx, so the
+    convolution's backward pass sees its gradient as rows (N*H*W, C) without a copy."""
+    rows = rng.standard_normal((2 * 8 * 8, 4)).astype("float32")
+    x = rows.reshape(2, 8, 8, 4).transpose(0, 3, 1, 2)
+    out, argmax = nb.max_pool_forward(x, size, (2, 2))
+    ref_out, ref_arg = CPU.max_pool_forward(np.ascontiguousarray(x), size, (2, 2))
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(argmax, ref_arg)
+    for layout in (out, argmax):
+        assert layout.transpose(0, 2, 3, 1).flags.c_contiguous
+    grad = rng.standard_normal(out.shape).astype("float32")  # NCHW, as col2im or Flatten give
+    dx = nb.max_pool_backward(grad, argmax, x.shape, size, (2, 2))
+    np.testing.assert_allclose(dx, CPU.max_pool_backward(grad, ref_arg, x.shape, size, (2, 2)),
+                               rtol=1e-6, atol=1e-6)
+    grad_rows = np.reshape(dx.transpose(0, 2, 3, 1), (-1, 4))  # what Conv2D.backward does
+    assert np.shares_memory(grad_rows, dx)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "int64"])

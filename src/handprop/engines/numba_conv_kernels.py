@@ -11,7 +11,11 @@ so nothing is copied before them.
 Max-pooling compares with a plain ``>`` (branch-free selects; the window
 loops of the common 2x2 case are written out) and reports whether it saw a
 NaN; only then does the wrapper rerun the NaN-aware kernel, whose extra
-tests cost several times more.
+tests cost several times more. A convolution's output is channels-last in
+memory (its (N*OH*OW, F) rows seen as NCHW); the ``_nhwc`` kernels pool it
+with the channel loop innermost and keep that layout for their outputs, so
+the gradient reaches the convolution's backward pass already in its rows'
+layout (no transposing copy).
 """
 
 from __future__ import annotations
@@ -146,6 +150,34 @@ def max_pool_forward_2x2(x, sh, sw, out, argmax):
 
 
 @_jit
+def max_pool_forward_2x2_nhwc(x, sh, sw, out, argmax):
+    """``max_pool_forward_2x2`` on channels-last arrays: x (N, H, W, C), out and argmax
+    (N, OH, OW, C); the channel loop is innermost and unit-stride."""
+    n, oh, ow, c = out.shape
+    nan = False
+    for b in range(n):
+        for p in range(oh):
+            for q in range(ow):
+                h0, w0 = p * sh, q * sw
+                r0, r1 = x[b, h0, w0], x[b, h0, w0 + 1]
+                r2, r3 = x[b, h0 + 1, w0], x[b, h0 + 1, w0 + 1]
+                best_row, where_row = out[b, p, q], argmax[b, p, q]
+                for ch in range(c):
+                    v0, v1, v2, v3 = r0[ch], r1[ch], r2[ch], r3[ch]
+                    nan |= (v0 != v0) | (v1 != v1) | (v2 != v2) | (v3 != v3)
+                    best, where = v0, 0
+                    if v1 > best:
+                        best, where = v1, 1
+                    if v2 > best:
+                        best, where = v2, 2
+                    if v3 > best:
+                        best, where = v3, 3
+                    best_row[ch] = best
+                    where_row[ch] = where
+    return nan
+
+
+@_jit
 def max_pool_forward_nan(x, ph, pw, sh, sw, out, argmax):
     """``max_pool_forward`` where NaN wins over numbers and the first NaN stays, as in
     NumPy's max/argmax."""
@@ -178,6 +210,21 @@ def max_pool_backward(grad, argmax, ph, pw, sh, sw, dx):
                 for q in range(ow):
                     k = argmax[b, ch, p, q]
                     dx[b, ch, p * sh + k // pw, q * sw + k % pw] += grad[b, ch, p, q]
+
+
+@_jit
+def max_pool_backward_nhwc(grad, argmax, row_of, col_of, sh, sw, dx):
+    """``max_pool_backward`` on channels-last arrays: grad and argmax (N, OH, OW, C), dx
+    (N, H, W, C); window position k is at row ``row_of[k]``, column ``col_of[k]``."""
+    n, oh, ow, c = argmax.shape
+    dx[:] = 0
+    for b in range(n):
+        for p in range(oh):
+            for q in range(ow):
+                where_row, grad_row = argmax[b, p, q], grad[b, p, q]
+                for ch in range(c):
+                    k = where_row[ch]
+                    dx[b, p * sh + row_of[k], q * sw + col_of[k], ch] += grad_row[ch]
 
 
 @_jit

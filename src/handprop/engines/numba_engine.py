@@ -65,6 +65,12 @@ def _inplace_ok(*arrays) -> bool:
     return True
 
 
+def _channels_last(a) -> bool:
+    """An NCHW array whose memory is (N, H, W, C) C-contiguous, as a convolution's output is."""
+    return (a.ndim == 4 and not a.flags.c_contiguous
+            and a.transpose(0, 2, 3, 1).flags.c_contiguous)
+
+
 def _reusable(out, shape, dtype) -> bool:
     """``out`` can take a kernel's result of ``shape`` and ``dtype``."""
     return (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype
@@ -126,10 +132,12 @@ class NumbaEngine(NumpyEngine):
                 self.col2im(cols, x.shape, (3, 3), (1, 1), padding)
             self.im2col(x.transpose(0, 1, 3, 2), (3, 3), (1, 1), (1, 1, 1, 1))
             x[0, 0, 0, 0] = np.nan  # the NaN-aware max-pool too
-            for image in (x, x.transpose(0, 1, 3, 2)):  # contiguous, and a view
+            channels_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+            for image in (x, x.transpose(0, 1, 3, 2), channels_last):  # contiguous, and views
                 for size in ((2, 2), (3, 3)):
                     out, argmax = self.max_pool_forward(image, size, (1, 1))
-                    self.max_pool_backward(out, argmax, image.shape, size, (1, 1))
+                    for grad in (out, np.ascontiguousarray(out)):  # as it comes, and NCHW
+                        self.max_pool_backward(grad, argmax, image.shape, size, (1, 1))
                 self.avg_pool_backward(self.avg_pool_forward(image, (2, 2), (2, 2)), image.shape,
                                        (2, 2), (2, 2))
             p, g = z.copy(), z * 0.5
@@ -240,18 +248,30 @@ class NumbaEngine(NumpyEngine):
                           padding[0], padding[2], oh, ow, dx)
         return dx
 
-    # Pooling kernels read images of any layout: a convolution's output is a view.
+    # Pooling kernels read images of any layout: a convolution's output is a view. Channels-last
+    # memory (that view) is pooled by the _nhwc kernels, and out, argmax and dx keep it.
     def max_pool_forward(self, x, size, stride):
         if not _floats(x) or x.ndim != 4:
             return super().max_pool_forward(x, size, stride)
+        n, c = x.shape[:2]
         oh, ow = window_output_size(x.shape, size, stride, what="max_pool_forward")
-        out = np.empty((x.shape[0], x.shape[1], oh, ow), dtype=x.dtype)
-        argmax = np.empty(out.shape, dtype=np.int64)
         k = self._conv
-        if size == (2, 2):
-            nan = k.max_pool_forward_2x2(x, stride[0], stride[1], out, argmax)
+        if _channels_last(x):
+            out_t = np.empty((n, oh, ow, c), dtype=x.dtype)
+            argmax_t = np.empty(out_t.shape, dtype=np.int64)
+            out, argmax = out_t.transpose(0, 3, 1, 2), argmax_t.transpose(0, 3, 1, 2)
+            if size == (2, 2):
+                nan = k.max_pool_forward_2x2_nhwc(x.transpose(0, 2, 3, 1), stride[0], stride[1],
+                                                  out_t, argmax_t)
+            else:
+                nan = k.max_pool_forward(x, size[0], size[1], stride[0], stride[1], out, argmax)
         else:
-            nan = k.max_pool_forward(x, size[0], size[1], stride[0], stride[1], out, argmax)
+            out = np.empty((n, c, oh, ow), dtype=x.dtype)
+            argmax = np.empty(out.shape, dtype=np.int64)
+            if size == (2, 2):
+                nan = k.max_pool_forward_2x2(x, stride[0], stride[1], out, argmax)
+            else:
+                nan = k.max_pool_forward(x, size[0], size[1], stride[0], stride[1], out, argmax)
         if nan:
             k.max_pool_forward_nan(x, size[0], size[1], stride[0], stride[1], out, argmax)
         return out, argmax
@@ -261,9 +281,18 @@ class NumbaEngine(NumpyEngine):
                 or argmax.shape != grad.shape or len(x_shape) != 4):
             return super().max_pool_backward(grad, argmax, x_shape, size, stride)
         self._check_pool_grad(grad, x_shape, size, stride, "max_pool_backward")
+        argmax = argmax.astype(np.int64, copy=False)  # keeps the layout
+        if _channels_last(argmax):
+            n, c, h, w = (int(d) for d in x_shape)
+            dx_t = np.empty((n, h, w, c), dtype=grad.dtype)
+            offsets = np.arange(size[0] * size[1])
+            self._conv.max_pool_backward_nhwc(grad.transpose(0, 2, 3, 1),
+                                              argmax.transpose(0, 2, 3, 1), offsets // size[1],
+                                              offsets % size[1], stride[0], stride[1], dx_t)
+            return dx_t.transpose(0, 3, 1, 2)
         dx = np.empty(tuple(int(d) for d in x_shape), dtype=grad.dtype)
-        self._conv.max_pool_backward(grad, np.ascontiguousarray(argmax, dtype=np.int64), size[0],
-                                     size[1], stride[0], stride[1], dx)
+        self._conv.max_pool_backward(grad, np.ascontiguousarray(argmax), size[0], size[1],
+                                     stride[0], stride[1], dx)
         return dx
 
     def avg_pool_forward(self, x, size, stride):
