@@ -137,7 +137,8 @@ class Conv2D(Layer):
         W = self.params["W"]
         grad_rows = xp.reshape(xp.permute_dims(grad_out, (0, 2, 3, 1)), (-1, self.filters))
         dz = e.act_backward(grad_rows, self.out_rows, self.activation, self.alpha)
-        self.grads["W"] = xp.reshape(dz.T @ self.cols, W.shape)
+        # cols.T @ dz, not dz.T @ cols: OpenBLAS runs this orientation 5-10 % faster here.
+        self.grads["W"] = xp.reshape((self.cols.T @ dz).T, W.shape)
         if self.use_bias:
             self.grads["b"] = e.bias_grad(dz)
         if not need_input_grad:
