@@ -8,8 +8,9 @@ shared. ``--profile`` prints where a numba step spends its time instead.
 
 On a busy machine wall-clock rates mostly measure the neighbours. ``--clock cpu``
 counts the process's CPU time instead, on one thread everywhere (start it with
-``OPENBLAS_NUM_THREADS=1``; the script refuses to run otherwise): the work each
-contestant does, nearly independent of the load.
+``OPENBLAS_NUM_THREADS=1``; the script refuses to run otherwise, and sets
+``NUMBA_NUM_THREADS=1`` for the numba engine's conv/pool kernels itself): the work
+each contestant does, nearly independent of the load.
 
     python bench/conv_speed.py [--batch 64 128] [--rounds 7] [--steps 20] [--profile]
     OPENBLAS_NUM_THREADS=1 python bench/conv_speed.py --clock cpu
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
 import time
 
@@ -156,12 +158,11 @@ def main() -> None:
             raise SystemExit(f"--clock cpu needs one BLAS thread (found {threads}); start the "
                              f"script with OPENBLAS_NUM_THREADS=1")
         args.torch_threads = 1
+        os.environ["NUMBA_NUM_THREADS"] = "1"  # read by the conv/pool kernels at each call
     if args.profile:
         for batch in args.batch:
             profile("numba", batch, args.steps)
         return
-    import os
-
     threads = args.torch_threads or len(os.sched_getaffinity(0))
     for batch in args.batch:
         contestants = {name: handprop_step(name, batch)[0] for name in args.engines}

@@ -1,6 +1,10 @@
 """Numba kernels for convolution and pooling behind the ``numba`` engine.
 
 Same rules as ``numba_kernels.py`` (serial, ``cache=True``, no ``fastmath``);
+a big call (``PARALLEL_MIN_ELEMENTS``) is split over the batch, one chunk per
+thread (``kernel_threads``), and the chunks run at once on Python threads (the
+kernels release the GIL). No Numba threading layer is started, so nothing here
+fights PyTorch's OpenMP threads in the same process;
 shapes and layouts as in ``base.py``: images NCHW, ``cols`` rows in
 (n, oh, ow) order and columns in (c, i, j) order. Each kernel writes straight
 into the output the wrapper allocated; ``col2im`` and the pooling backward
@@ -20,10 +24,89 @@ layout (no transposing copy).
 
 from __future__ import annotations
 
+import os
+import queue
+import threading
+from concurrent.futures import Future
+
+import numba
 import numpy as np
 from numba import njit
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
+
+#: Below this many elements a call stays on one thread (a hand-off costs tens of microseconds).
+PARALLEL_MIN_ELEMENTS = 1 << 18
+
+
+def kernel_threads() -> int:
+    """Threads for one big conv/pool call: ``NUMBA_NUM_THREADS`` as set now (so pinning a
+    process to one thread reaches these kernels too), at most the usable cores."""
+    value = os.environ.get("NUMBA_NUM_THREADS", "")
+    threads = int(value) if value.isdigit() else int(numba.config.NUMBA_NUM_THREADS)
+    return max(1, min(threads, len(os.sched_getaffinity(0))))
+
+
+def batch_chunks(n: int, elements: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` ranges of a batch of ``n``: one per thread for a big call, else one."""
+    parts = min(n, kernel_threads()) if elements >= PARALLEL_MIN_ELEMENTS else 1
+    parts = max(parts, 1)
+    return [(n * i // parts, n * (i + 1) // parts) for i in range(parts)]
+
+
+class _Workers:
+    """Threads that each run what is put on their own queue: chunk i goes to thread i, so the
+    chunks of one call always run at the same time."""
+
+    def __init__(self, count: int):
+        self.pid, self.queues = os.getpid(), [queue.SimpleQueue() for _ in range(count)]
+        for q in self.queues:
+            threading.Thread(target=self._serve, args=(q,), name="handprop-conv",
+                             daemon=True).start()
+
+    @staticmethod
+    def _serve(jobs) -> None:
+        while True:
+            kernel, args, future = jobs.get()
+            try:
+                future.set_result(kernel(*args))
+            except BaseException as exc:  # handed to the caller by future.result()
+                future.set_exception(exc)
+
+    def submit(self, i: int, kernel, args) -> Future:
+        future = Future()
+        self.queues[i].put((kernel, args, future))
+        return future
+
+
+_workers_lock = threading.Lock()
+_workers: _Workers | None = None
+
+
+def _worker_threads(count: int) -> _Workers:
+    """At least ``count`` worker threads, made anew in a forked child (threads do not survive
+    a fork)."""
+    global _workers
+    with _workers_lock:
+        if _workers is None or _workers.pid != os.getpid() or len(_workers.queues) < count:
+            _workers = _Workers(count)
+        return _workers
+
+
+def over_batch(kernel, chunks, args_of) -> list:
+    """``kernel(*args_of(start, stop))`` for every chunk: the first on this thread, the others
+    on worker threads at the same time (the kernels release the GIL). Images are independent,
+    so the results are the same bits as one call over the whole batch."""
+    if len(chunks) == 1:
+        return [kernel(*args_of(*chunks[0]))]
+    workers = _worker_threads(len(chunks) - 1)
+    futures = [workers.submit(i, kernel, args_of(start, stop))
+               for i, (start, stop) in enumerate(chunks[1:])]
+    try:
+        first = kernel(*args_of(*chunks[0]))
+    finally:
+        results = [future.result() for future in futures]  # never leave one writing
+    return [first, *results]
 
 
 @_jit

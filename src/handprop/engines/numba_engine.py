@@ -232,8 +232,11 @@ class NumbaEngine(NumpyEngine):
         # Reusing the caller's buffer saves the page faults of a fresh one (40 MB at batch 128
         # in the MNIST CNN: beyond malloc's mmap threshold, so every allocation is new memory).
         cols = out if _reusable(out, shape, x.dtype) else np.empty(shape, dtype=x.dtype)
-        self._conv.im2col(x, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[2],
-                          oh, ow, cols)
+        rows = oh * ow
+        k = self._conv
+        k.over_batch(k.im2col, k.batch_chunks(n, cols.size), lambda b0, b1: (
+            x[b0:b1], kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[2], oh, ow,
+            cols[b0 * rows:b1 * rows]))
         return cols
 
     def col2im(self, cols, x_shape, kernel, stride, padding):
@@ -244,8 +247,10 @@ class NumbaEngine(NumpyEngine):
         if cols.shape != (n * oh * ow, c * kernel[0] * kernel[1]):
             return super().col2im(cols, x_shape, kernel, stride, padding)  # it names the shapes
         dx = np.empty(tuple(int(d) for d in x_shape), dtype=cols.dtype)
-        self._conv.col2im(np.ascontiguousarray(cols), kernel[0], kernel[1], stride[0], stride[1],
-                          padding[0], padding[2], oh, ow, dx)
+        cols, rows, k = np.ascontiguousarray(cols), oh * ow, self._conv
+        k.over_batch(k.col2im, k.batch_chunks(n, cols.size), lambda b0, b1: (
+            cols[b0 * rows:b1 * rows], kernel[0], kernel[1], stride[0], stride[1], padding[0],
+            padding[2], oh, ow, dx[b0:b1]))
         return dx
 
     # Pooling kernels read images of any layout: a convolution's output is a view. Channels-last
@@ -255,25 +260,28 @@ class NumbaEngine(NumpyEngine):
             return super().max_pool_forward(x, size, stride)
         n, c = x.shape[:2]
         oh, ow = window_output_size(x.shape, size, stride, what="max_pool_forward")
-        k = self._conv
+        (ph, pw), (sh, sw), k = size, stride, self._conv
+        chunks = k.batch_chunks(n, x.size)
         if _channels_last(x):
             out_t = np.empty((n, oh, ow, c), dtype=x.dtype)
             argmax_t = np.empty(out_t.shape, dtype=np.int64)
             out, argmax = out_t.transpose(0, 3, 1, 2), argmax_t.transpose(0, 3, 1, 2)
             if size == (2, 2):
-                nan = k.max_pool_forward_2x2_nhwc(x.transpose(0, 2, 3, 1), stride[0], stride[1],
-                                                  out_t, argmax_t)
-            else:
-                nan = k.max_pool_forward(x, size[0], size[1], stride[0], stride[1], out, argmax)
+                x_t = x.transpose(0, 2, 3, 1)
+                nan = k.over_batch(k.max_pool_forward_2x2_nhwc, chunks, lambda b0, b1: (
+                    x_t[b0:b1], sh, sw, out_t[b0:b1], argmax_t[b0:b1]))
         else:
             out = np.empty((n, c, oh, ow), dtype=x.dtype)
             argmax = np.empty(out.shape, dtype=np.int64)
             if size == (2, 2):
-                nan = k.max_pool_forward_2x2(x, stride[0], stride[1], out, argmax)
-            else:
-                nan = k.max_pool_forward(x, size[0], size[1], stride[0], stride[1], out, argmax)
-        if nan:
-            k.max_pool_forward_nan(x, size[0], size[1], stride[0], stride[1], out, argmax)
+                nan = k.over_batch(k.max_pool_forward_2x2, chunks, lambda b0, b1: (
+                    x[b0:b1], sh, sw, out[b0:b1], argmax[b0:b1]))
+        if size != (2, 2):
+            nan = k.over_batch(k.max_pool_forward, chunks, lambda b0, b1: (
+                x[b0:b1], ph, pw, sh, sw, out[b0:b1], argmax[b0:b1]))
+        if any(nan):
+            k.over_batch(k.max_pool_forward_nan, chunks, lambda b0, b1: (
+                x[b0:b1], ph, pw, sh, sw, out[b0:b1], argmax[b0:b1]))
         return out, argmax
 
     def max_pool_backward(self, grad, argmax, x_shape, size, stride):
@@ -281,18 +289,22 @@ class NumbaEngine(NumpyEngine):
                 or argmax.shape != grad.shape or len(x_shape) != 4):
             return super().max_pool_backward(grad, argmax, x_shape, size, stride)
         self._check_pool_grad(grad, x_shape, size, stride, "max_pool_backward")
+        n, c, h, w = (int(d) for d in x_shape)
+        (ph, pw), (sh, sw), k = size, stride, self._conv
+        chunks = k.batch_chunks(n, n * c * h * w)
         argmax = argmax.astype(np.int64, copy=False)  # keeps the layout
         if _channels_last(argmax):
-            n, c, h, w = (int(d) for d in x_shape)
             dx_t = np.empty((n, h, w, c), dtype=grad.dtype)
-            offsets = np.arange(size[0] * size[1])
-            self._conv.max_pool_backward_nhwc(grad.transpose(0, 2, 3, 1),
-                                              argmax.transpose(0, 2, 3, 1), offsets // size[1],
-                                              offsets % size[1], stride[0], stride[1], dx_t)
+            grad_t, argmax_t = grad.transpose(0, 2, 3, 1), argmax.transpose(0, 2, 3, 1)
+            offsets = np.arange(ph * pw)
+            row_of, col_of = offsets // pw, offsets % pw
+            k.over_batch(k.max_pool_backward_nhwc, chunks, lambda b0, b1: (
+                grad_t[b0:b1], argmax_t[b0:b1], row_of, col_of, sh, sw, dx_t[b0:b1]))
             return dx_t.transpose(0, 3, 1, 2)
-        dx = np.empty(tuple(int(d) for d in x_shape), dtype=grad.dtype)
-        self._conv.max_pool_backward(grad, np.ascontiguousarray(argmax), size[0], size[1],
-                                     stride[0], stride[1], dx)
+        dx = np.empty((n, c, h, w), dtype=grad.dtype)
+        argmax = np.ascontiguousarray(argmax)
+        k.over_batch(k.max_pool_backward, chunks, lambda b0, b1: (
+            grad[b0:b1], argmax[b0:b1], ph, pw, sh, sw, dx[b0:b1]))
         return dx
 
     def avg_pool_forward(self, x, size, stride):
@@ -300,7 +312,9 @@ class NumbaEngine(NumpyEngine):
             return super().avg_pool_forward(x, size, stride)
         oh, ow = window_output_size(x.shape, size, stride, what="avg_pool_forward")
         out = np.empty((x.shape[0], x.shape[1], oh, ow), dtype=x.dtype)
-        self._conv.avg_pool_forward(x, size[0], size[1], stride[0], stride[1], out)
+        k = self._conv
+        k.over_batch(k.avg_pool_forward, k.batch_chunks(x.shape[0], x.size), lambda b0, b1: (
+            x[b0:b1], size[0], size[1], stride[0], stride[1], out[b0:b1]))
         return out
 
     def avg_pool_backward(self, grad, x_shape, size, stride):
@@ -308,7 +322,9 @@ class NumbaEngine(NumpyEngine):
             return super().avg_pool_backward(grad, x_shape, size, stride)
         self._check_pool_grad(grad, x_shape, size, stride, "avg_pool_backward")
         dx = np.empty(tuple(int(d) for d in x_shape), dtype=grad.dtype)
-        self._conv.avg_pool_backward(grad, size[0], size[1], stride[0], stride[1], dx)
+        k = self._conv
+        k.over_batch(k.avg_pool_backward, k.batch_chunks(dx.shape[0], dx.size), lambda b0, b1: (
+            grad[b0:b1], size[0], size[1], stride[0], stride[1], dx[b0:b1]))
         return dx
 
     # --------------------------------------------------------------- losses
