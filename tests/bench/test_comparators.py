@@ -40,7 +40,9 @@ def comparator_losses(name, model, optimizer, isolate=False):
 
 
 CASES = [("784-100-10 sigmoid", "sgd"), ("784-100-10 sigmoid", "adam"),
-         ("784-256-256-10 relu", "adam")]
+         ("784-256-256-10 relu", "adam"),
+         # The MNIST CNN: torch.nn.Conv2d, and JAX's lax.conv_general_dilated in NCHW.
+         (bench.CNN_MODEL, "sgd"), (bench.CNN_MODEL, "adam")]
 
 
 @pytest.mark.parametrize("model, optimizer", CASES)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 
 from .comparators import COMPARATORS, handprop_rows, make_comparator
-from .runners import CeilingRunner, HandpropRunner, sgemm_gflops
+from .runners import HandpropRunner, ceiling_runner, sgemm_gflops
 from .stats import Stat, throughput
-from .workload import (CLASSES, INPUT_DIM, bench_engines, default_steps, plan_configs,
-                       resolve_model, step_flops, torch_available)
+from .workload import (bench_engines, default_steps, model_name, model_step_flops, plan_configs,
+                       torch_available)
 
 
 def make_runners(model, batch: int, optimizer: str, engines, *, steps: int,
@@ -23,7 +23,7 @@ def make_runners(model, batch: int, optimizer: str, engines, *, steps: int,
         for name in comparators:
             runners.append(make_comparator(name, model, batch, optimizer, steps, seed=seed))
         if with_ceiling:
-            runners.append(CeilingRunner(model, batch, steps, seed=seed))
+            runners.append(ceiling_runner(model, batch, steps, seed=seed))
     except BaseException:
         for runner in runners:
             runner.close()
@@ -93,7 +93,7 @@ def measure_training(models=None, batches=None, optimizers=None, engines=None, *
     labels = [label for label, _, _ in handprop_rows(engines)]
     rows = []
     for model, batch, optimizer in plan_configs(models, batches, optimizers):
-        name, (hidden, _) = resolve_model(model)
+        name = model_name(model)
         n_steps = steps or default_steps(name, batch, scale)
         if before_config:
             before_config()
@@ -104,7 +104,7 @@ def measure_training(models=None, batches=None, optimizers=None, engines=None, *
                               comparators=comparators, with_ceiling=with_ceiling,
                               warmups=warmups)
         tput = {k: throughput(v, n_steps * batch) for k, v in secs.items()}
-        flops = step_flops([INPUT_DIM, *hidden, CLASSES], batch) / batch  # per sample
+        flops = model_step_flops(model, batch) / batch  # per sample
         for label in labels:
             t = tput[label]
             row = {"engine": label, "model": name, "batch": batch, "optimizer": optimizer,
