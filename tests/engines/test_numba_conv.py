@@ -94,8 +94,8 @@ def test_views_reach_the_kernels_without_a_copy(nb, monkeypatch, rng):
 
     names = ("max_pool_forward_2x2", "max_pool_forward_2x2_nhwc")
     fake = {n: recorder(n) for n in names}
-    fake.update(over_batch=staticmethod(numba_conv_kernels.over_batch),
-                batch_chunks=staticmethod(numba_conv_kernels.batch_chunks))
+    fake.update({name: staticmethod(getattr(numba_conv_kernels, name))
+                 for name in ("over_batch", "batch_chunks", "channels_last")})
     monkeypatch.setattr(nb, "_conv", type("K", (), fake))
     def same_memory(a, b):
         return a.ctypes.data == b.ctypes.data and a.strides == b.strides and a.shape == b.shape

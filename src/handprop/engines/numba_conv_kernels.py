@@ -39,6 +39,18 @@ _jit = njit(cache=True, nogil=True, error_model="numpy")
 PARALLEL_MIN_ELEMENTS = 1 << 18
 
 
+def channels_last(a) -> bool:
+    """An NCHW array whose memory is (N, H, W, C) C-contiguous, as a convolution's output is."""
+    return (a.ndim == 4 and not a.flags.c_contiguous
+            and a.transpose(0, 2, 3, 1).flags.c_contiguous)
+
+
+def reusable(out, shape, dtype) -> bool:
+    """``out`` can take a kernel's result of ``shape`` and ``dtype`` in place."""
+    return (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype
+            and out.flags.c_contiguous and out.flags.writeable)
+
+
 def kernel_threads() -> int:
     """Threads for one big conv/pool call: ``NUMBA_NUM_THREADS`` as set now (so pinning a
     process to one thread reaches these kernels too), at most the usable cores."""

@@ -65,18 +65,6 @@ def _inplace_ok(*arrays) -> bool:
     return True
 
 
-def _channels_last(a) -> bool:
-    """An NCHW array whose memory is (N, H, W, C) C-contiguous, as a convolution's output is."""
-    return (a.ndim == 4 and not a.flags.c_contiguous
-            and a.transpose(0, 2, 3, 1).flags.c_contiguous)
-
-
-def _reusable(out, shape, dtype) -> bool:
-    """``out`` can take a kernel's result of ``shape`` and ``dtype``."""
-    return (type(out) is np.ndarray and out.shape == shape and out.dtype == dtype
-            and _inplace_ok(out))
-
-
 def _flat(a):
     """A 1-D view of a C-contiguous array (writes go through to ``a``)."""
     return a.ravel()
@@ -231,9 +219,9 @@ class NumbaEngine(NumpyEngine):
         shape = (n * oh * ow, c * kernel[0] * kernel[1])
         # Reusing the caller's buffer saves the page faults of a fresh one (40 MB at batch 128
         # in the MNIST CNN: beyond malloc's mmap threshold, so every allocation is new memory).
-        cols = out if _reusable(out, shape, x.dtype) else np.empty(shape, dtype=x.dtype)
-        rows = oh * ow
         k = self._conv
+        cols = out if k.reusable(out, shape, x.dtype) else np.empty(shape, dtype=x.dtype)
+        rows = oh * ow
         k.over_batch(k.im2col, k.batch_chunks(n, cols.size), lambda b0, b1: (
             x[b0:b1], kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[2], oh, ow,
             cols[b0 * rows:b1 * rows]))
@@ -262,7 +250,7 @@ class NumbaEngine(NumpyEngine):
         oh, ow = window_output_size(x.shape, size, stride, what="max_pool_forward")
         (ph, pw), (sh, sw), k = size, stride, self._conv
         chunks = k.batch_chunks(n, x.size)
-        if _channels_last(x):
+        if k.channels_last(x):
             out_t = np.empty((n, oh, ow, c), dtype=x.dtype)
             argmax_t = np.empty(out_t.shape, dtype=np.int64)
             out, argmax = out_t.transpose(0, 3, 1, 2), argmax_t.transpose(0, 3, 1, 2)
@@ -293,7 +281,7 @@ class NumbaEngine(NumpyEngine):
         (ph, pw), (sh, sw), k = size, stride, self._conv
         chunks = k.batch_chunks(n, n * c * h * w)
         argmax = argmax.astype(np.int64, copy=False)  # keeps the layout
-        if _channels_last(argmax):
+        if k.channels_last(argmax):
             dx_t = np.empty((n, h, w, c), dtype=grad.dtype)
             grad_t, argmax_t = grad.transpose(0, 2, 3, 1), argmax.transpose(0, 2, 3, 1)
             offsets = np.arange(ph * pw)
