@@ -8,8 +8,9 @@ shared. ``--profile`` prints where a numba step spends its time instead.
 
 On a busy machine wall-clock rates mostly measure the neighbours. ``--clock cpu``
 counts the process's CPU time instead, on one thread everywhere (start it with
-``OPENBLAS_NUM_THREADS=1``; the script refuses to run otherwise): the work each
-contestant does, nearly independent of the load.
+``OPENBLAS_NUM_THREADS=1``; the script refuses to run otherwise, and sets
+``NUMBA_NUM_THREADS=1`` for the numba engine's conv/pool kernels itself): the work
+each contestant does, nearly independent of the load.
 
     python bench/conv_speed.py [--batch 64 128] [--rounds 7] [--steps 20] [--profile]
     OPENBLAS_NUM_THREADS=1 python bench/conv_speed.py --clock cpu
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 import statistics
 import time
 
@@ -46,6 +48,7 @@ def handprop_step(engine_name: str, batch: int, seed: int = 0):
         model.backward(grad)
         optimizer.step(model)
 
+    step.model = model
     return step, engine
 
 
@@ -80,27 +83,56 @@ def timed(step, steps: int) -> float:
 
 
 def profile(engine_name: str, batch: int, steps: int) -> None:
+    """Per step: each layer's forward and backward, split into the engine primitives it
+    calls and the rest (its GEMMs, reshapes and layout copies), plus the minor page faults."""
+    import resource
+
     step, engine = handprop_step(engine_name, batch)
-    spent: dict[str, float] = {}
-    for name in ("im2col", "col2im", "max_pool_forward", "max_pool_backward", "bias_act",
-                 "act_backward", "bias_grad", "softmax_xent", "sgd_update"):
-        original = getattr(engine, name)
+    model = step.model
+    spent: dict[tuple[str, str], float] = {}
+    stack = ["step"]
 
-        def wrapper(*args, _original=original, _name=name, **kwargs):
-            started = time.perf_counter()
+    def timed_method(owner, name: str, label: str):
+        original = getattr(owner, name)
+
+        @functools.wraps(original)
+        def wrapper(*args, **kwargs):
+            started = CLOCK()
+            stack.append(label)
             try:
-                return _original(*args, **kwargs)
+                return original(*args, **kwargs)
             finally:
-                spent[_name] = spent.get(_name, 0.0) + time.perf_counter() - started
+                stack.pop()
+                key = (stack[-1], label)
+                spent[key] = spent.get(key, 0.0) + CLOCK() - started
 
-        setattr(engine, name, functools.wraps(original)(wrapper))
-    step()
+        setattr(owner, name, wrapper)
+
+    for name in ("im2col", "col2im", "max_pool_forward", "max_pool_backward", "bias_act",
+                 "activation", "act_backward", "bias_grad", "softmax_xent", "sgd_update"):
+        timed_method(engine, name, name)
+    for i, layer in enumerate(model.layers):
+        for phase in ("forward", "backward"):
+            timed_method(layer, phase, f"{i} {type(layer).__name__} {phase}")
+    timed(step, 3)
     spent.clear()
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     total = timed(step, steps)
-    print(f"{engine_name} at batch {batch}: {total / steps * 1e3:.1f} ms per step")
-    for name, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
-        print(f"  {name:18s} {seconds / steps * 1e3:7.2f} ms")
-    print(f"  {'(GEMMs, the rest)':18s} {(total - sum(spent.values())) / steps * 1e3:7.2f} ms")
+    faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / steps
+    print(f"{engine_name} at batch {batch}: {total / steps * 1e3:.2f} ms per step, "
+          f"{faults:.0f} minor page faults per step")
+    layers = {label: s for (parent, label), s in spent.items() if parent == "step"
+              and label[0].isdigit()}
+    for label, seconds in layers.items():
+        inner = {name: s for (parent, name), s in spent.items() if parent == label}
+        parts = [f"{name} {_ms(s, steps)}" for name, s in inner.items()]
+        parts.append(f"GEMMs+rest {_ms(seconds - sum(inner.values()), steps)}")
+        print(f"  {label:22s} {_ms(seconds, steps):>7s} ms = " + ", ".join(parts))
+    print(f"  {'loss, update, Python':22s} {_ms(total - sum(layers.values()), steps):>7s} ms")
+
+
+def _ms(seconds: float, steps: int) -> str:
+    return f"{seconds / steps * 1e3:.2f}"
 
 
 def main() -> None:
@@ -126,12 +158,11 @@ def main() -> None:
             raise SystemExit(f"--clock cpu needs one BLAS thread (found {threads}); start the "
                              f"script with OPENBLAS_NUM_THREADS=1")
         args.torch_threads = 1
+        os.environ["NUMBA_NUM_THREADS"] = "1"  # read by the conv/pool kernels at each call
     if args.profile:
         for batch in args.batch:
             profile("numba", batch, args.steps)
         return
-    import os
-
     threads = args.torch_threads or len(os.sched_getaffinity(0))
     for batch in args.batch:
         contestants = {name: handprop_step(name, batch)[0] for name in args.engines}

@@ -10,6 +10,8 @@ thread variables; run it under ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE``
 run gets its own section, with the BLAS kernel that ran (threadpoolctl).
 ``--scale 0.25 --repeats 3`` makes a quick run; ``--comparators`` narrows the
 references (default: every installed one: PyTorch eager, torch.compile, JAX).
+The ``cnn`` part measures the MNIST CNN (batch 64/128, SGD and Adam) and renders
+as its own section (``cnn<tag>.json``, optional ``notes_cnn<tag>.md``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from handprop.bench.comparators import available_comparators
 from handprop.bench.report import EXTRA_COMPARATORS
 
 HERE = Path(__file__).resolve().parent
-PARTS = ("sgemm", "training", "targets", "primitives", "profile", "scaling", "tta")
+PARTS = ("sgemm", "training", "cnn", "targets", "primitives", "profile", "scaling", "tta")
 
 
 def wait_for_quiet(limit, max_wait, log=print):
@@ -58,6 +60,13 @@ def measure(part, engines, out: Path, args):
             engines=engines, repeats=args.repeats, scale=args.scale, sgemm=sgemm, log=print,
             comparators=comparators, before_config=lambda: wait_for_quiet(args.wait_load, 60))
         hb.plot_rows(data, out / f"training{args.tag}.png")
+    elif part == "cnn":
+        # The MNIST CNN (batch 64/128, SGD and Adam) on every engine and comparator.
+        sgemm = hb.sgemm_gflops(n=2048, repeats=5)
+        data = hb.measure_training(
+            [hb.CNN_MODEL], engines=engines, repeats=args.repeats, scale=args.scale,
+            sgemm=sgemm, log=print, comparators=comparators,
+            before_config=lambda: wait_for_quiet(args.wait_load, 60))
     elif part == "targets":
         # The numba issue's targets (SGD), with more repeats: 784-100-10 sigmoid at
         # 64/128/1024 and 784-256-256-10 relu at 128.
@@ -131,6 +140,36 @@ def training_tags(out: Path) -> list[str]:
     return sorted(tags, key=lambda t: (t != "", t != "_unset", t))
 
 
+CNN_NOTE = (
+    "The MNIST CNN: conv 16@5x5 same, relu, maxpool 2, conv 32@5x5 same, relu, maxpool 2, "
+    "flatten, dense 10; softmax cross-entropy; float32 images (N, 1, 28, 28). PyTorch: "
+    "`nn.Conv2d(padding=2)`, `nn.MaxPool2d`, `nn.Linear` (eager, autograd, oneDNN "
+    "convolutions); JAX: `lax.conv_general_dilated` in NCHW and `lax.reduce_window` max, "
+    "jitted, the epoch under `lax.scan` (`jax scan`) or a jitted step per batch (`jax step`); "
+    "all start from the handprop model's weights on the same batches (first per-batch "
+    "losses agree, `tests/bench/test_comparators.py`). GEMM-only ceiling: only the step's "
+    "conv and dense matrix products on preallocated im2col-shaped buffers (no im2col, "
+    "col2im, pooling or element-wise work).")
+
+
+def cnn_section(out: Path, tag: str) -> list[str]:
+    result = _load(out, "cnn", tag)
+    suffix = f" (run tagged `{tag.lstrip('_')}`)" if tag else ""
+    md = [f"## MNIST CNN through `Trainer.fit`{suffix}", ""] + _env_lines(result["env"])
+    md += ["", CNN_NOTE, "", hb.format_side_by_side(result["data"], markdown=True), "",
+           hb.format_training_table(result["data"], markdown=True)]
+    notes = out / f"notes_cnn{tag}.md"
+    if notes.exists():  # a hand-written reading of this run
+        md += ["", notes.read_text().rstrip()]
+    return md + [""]
+
+
+def part_tags(out: Path, part: str) -> list[str]:
+    """Tags of the ``part`` runs saved in ``out`` (``<part><tag>.json``), untagged first."""
+    tags = [p.stem[len(part):] for p in out.glob(f"{part}*.json")]
+    return sorted(tags, key=lambda t: (t != "", t != "_unset", t))
+
+
 def training_section(out: Path, tag: str) -> list[str]:
     tr = _load(out, "training", tag)
     title = TRAINING_TITLES.get(tag, f"Training throughput through `Trainer.fit` "
@@ -187,6 +226,8 @@ def render(out: Path) -> str:
         md.append("")
     for tag in training_tags(out):
         md += training_section(out, tag)
+    for tag in part_tags(out, "cnn"):
+        md += cnn_section(out, tag)
     def section(result, title, table, note=None):
         """A heading, the run's environment, an optional note, the table."""
         if not result:

@@ -1,6 +1,7 @@
 """Whole training steps through the library's own loop (``Trainer.fit``), per engine,
 next to PyTorch (eager and torch.compile), JAX (epoch under ``lax.scan``, jitted
-step) and the GEMM-only ceiling, over the benchmark's plan of configurations.
+step) and the GEMM-only ceiling, over the benchmark's plan of configurations and the
+MNIST CNN's (batch 64/128, SGD and Adam).
 
 Each benchmark round is one epoch of ``steps`` mini-batches (setup and a
 warm-up round excluded; compilation happens in the warm-up);
@@ -18,7 +19,7 @@ from benchlib import ENGINES, USABLE_ENGINES, needs
 from handprop import bench as hb
 from handprop.bench.comparators import COMPARATORS, available_comparators, make_comparator
 
-CONFIGS = hb.plan_configs()
+CONFIGS = hb.plan_configs() + hb.plan_configs([hb.CNN_MODEL])  # the MLP plan, then the CNN
 CONFIG_IDS = [f"{m.split()[0]}-b{b}-{o}" for m, b, o in CONFIGS]
 SHAPES = list(dict.fromkeys((m, b) for m, b, _ in CONFIGS))
 ROUNDS = 5
@@ -70,7 +71,7 @@ def test_comparator(benchmark, record, comparator, model, batch, optimizer):
 @pytest.mark.parametrize("model, batch", SHAPES, ids=[f"{m.split()[0]}-b{b}" for m, b in SHAPES])
 def test_gemm_ceiling(benchmark, record, model, batch):
     benchmark.group = f"train {model} b{batch} sgd"
-    runner = hb.CeilingRunner(model, batch, _steps(model, batch))
+    runner = hb.ceiling_runner(model, batch, _steps(model, batch))
     _run(benchmark, record, runner)
     record(flops_per_step=runner.flops_per_step)
 

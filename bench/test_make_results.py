@@ -49,3 +49,18 @@ def test_tagged_runs_each_get_a_section(tmp_path):
     assert "| 784-100-10 sigmoid | 64 | sgd | 3,000 | 3,000 | 6,000 | 12,000 |" in sections[2]
     assert "31-31 s per configuration" in sections[0]
     assert "x jax scan" in sections[0]
+
+
+def test_a_cnn_run_gets_its_own_section(tmp_path):
+    env = _env("openblas 0.3.31 SkylakeX kernel, 2 threads", {})
+    rows = [dict(r, model="cnn 16c5-32c5-10 relu", torch_samples_per_s=900.0,
+                 ratio_to_torch=1.1) for r in _rows(1000.0)]
+    (tmp_path / "cnn.json").write_text(json.dumps({"env": env, "data": rows}))
+    (tmp_path / "notes_cnn.md").write_text("A hand-written reading.\n")
+    md = make_results.render(tmp_path)
+    section = md.split("## MNIST CNN through `Trainer.fit`")[1]
+    assert "SkylakeX kernel" in section and "lax.conv_general_dilated" in section
+    assert ("| cnn 16c5-32c5-10 relu | 64 | sgd | 1,000 | 900 | 1,000 | 2,000 | 4,000 |"
+            in section)
+    assert section.rstrip().endswith("A hand-written reading.")
+    assert "## MNIST CNN" not in make_results.render(tmp_path / "empty")  # none saved: none

@@ -40,7 +40,9 @@ def comparator_losses(name, model, optimizer, isolate=False):
 
 
 CASES = [("784-100-10 sigmoid", "sgd"), ("784-100-10 sigmoid", "adam"),
-         ("784-256-256-10 relu", "adam")]
+         ("784-256-256-10 relu", "adam"),
+         # The MNIST CNN: torch.nn.Conv2d, and JAX's lax.conv_general_dilated in NCHW.
+         (bench.CNN_MODEL, "sgd"), (bench.CNN_MODEL, "adam")]
 
 
 @pytest.mark.parametrize("model, optimizer", CASES)
@@ -99,6 +101,9 @@ def test_a_compiled_row_is_one_line(monkeypatch):
     assert handprop_rows(["cpu", "numba"]) == [("cpu", "cpu", None),
                                                ("numba compiled", "numba", True),
                                                ("numba layer-by-layer", "numba", False)]
+    # nothing compiles the CNN: one row per engine there
+    assert handprop_rows(["cpu", "numba"], bench.CNN_MODEL) == [("cpu", "cpu", None),
+                                                                ("numba", "numba", None)]
     monkeypatch.setitem(HANDPROP_ROWS, "cpu", [("cpu fast", True), ("cpu slow", False)])
     assert handprop_rows(["cpu"]) == [("cpu fast", "cpu", True), ("cpu slow", "cpu", False)]
     seen = []

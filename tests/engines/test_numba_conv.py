@@ -16,7 +16,8 @@ from handprop.engines import numba_conv_kernels  # noqa: E402
 
 CPU = get_engine("cpu")
 CONV_KERNELS = {"im2col", "col2im", "max_pool_forward", "max_pool_forward_2x2",
-                "max_pool_forward_nan", "max_pool_backward", "avg_pool_forward", "avg_pool_backward"}
+                "max_pool_forward_2x2_nhwc", "max_pool_forward_nan", "max_pool_backward",
+                "max_pool_backward_nhwc", "avg_pool_forward", "avg_pool_backward"}
 
 
 @pytest.fixture
@@ -30,6 +31,8 @@ class Spy:
 
     def __getattr__(self, name):
         kernel = getattr(numba_conv_kernels, name)
+        if name not in CONV_KERNELS:  # the batch-splitting helpers
+            return kernel
 
         def call(*args):
             self.calls.append(name)
@@ -41,7 +44,7 @@ class Spy:
 @pytest.fixture
 def spy(nb, monkeypatch):
     s = Spy()
-    monkeypatch.setattr(nb, "_conv", s)
+    monkeypatch.setattr(nb, "conv_kernels", s)
     return s
 
 
@@ -76,16 +79,51 @@ def test_a_nan_reruns_the_nan_aware_max_pool(nb, spy, size):
 
 
 def test_views_reach_the_kernels_without_a_copy(nb, monkeypatch, rng):
-    view = rng.standard_normal((2, 6, 6, 3)).astype("float32").transpose(0, 3, 1, 2)
-    seen = []
+    """A convolution's output (channels-last memory seen as NCHW) reaches the channels-last
+    kernel as that memory; any other view reaches the NCHW kernel as it is."""
+    rows = rng.standard_normal((2, 6, 6, 3)).astype("float32")
+    conv_output = rows.transpose(0, 3, 1, 2)
+    other = rng.standard_normal((2, 3, 6, 6)).astype("float32").transpose(0, 1, 3, 2)
+    seen = {}
 
-    def record(x, *args):
-        seen.append(x)
-        return numba_conv_kernels.max_pool_forward_2x2(x, *args)
+    def recorder(name):
+        def record(x, *args):
+            seen[name] = x
+            return getattr(numba_conv_kernels, name)(x, *args)
+        return staticmethod(record)
 
-    monkeypatch.setattr(nb, "_conv", type("K", (), {"max_pool_forward_2x2": staticmethod(record)}))
-    nb.max_pool_forward(view, (2, 2), (2, 2))
-    assert seen[0] is view
+    names = ("max_pool_forward_2x2", "max_pool_forward_2x2_nhwc")
+    fake = {n: recorder(n) for n in names}
+    fake.update({name: staticmethod(getattr(numba_conv_kernels, name))
+                 for name in ("over_batch", "batch_chunks", "channels_last")})
+    monkeypatch.setattr(nb, "conv_kernels", type("K", (), fake))
+    def same_memory(a, b):
+        return a.ctypes.data == b.ctypes.data and a.strides == b.strides and a.shape == b.shape
+
+    nb.max_pool_forward(conv_output, (2, 2), (2, 2))
+    assert same_memory(seen["max_pool_forward_2x2_nhwc"], rows)
+    nb.max_pool_forward(other, (2, 2), (2, 2))
+    assert same_memory(seen["max_pool_forward_2x2"], other)
+
+
+@pytest.mark.parametrize("size", [(2, 2), (3, 3)])
+def test_channels_last_pooling_keeps_its_layout_down_to_the_gradient(nb, rng, size):
+    """Pooling a convolution's output keeps its memory layout in out, argmax and dx, so the
+    convolution's backward pass sees its gradient as rows (N*H*W, C) without a copy."""
+    rows = rng.standard_normal((2 * 8 * 8, 4)).astype("float32")
+    x = rows.reshape(2, 8, 8, 4).transpose(0, 3, 1, 2)
+    out, argmax = nb.max_pool_forward(x, size, (2, 2))
+    ref_out, ref_arg = CPU.max_pool_forward(np.ascontiguousarray(x), size, (2, 2))
+    np.testing.assert_array_equal(out, ref_out)
+    np.testing.assert_array_equal(argmax, ref_arg)
+    for layout in (out, argmax):
+        assert layout.transpose(0, 2, 3, 1).flags.c_contiguous
+    grad = rng.standard_normal(out.shape).astype("float32")  # NCHW, as col2im or Flatten give
+    dx = nb.max_pool_backward(grad, argmax, x.shape, size, (2, 2))
+    np.testing.assert_allclose(dx, CPU.max_pool_backward(grad, ref_arg, x.shape, size, (2, 2)),
+                               rtol=1e-6, atol=1e-6)
+    grad_rows = np.reshape(dx.transpose(0, 2, 3, 1), (-1, 4))  # what Conv2D.backward does
+    assert np.shares_memory(grad_rows, dx)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "int64"])
@@ -124,3 +162,71 @@ def test_conv_kernels_are_serial_cached_and_not_fastmath():
         assert not kernel.targetoptions.get("parallel"), name
         assert not kernel.targetoptions.get("fastmath"), name
         assert kernel._cache.__class__.__name__ == "FunctionCache", name
+
+
+def test_big_calls_split_over_the_batch_and_give_the_same_bits(nb, rng, monkeypatch):
+    """Above PARALLEL_MIN_ELEMENTS a call runs as one chunk of the batch per thread, at once;
+    every image is independent, so the results equal one call over the whole batch."""
+    x = rng.standard_normal((7, 8, 30, 30)).astype("float32")  # 50,400 x 200 cols
+    conv_output = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+    def everything():
+        cols = nb.im2col(x, (5, 5), (1, 1), (2, 2, 2, 2))
+        results = [cols, nb.col2im(cols, x.shape, (5, 5), (1, 1), (2, 2, 2, 2))]
+        for image in (x, conv_output):
+            for size, stride in (((2, 2), (2, 2)), ((3, 3), (1, 1))):
+                out, argmax = nb.max_pool_forward(image, size, stride)
+                results += [out, argmax, nb.max_pool_backward(np.ascontiguousarray(out), argmax,
+                                                              x.shape, size, stride)]
+            avg = nb.avg_pool_forward(image, (3, 3), (2, 2))
+            results += [avg, nb.avg_pool_backward(avg, x.shape, (3, 3), (2, 2))]
+        return results
+
+    monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 1)
+    serial = everything()
+    assert numba_conv_kernels.batch_chunks(7, x.size * 25) == [(0, 7)]
+    monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 3)
+    assert numba_conv_kernels.batch_chunks(7, x.size * 25) == [(0, 2), (2, 4), (4, 7)]
+    assert numba_conv_kernels.batch_chunks(7, 1000) == [(0, 7)]  # small: one thread
+    threads = set()
+    kernel = numba_conv_kernels.im2col
+
+    def im2col(*args):
+        threads.add(__import__("threading").get_ident())
+        return kernel(*args)
+
+    monkeypatch.setattr(numba_conv_kernels, "im2col", im2col)
+    split = everything()
+    assert len(threads) == 3
+    for a, b in zip(serial, split):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(split[1], CPU.col2im(split[0], x.shape, (5, 5), (1, 1),
+                                                       (2, 2, 2, 2)))
+
+
+def test_kernel_threads_follow_numba_num_threads(monkeypatch):
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
+    assert numba_conv_kernels.kernel_threads() == 1
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "64")
+    assert numba_conv_kernels.kernel_threads() == min(64, cores)  # never more than the cores
+
+
+def test_a_forked_child_gets_its_own_threads(nb, rng, monkeypatch):
+    """Worker threads do not survive a fork: a child (a sweep worker) makes its own."""
+    import multiprocessing
+
+    monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 2)
+    x = rng.standard_normal((4, 16, 28, 28)).astype("float32")
+    want = nb.im2col(x, (5, 5), (1, 1), (2, 2, 2, 2))  # the parent's pool exists now
+    context = multiprocessing.get_context("fork")
+    with context.Pool(1) as pool:
+        got = pool.apply_async(_im2col_in_child, (x,)).get(timeout=120)
+    np.testing.assert_array_equal(got, want)
+
+
+def _im2col_in_child(x):
+    numba_conv_kernels.kernel_threads = lambda: 2
+    return get_engine("numba").im2col(x, (5, 5), (1, 1), (2, 2, 2, 2))

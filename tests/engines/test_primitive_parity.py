@@ -456,8 +456,31 @@ def test_im2col_and_col2im(fused_engine, rng, case, dtype):
         np.testing.assert_array_equal(cols, want_cols)  # a gather: exact
         dx = host(eng, eng.col2im(eng.asarray(grad_cols), x_shape, kernel, stride, padding))
         assert dx.dtype == np.dtype(dtype) and dx.shape == x_shape
-        # Overlapping windows are summed in another order: tolerance grows with the overlap.
-        close(dx, want_dx, dtype, scale=kernel[0] * kernel[1])
+        # Overlapping windows summed in the reference's order (offset i, then j): exact.
+        np.testing.assert_array_equal(dx, want_dx)
+
+
+@pytest.mark.parametrize("case", CONV_GEOMETRIES[1:4], ids=geometry_id)
+def test_im2col_writes_into_a_buffer_that_fits(fused_engine, rng, case):
+    """``out=``: the result lands in a buffer of the right shape and dtype (no new allocation
+    every step); any other buffer is left alone and a new array comes back."""
+    x_shape, kernel, stride, padding = case
+    x = rng.standard_normal(x_shape).astype("float32")
+    want = CPU.im2col(x, kernel, stride, padding)
+    xe = fused_engine.asarray(x)
+    buffer = fused_engine.asarray(np.full(want.shape, 7.0, dtype="float32"))
+    cols = fused_engine.im2col(xe, kernel, stride, padding, out=buffer)
+    assert cols is buffer
+    np.testing.assert_array_equal(host(fused_engine, buffer), want)
+    for misfit in (fused_engine.asarray(np.zeros((want.shape[0] + 1, want.shape[1]), "float32")),
+                   fused_engine.asarray(np.zeros(want.shape, "float64"))):
+        before = host(fused_engine, misfit).copy()
+        cols = fused_engine.im2col(xe, kernel, stride, padding, out=misfit)
+        assert cols is not misfit
+        np.testing.assert_array_equal(host(fused_engine, cols), want)
+        np.testing.assert_array_equal(host(fused_engine, misfit), before)
+    # The reference takes the argument and allocates.
+    assert CPU.im2col(x, kernel, stride, padding, out=want) is not want
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -485,12 +508,17 @@ def test_pooling(fused_engine, rng, case, dtype):
 
 def test_max_pool_nan_and_infinity_follow_the_reference(fused_engine):
     x = np.array([[[[1.0, np.nan, 3.0, np.inf], [np.nan, 0.0, -np.inf, -np.inf]]]])
+    x = np.concatenate([x, x[:, :, :, ::-1]], axis=1)  # two channels
     want_out, want_arg = CPU.max_pool_forward(x, (2, 2), (2, 2))
     assert np.isnan(want_out[0, 0, 0, 0]) and want_arg[0, 0, 0, 0] == 1  # the first NaN
     for eng in conv_engines(fused_engine):
-        out, arg = eng.max_pool_forward(eng.asarray(x), (2, 2), (2, 2))
-        np.testing.assert_array_equal(host(eng, out), want_out)
-        np.testing.assert_array_equal(host(eng, arg), want_arg)
+        # Contiguous, and channels-last memory as a convolution's output is.
+        channels_last = eng.xp.permute_dims(
+            eng.asarray(np.ascontiguousarray(x.transpose(0, 2, 3, 1))), (0, 3, 1, 2))
+        for image in (eng.asarray(x), channels_last):
+            out, arg = eng.max_pool_forward(image, (2, 2), (2, 2))
+            np.testing.assert_array_equal(host(eng, out), want_out)
+            np.testing.assert_array_equal(host(eng, arg), want_arg)
 
 
 @pytest.mark.parametrize("layout", ["strided", "transposed"])
@@ -510,6 +538,17 @@ def test_noncontiguous_images(fused_engine, rng, layout):
               CPU.avg_pool_forward(want, (3, 2), (1, 2)), "float32")
         np.testing.assert_array_equal(host(eng, eng.im2col(view, (3, 3), (1, 1), (1, 1, 1, 1))),
                                       CPU.im2col(want, (3, 3), (1, 1), (1, 1, 1, 1)))
+        # Backward from the arg-max of a view (it may keep the view's layout), both window
+        # kinds: the written-out 2x2 and the general one, overlapping.
+        for size, stride in (((2, 2), (2, 2)), ((3, 3), (1, 1))):
+            out, arg = eng.max_pool_forward(view, size, stride)
+            ref_out, ref_arg = CPU.max_pool_forward(want, size, stride)
+            np.testing.assert_array_equal(host(eng, out), ref_out)
+            np.testing.assert_array_equal(host(eng, arg), ref_arg)
+            grad = rng.standard_normal(ref_out.shape).astype("float32")
+            dx = host(eng, eng.max_pool_backward(eng.asarray(grad), arg, want.shape, size, stride))
+            close(dx, CPU.max_pool_backward(grad, ref_arg, want.shape, size, stride), "float32",
+                  scale=size[0] * size[1])
 
 
 def test_conv_shape_errors_match_the_reference(fused_engine):

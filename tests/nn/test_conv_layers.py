@@ -210,6 +210,35 @@ def test_dropout_masks_images_elementwise(cpu):
     np.testing.assert_array_equal(model.backward(np.ones_like(x), need_input_grad=True), out)
 
 
+def test_training_passes_reuse_the_im2col_buffer_and_inference_does_not(engine, rng):
+    """A training forward hands its last ``cols`` to ``im2col`` as ``out=`` (engines that write
+    in place reuse it); an inference pass leaves the training state alone."""
+    model = mnist_cnn(engine)
+    conv = model.layers[2]
+    x = engine.asarray(rng.random((3, 1, 28, 28)).astype("float32"))
+    seen = []
+    im2col = engine.im2col
+
+    def recording(*args, out=None):
+        seen.append(out)
+        return im2col(*args, out=out)
+
+    engine.im2col = recording
+    try:
+        model.forward(x, training=True)
+        first0, first = model.layers[0].cols, conv.cols
+        model.forward(x, training=True)
+        kept = conv.cols
+        model.forward(x[:2], training=False)
+    finally:
+        del engine.im2col
+    assert seen[0] is None and seen[1] is None  # nothing to reuse yet
+    assert seen[2] is first0 and seen[3] is first
+    assert seen[4] is None and seen[5] is None and conv.cols is kept
+    if engine.fused_kernels:  # numba and cuda write into it
+        assert kept is first
+
+
 def test_a_small_cnn_learns_on_image_inputs(engine):
     """Bright top half or bright bottom half: the trainer takes (N, C, H, W) inputs."""
     rng = np.random.default_rng(0)

@@ -2,12 +2,13 @@
 
 A handprop row is a (label, engine, Trainer ``compile`` option); an engine's
 default is one row named after it. numba has two: its compiled epoch and the
-layer-by-layer loop (the reference and teaching path).
+layer-by-layer loop (the reference and teaching path). The compiled epoch
+covers dense stacks only, so on the CNN numba has its one layer-by-layer row.
 """
 
 from __future__ import annotations
 
-from .workload import jax_available, torch_available
+from .workload import is_cnn, jax_available, torch_available
 
 #: engine -> its rows: (label, Trainer's ``compile`` option; None = not passed)
 HANDPROP_ROWS: dict[str, list[tuple[str, bool | None]]] = {
@@ -21,8 +22,11 @@ COMPARATORS = {"torch": "torch", "torch.compile": "torch_compile", "jax scan": "
 ISOLATED = frozenset({"jax scan", "jax step"})
 
 
-def handprop_rows(engines) -> list[tuple[str, str, bool | None]]:
-    """``(label, engine, compile)`` for every row of the given engines."""
+def handprop_rows(engines, model=None) -> list[tuple[str, str, bool | None]]:
+    """``(label, engine, compile)`` for every row of the given engines on ``model``
+    (one row per engine on the CNN, which no engine compiles)."""
+    if model is not None and is_cnn(model):
+        return [(engine, engine, None) for engine in engines]
     return [(label, engine, compile) for engine in engines
             for label, compile in HANDPROP_ROWS.get(engine, [(engine, None)])]
 

@@ -1,7 +1,7 @@
 """The same models in JAX, written the way a JAX user would at best.
 
-``jax.value_and_grad`` of a softmax cross-entropy on the same MLP (weights
-copied from a handprop model), optax SGD or Adam, everything jitted, on the
+``jax.value_and_grad`` of a softmax cross-entropy on the same MLP or CNN (weights
+copied from a handprop model; the CNN in NCHW through ``lax.conv_general_dilated``), optax SGD or Adam, everything jitted, on the
 same batches (the trainer's host permutation per epoch, gathered inside the
 jitted code):
 
@@ -22,7 +22,8 @@ import time
 import numpy as np
 
 from .runners import Runner
-from .workload import LEARNING_RATES, epoch_orders, handprop_model, mnist_slice, resolve_model
+from .workload import (LEARNING_RATES, bench_data, bench_model, epoch_orders, is_cnn,
+                       model_name, resolve_model)
 
 
 def jax_params(model):
@@ -35,6 +36,33 @@ def jax_params(model):
             for i in range(count)]
 
 
+def jax_cnn_params(model):
+    """``{"conv": [(W, b), (W, b)], "dense": (W, b)}`` of a handprop CNN: conv kernels OIHW
+    (handprop's (filters, channels, kh, kw)), the dense W as (in, out)."""
+    import jax.numpy as jnp
+
+    w = {k: jnp.asarray(v) for k, v in model.get_weights().items()}
+    return {"conv": [(w["layer0.W"], w["layer0.b"]), (w["layer2.W"], w["layer2.b"])],
+            "dense": (w["layer5.W"], w["layer5.b"])}
+
+
+def cnn_logits(params, xb):
+    """The MNIST CNN in NCHW as a JAX user writes it: ``lax.conv_general_dilated`` with
+    "same" padding, ReLU, 2x2 max-pooling by ``lax.reduce_window``, flatten, dense."""
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    h = xb
+    for w, b in params["conv"]:
+        h = lax.conv_general_dilated(h, w, window_strides=(1, 1), padding=((2, 2), (2, 2)),
+                                     dimension_numbers=("NCHW", "OIHW", "NCHW"))
+        h = jax.nn.relu(h + b[None, :, None, None])
+        h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 1, 2, 2), (1, 1, 2, 2), "VALID")
+    w, b = params["dense"]
+    return h.reshape(h.shape[0], -1) @ w + b
+
+
 def jax_optimizer(name: str, lr: float):
     import optax
 
@@ -45,21 +73,27 @@ def jax_optimizer(name: str, lr: float):
     raise ValueError(f"no JAX comparator for optimizer {name!r}")
 
 
-def make_train_fns(activation: str, optimizer):
+def make_train_fns(activation: str, optimizer, logits_fn=None):
     """``(step, epoch)``: one jitted step at row ``b`` of an epoch's batch order,
-    and one jitted epoch (``lax.scan`` over every row)."""
+    and one jitted epoch (``lax.scan`` over every row). ``logits_fn(params, xb)`` is the
+    model (default: the MLP with ``activation``)."""
     import jax
     import jax.numpy as jnp
     import optax
 
     act = {"sigmoid": jax.nn.sigmoid, "relu": jax.nn.relu, "tanh": jnp.tanh}[activation]
 
-    def loss_fn(params, xb, yb):
+    def mlp_logits(params, xb):
         h = xb
         for w, b in params[:-1]:
             h = act(h @ w + b)
         w, b = params[-1]
-        logits = h @ w + b
+        return h @ w + b
+
+    logits_fn = logits_fn or mlp_logits
+
+    def loss_fn(params, xb, yb):
+        logits = logits_fn(params, xb)
         return optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean(), logits
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
@@ -95,15 +129,19 @@ class JaxRunner(Runner):
 
         self.label = "jax scan" if scan else "jax step"
         self.scan = bool(scan)
-        self.model_name, (hidden, activation) = resolve_model(model)
+        self.model_name = model_name(model)
         self.batch, self.steps = int(batch), int(steps)
-        x, y = mnist_slice(self.steps * self.batch)
+        x, y = bench_data(model, self.steps * self.batch)
         self.x, self.y = jnp.asarray(x), jnp.asarray(y.astype(np.int32))
-        init_from = init_from or handprop_model(hidden, activation, seed=seed)
-        self.params = jax_params(init_from)
+        init_from = init_from or bench_model(model, seed=seed)
         tx = jax_optimizer(optimizer, lr or LEARNING_RATES[optimizer])
+        if is_cnn(model):
+            self.params = jax_cnn_params(init_from)
+            self.step_fn, self.epoch_fn = make_train_fns("relu", tx, cnn_logits)
+        else:
+            self.params = jax_params(init_from)
+            self.step_fn, self.epoch_fn = make_train_fns(resolve_model(model)[1][1], tx)
         self.opt_state = tx.init(self.params)
-        self.step_fn, self.epoch_fn = make_train_fns(activation, tx)
         self.orders = epoch_orders(seed, self.steps * self.batch)
         self.losses: list[float] = []
         self.correct: list[int] = []

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 
 from .comparators import COMPARATORS, handprop_rows, make_comparator
-from .runners import CeilingRunner, HandpropRunner, sgemm_gflops
+from .runners import HandpropRunner, ceiling_runner, sgemm_gflops
 from .stats import Stat, throughput
-from .workload import (CLASSES, INPUT_DIM, bench_engines, default_steps, plan_configs,
-                       resolve_model, step_flops, torch_available)
+from .workload import (bench_engines, default_steps, model_name, model_step_flops, plan_configs,
+                       torch_available)
 
 
 def make_runners(model, batch: int, optimizer: str, engines, *, steps: int,
@@ -17,13 +17,13 @@ def make_runners(model, batch: int, optimizer: str, engines, *, steps: int,
     """handprop's rows for ``engines``, then the comparators, then the ceiling."""
     runners = []
     try:
-        for label, engine, compile in handprop_rows(engines):
+        for label, engine, compile in handprop_rows(engines, model):
             runners.append(HandpropRunner(engine, model, batch, optimizer, steps, seed=seed,
                                           compile=compile, label=label))
         for name in comparators:
             runners.append(make_comparator(name, model, batch, optimizer, steps, seed=seed))
         if with_ceiling:
-            runners.append(CeilingRunner(model, batch, steps, seed=seed))
+            runners.append(ceiling_runner(model, batch, steps, seed=seed))
     except BaseException:
         for runner in runners:
             runner.close()
@@ -90,10 +90,9 @@ def measure_training(models=None, batches=None, optimizers=None, engines=None, *
         comparators = ["torch"] if with_torch else []
     if sgemm is None and with_ceiling:
         sgemm = sgemm_gflops(repeats=max(3, repeats))
-    labels = [label for label, _, _ in handprop_rows(engines)]
     rows = []
     for model, batch, optimizer in plan_configs(models, batches, optimizers):
-        name, (hidden, _) = resolve_model(model)
+        name = model_name(model)
         n_steps = steps or default_steps(name, batch, scale)
         if before_config:
             before_config()
@@ -104,8 +103,8 @@ def measure_training(models=None, batches=None, optimizers=None, engines=None, *
                               comparators=comparators, with_ceiling=with_ceiling,
                               warmups=warmups)
         tput = {k: throughput(v, n_steps * batch) for k, v in secs.items()}
-        flops = step_flops([INPUT_DIM, *hidden, CLASSES], batch) / batch  # per sample
-        for label in labels:
+        flops = model_step_flops(model, batch) / batch  # per sample
+        for label, _, _ in handprop_rows(engines, model):
             t = tput[label]
             row = {"engine": label, "model": name, "batch": batch, "optimizer": optimizer,
                    "steps": n_steps, "repeats": repeats, **t.as_dict("samples_per_s")}

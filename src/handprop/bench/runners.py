@@ -12,8 +12,9 @@ import time
 import numpy as np
 
 from .stats import Stat
-from .workload import (CLASSES, INPUT_DIM, LEARNING_RATES, handprop_model, mnist_slice,
-                       resolve_model, step_flops)
+from .workload import (CLASSES, CNN_GEMMS, INPUT_DIM, LEARNING_RATES, bench_data, bench_model,
+                       is_cnn, mnist_slice, model_name, model_step_flops, resolve_model,
+                       step_flops)
 
 
 class Runner:
@@ -62,10 +63,10 @@ class HandpropRunner(Runner):
 
         self.label = label or engine
         self.engine = get_engine(engine)
-        self.model_name, (hidden, activation) = resolve_model(model)
+        self.model_name = model_name(model)
         self.batch, self.steps = int(batch), int(steps)
-        self.x, self.y = mnist_slice(self.steps * self.batch)
-        self.model = handprop_model(hidden, activation, engine=self.engine, seed=seed)
+        self.x, self.y = bench_data(model, self.steps * self.batch)
+        self.model = bench_model(model, engine=self.engine, seed=seed)
         opt = make_optimizer(optimizer, lr=lr or LEARNING_RATES[optimizer])
         options = {} if compile is None else {"compile": compile}
         self.trainer = (trainer_class or Trainer)(
@@ -147,6 +148,56 @@ class CeilingRunner(Runner):
         for _ in range(self.steps):
             self.step()
         return time.perf_counter() - started
+
+
+class CnnCeilingRunner(Runner):
+    """Only the CNN step's GEMMs, as ``Conv2D`` and ``Dense`` do them, on preallocated
+    im2col-shaped buffers: per convolution ``z = cols @ W2.T``, ``dW = (cols.T @ dz).T`` and,
+    but for the first, ``dcols = dz @ W2``; the dense layer as in ``CeilingRunner``. No
+    im2col, col2im, pooling or element-wise work."""
+
+    label = "ceiling"
+
+    def __init__(self, batch: int, steps: int, seed: int = 0):
+        from .workload import CNN_MODEL
+
+        self.model_name, self.batch, self.steps = CNN_MODEL, int(batch), int(steps)
+        rng = np.random.default_rng(seed)
+        f32 = np.float32
+        self.layers = []
+        for rows, inner, out, grad_in in CNN_GEMMS:
+            m = rows * self.batch
+            W = rng.standard_normal((out, inner)).astype(f32) * f32(0.05)
+            if rows == 1:  # the dense layer keeps W as (in, out)
+                W = np.ascontiguousarray(W.T).T
+            self.layers.append({
+                "cols": rng.random((m, inner), dtype=f32), "W": W,
+                "dz": rng.standard_normal((m, out)).astype(f32),
+                "z": np.empty((m, out), f32), "dWT": np.empty((inner, out), f32),
+                "dcols": np.empty((m, inner), f32) if grad_in else None})
+        self.flops_per_step = model_step_flops(CNN_MODEL, self.batch)
+
+    def step(self) -> None:
+        mm = np.matmul
+        for layer in self.layers:
+            mm(layer["cols"], layer["W"].T, out=layer["z"])
+        for layer in reversed(self.layers):
+            mm(layer["cols"].T, layer["dz"], out=layer["dWT"])  # dW, transposed
+            if layer["dcols"] is not None:
+                mm(layer["dz"], layer["W"], out=layer["dcols"])
+
+    def run(self) -> float:
+        started = time.perf_counter()
+        for _ in range(self.steps):
+            self.step()
+        return time.perf_counter() - started
+
+
+def ceiling_runner(model, batch: int, steps: int, seed: int = 0) -> Runner:
+    """The GEMM-only ceiling of ``model``: the CNN's or an MLP's."""
+    if is_cnn(model):
+        return CnnCeilingRunner(batch, steps, seed=seed)
+    return CeilingRunner(model, batch, steps, seed=seed)
 
 
 def sgemm_gflops(n: int = 2048, repeats: int = 5, calls: int | None = None) -> Stat:

@@ -17,8 +17,8 @@ import time
 import numpy as np
 
 from .runners import Runner
-from .workload import (CLASSES, INPUT_DIM, LEARNING_RATES, epoch_orders, handprop_model,
-                       mnist_slice, resolve_model)
+from .workload import (CLASSES, INPUT_DIM, LEARNING_RATES, bench_data, epoch_orders,
+                       handprop_cnn, handprop_model, is_cnn, model_name, resolve_model)
 
 
 def torch_mlp(hidden, activation, seed: int = 0, init_from=None):
@@ -41,6 +41,27 @@ def torch_mlp(hidden, activation, seed: int = 0, init_from=None):
         for i, lin in enumerate(linears):
             lin.weight.copy_(torch.from_numpy(np.ascontiguousarray(weights[f"layer{i}.W"].T)))
             lin.bias.copy_(torch.from_numpy(weights[f"layer{i}.b"]))
+    return net
+
+
+def torch_cnn(seed: int = 0, init_from=None):
+    """The benchmark's MNIST CNN as a PyTorch user writes it (``nn.Conv2d`` with
+    ``padding=2``, ``nn.MaxPool2d``, ``nn.Flatten``, ``nn.Linear``); weights copied from a
+    handprop CNN (Conv2D's W is already (out, in, kh, kw), as ``nn.Conv2d`` keeps it)."""
+    import torch
+
+    nn = torch.nn
+    net = nn.Sequential(nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Flatten(), nn.Linear(32 * 7 * 7, CLASSES))
+    weights = (init_from or handprop_cnn(seed=seed)).get_weights()
+    convs = [m for m in net if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        for layer, conv in zip((0, 2), convs):
+            conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(weights[f"layer{layer}.W"])))
+            conv.bias.copy_(torch.from_numpy(weights[f"layer{layer}.b"]))
+        net[-1].weight.copy_(torch.from_numpy(np.ascontiguousarray(weights["layer5.W"].T)))
+        net[-1].bias.copy_(torch.from_numpy(weights["layer5.b"]))
     return net
 
 
@@ -124,10 +145,14 @@ class TorchRunner(Runner):
 
         self.label = "torch.compile" if compile else "torch"
         torch.set_num_threads(int(threads or blas_threads()))
-        self.model_name, (hidden, activation) = resolve_model(model)
+        self.model_name = model_name(model)
         self.batch, self.steps = int(batch), int(steps)
-        x, y = mnist_slice(self.steps * self.batch)
-        net = torch_mlp(hidden, activation, seed=seed, init_from=init_from)
+        x, y = bench_data(model, self.steps * self.batch)
+        if is_cnn(model):
+            net = torch_cnn(seed=seed, init_from=init_from)
+        else:
+            hidden, activation = resolve_model(model)[1]
+            net = torch_mlp(hidden, activation, seed=seed, init_from=init_from)
         opt = torch_optimizer(optimizer, net.parameters(), lr or LEARNING_RATES[optimizer])
         self.loop = TorchLoop(net, opt, x, y, self.batch, seed, compile=compile)
 

@@ -28,14 +28,25 @@ SAMPLES_PER_TIMING = {"784-100-10 sigmoid": 16384, "784-256-256-10 relu": 8192,
 PLAN = (("784-100-10 sigmoid", (64, 128, 1024), ("sgd", "adam")),
         ("784-256-256-10 relu", (128,), ("sgd", "adam")),
         ("784-300-10 sigmoid", (1,), ("sgd",)))
+#: The MNIST CNN of the convolution issue: conv 16@5x5 same, relu, maxpool 2, conv 32@5x5
+#: same, relu, maxpool 2, flatten, dense 10 (``handprop bench --cnn``).
+CNN_MODEL = "cnn 16c5-32c5-10 relu"
+CNN_PLAN = ((CNN_MODEL, (64, 128), ("sgd", "adam")),)
+SAMPLES_PER_TIMING[CNN_MODEL] = 2048
+IMAGE_SHAPE = (1, 28, 28)
+
+
+def is_cnn(model) -> bool:
+    return model == CNN_MODEL
 
 
 def plan_configs(models=None, batches=None, optimizers=None) -> list[tuple[str, int, str]]:
-    """``(model, batch, optimizer)`` to measure: ``PLAN``, where each of ``models``,
-    ``batches`` and ``optimizers`` that is given replaces the plan's choice."""
-    plan = {model: (b, o) for model, b, o in PLAN}
+    """``(model, batch, optimizer)`` to measure: ``PLAN`` (and ``CNN_PLAN`` for the CNN
+    when ``models`` names it), where each of ``models``, ``batches`` and ``optimizers``
+    that is given replaces the plan's choice."""
+    plan = {model: (b, o) for model, b, o in PLAN + CNN_PLAN}
     configs = []
-    for model in models or list(plan):
+    for model in models or [m for m, _, _ in PLAN]:
         plan_batches, plan_optimizers = plan.get(model, (BATCHES, BENCH_OPTIMIZERS))
         for batch in batches or plan_batches:
             for optimizer in optimizers or plan_optimizers:
@@ -82,11 +93,57 @@ def mnist_slice(n: int, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]
     return np.concatenate([x] * reps)[:n], np.concatenate([y] * reps)[:n]
 
 
+def bench_data(model, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``mnist_slice(n)``, as images (N, 1, 28, 28) for the CNN."""
+    x, y = mnist_slice(n)
+    return (x.reshape(-1, *IMAGE_SHAPE) if is_cnn(model) else x), y
+
+
+def handprop_cnn(engine="cpu", seed: int = 0):
+    """The benchmark's MNIST CNN (float32, seeded): the initial weights every comparator
+    copies."""
+    from ..nn import Conv2D, Dense, Flatten, MaxPool2D, Sequential
+
+    return Sequential([Conv2D(16, 5, padding="same", activation="relu"), MaxPool2D(2),
+                       Conv2D(32, 5, padding="same", activation="relu"), MaxPool2D(2),
+                       Flatten(), Dense(CLASSES)], input_shape=IMAGE_SHAPE, engine=engine,
+                      dtype="float32", seed=seed)
+
+
+#: The CNN's matrix products per layer: (rows per sample, inner size, outputs, input gradient).
+#: conv1: 28x28 positions x (1*5*5) -> 16; conv2: 14x14 x (16*5*5) -> 32; dense 1568 -> 10.
+CNN_GEMMS = ((28 * 28, 25, 16, False), (14 * 14, 400, 32, True), (1, 1568, CLASSES, True))
+
+
+def bench_model(model, engine="cpu", seed: int = 0):
+    """The handprop model a benchmark row trains (MLP or CNN), built on ``engine``."""
+    if is_cnn(model):
+        return handprop_cnn(engine, seed)
+    _, (hidden, activation) = resolve_model(model)
+    return handprop_model(hidden, activation, engine=engine, seed=seed)
+
+
+def model_name(model) -> str:
+    """The row name of a model given by name or as ``(hidden, activation)``."""
+    return model if is_cnn(model) else resolve_model(model)[0]
+
+
+def model_step_flops(model, batch: int) -> int:
+    """FLOPs of one training step's GEMMs for an MLP or the CNN (first layer without its
+    input gradient)."""
+    if is_cnn(model):
+        return sum((3 if grad_in else 2) * 2 * batch * rows * inner * out
+                   for rows, inner, out, grad_in in CNN_GEMMS)
+    _, (hidden, _) = resolve_model(model)
+    return step_flops([INPUT_DIM, *hidden, CLASSES], batch)
+
+
 def model_dims(model: str) -> list[int]:
     if model in MODELS:
         hidden, _ = MODELS[model]
         return [INPUT_DIM, *hidden, CLASSES]
-    raise ConfigError(f"unknown benchmark model {model!r}; choose one of: {', '.join(MODELS)}")
+    raise ConfigError(f"unknown benchmark model {model!r}; choose one of: "
+                      f"{', '.join([*MODELS, CNN_MODEL])}")
 
 
 def mlp_name(hidden, activation) -> str:
@@ -97,6 +154,8 @@ def resolve_model(model):
     """``model`` is a name from MODELS or a ``(hidden, activation)`` pair;
     returns ``(name, (hidden, activation))``."""
     if isinstance(model, str):
+        if is_cnn(model):
+            raise ConfigError(f"{model} is the CNN, not an MLP (see bench_model)")
         if model not in MODELS:
             model_dims(model)
         return model, MODELS[model]

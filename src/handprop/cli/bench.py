@@ -20,6 +20,9 @@ MODEL_NAMES = ("784-100-10 sigmoid", "784-256-256-10 relu", "784-300-10 sigmoid"
 COMPARATOR_NAMES = ("torch", "torch.compile", "jax scan", "jax step")
 PLAN_TEXT = ("784-100-10 sigmoid at batch 64/128/1024 with sgd+adam; 784-256-256-10 relu at "
              "batch 128 with sgd+adam; 784-300-10 sigmoid at batch 1 with sgd")
+CNN_NAME = "cnn 16c5-32c5-10 relu"
+CNN_TEXT = (f"{CNN_NAME} (conv 16@5x5 same, relu, maxpool 2, conv 32@5x5 same, relu, maxpool "
+            "2, flatten, dense 10) at batch 64/128 with sgd+adam")
 
 
 def register(subparsers):
@@ -27,7 +30,8 @@ def register(subparsers):
         "bench",
         help="training throughput per engine vs PyTorch, JAX and the GEMM-only ceiling",
         description="Time whole training steps through the library's own loop on each "
-        f"engine (MNIST, float32; by default: {PLAN_TEXT}), side by side with the same model, "
+        f"engine (MNIST, float32; by default: {PLAN_TEXT}; with --cnn also {CNN_TEXT}), "
+        "side by side with the same model, "
         "weights and batches in PyTorch (eager and torch.compile) and JAX (the epoch under "
         "lax.scan, and a jitted step in a Python loop) where installed, and the GEMM-only "
         "ceiling (only the step's matrix products, preallocated). Reports samples/s (median "
@@ -42,7 +46,11 @@ def register(subparsers):
                    help="comma-separated engines (default: every available one)")
     p.add_argument("--models", default=None,
                    help="comma-separated indices or names of: " + "; ".join(
-                       f"{i} = {m}" for i, m in enumerate(MODEL_NAMES)) + " (default: the plan)")
+                       f"{i} = {m}" for i, m in enumerate(MODEL_NAMES + (CNN_NAME,))) +
+                   " ('cnn' also names the CNN; default: the plan)")
+    p.add_argument("--cnn", action="store_true",
+                   help=f"also measure the MNIST CNN: {CNN_TEXT} (with --quick: sgd, a "
+                   "quarter of the samples); --models cnn measures it alone")
     p.add_argument("--batches", default=None, help="comma-separated batch sizes "
                    "(default: the plan's for each model)")
     p.add_argument("--optimizers", default=None, help="comma-separated: sgd,adam")
@@ -73,15 +81,17 @@ def _models(value):
     from ..bench import MODELS
     from ..errors import ConfigError
 
-    names = list(MODELS)
+    names = [*MODELS, CNN_NAME]
     if not value:
         return None
     chosen = []
     for item in _split(value):
         if item.isdigit() and 0 <= int(item) < len(names):
             chosen.append(names[int(item)])
-        elif item in MODELS:
+        elif item in names:
             chosen.append(item)
+        elif item.lower() == "cnn":
+            chosen.append(CNN_NAME)
         else:
             raise ConfigError(f"unknown --models entry {item!r}; use an index 0-"
                               f"{len(names) - 1} or one of: {', '.join(names)}")
@@ -132,6 +142,8 @@ def run(args) -> int:
 
     engines = bench.bench_engines(_split(args.engines))
     models = _models(args.models)
+    if args.cnn and (models is None or bench.CNN_MODEL not in models):
+        models = (models or [m for m, _, _ in bench.PLAN]) + [bench.CNN_MODEL]
     try:
         batches = [int(b) for b in _split(args.batches)] if args.batches else None
     except ValueError:

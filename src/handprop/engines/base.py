@@ -251,12 +251,17 @@ class Engine:
         return dx, dgamma, dbeta
 
     # ------------------------------------------------------------ convolution
-    def im2col(self, x, kernel, stride, padding):
+    def im2col(self, x, kernel, stride, padding, out=None):
         """Unfold every ``kernel``-sized window of ``x`` into one row.
 
         x (N, C, H, W) -> cols (N*OH*OW, C*kh*kw): rows in (n, oh, ow) order, columns
         in (c, i, j) order, zeros where a window reaches into the padding. So
         ``cols @ W.reshape(F, -1).T`` is the convolution in (N*OH*OW, F) layout.
+
+        ``out`` (optional) is an earlier result whose memory may be reused: engines that
+        write in place (numba, cuda) put the result there when its shape and dtype fit,
+        saving a large allocation every step; the reference always allocates. Use the
+        returned array, never ``out`` itself.
         """
         xp = self.xp
         n, c, h, w = _check_images(x, "im2col")

@@ -23,14 +23,17 @@ class CudaConvKernels:
     """Convolution and pooling primitives on the ``conv.cu`` kernels (a mixin: it uses the
     host engine's ``_check_native``, ``_suffix``, ``_contiguous``, ``_raw`` and ``_run``)."""
 
-    def im2col(self, x, kernel, stride, padding):
+    def im2col(self, x, kernel, stride, padding, out=None):
         self._check_native("im2col", x)
         n, c, h, w = _check_images(x, "im2col")
         oh, ow = window_output_size(x.shape, kernel, stride, padding, "im2col")
         sfx = self._suffix(x)
         if sfx is None:
             return super().im2col(x, kernel, stride, padding)
-        cols = self._raw.empty((n * oh * ow, c * kernel[0] * kernel[1]), dtype=x.dtype)
+        shape = (n * oh * ow, c * kernel[0] * kernel[1])
+        reuse = (type(out) is type(x) and tuple(out.shape) == shape and out.dtype == x.dtype
+                 and out.flags.c_contiguous)
+        cols = out if reuse else self._raw.empty(shape, dtype=x.dtype)
         if cols.size:
             self._run(f"im2col_{sfx}", cols.size,
                       (self._contiguous(x), cols, *_ints(n, c, h, w, *kernel, *stride,

@@ -76,7 +76,7 @@ class NumbaEngine(NumpyEngine):
         from . import numba_conv_kernels, numba_kernels
 
         self.kernels = numba_kernels
-        self._conv = numba_conv_kernels
+        self.conv_kernels = numba_conv_kernels
 
     # ------------------------------------------------------------ discovery
     @classmethod
@@ -115,10 +115,12 @@ class NumbaEngine(NumpyEngine):
                 self.col2im(cols, x.shape, (3, 3), (1, 1), padding)
             self.im2col(x.transpose(0, 1, 3, 2), (3, 3), (1, 1), (1, 1, 1, 1))
             x[0, 0, 0, 0] = np.nan  # the NaN-aware max-pool too
-            for image in (x, x.transpose(0, 1, 3, 2)):  # contiguous, and a view
+            channels_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+            for image in (x, x.transpose(0, 1, 3, 2), channels_last):  # contiguous, and views
                 for size in ((2, 2), (3, 3)):
                     out, argmax = self.max_pool_forward(image, size, (1, 1))
-                    self.max_pool_backward(out, argmax, image.shape, size, (1, 1))
+                    for grad in (out, np.ascontiguousarray(out)):  # as it comes, and NCHW
+                        self.max_pool_backward(grad, argmax, image.shape, size, (1, 1))
                 self.avg_pool_backward(self.avg_pool_forward(image, (2, 2), (2, 2)), image.shape,
                                        (2, 2), (2, 2))
             p, g = z.copy(), z * 0.5
@@ -213,14 +215,20 @@ class NumbaEngine(NumpyEngine):
         return dx, dgamma, dbeta
 
     # ---------------------------------------------------------- convolution
-    def im2col(self, x, kernel, stride, padding):
+    def im2col(self, x, kernel, stride, padding, out=None):
         if not _floats(x) or x.ndim != 4:
             return super().im2col(x, kernel, stride, padding)
         n, c, _, _ = _check_images(x, "im2col")
         oh, ow = window_output_size(x.shape, kernel, stride, padding, "im2col")
-        cols = np.empty((n * oh * ow, c * kernel[0] * kernel[1]), dtype=x.dtype)
-        self._conv.im2col(x, kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[2],
-                          oh, ow, cols)
+        shape = (n * oh * ow, c * kernel[0] * kernel[1])
+        # Reusing the caller's buffer saves the page faults of a fresh one (40 MB at batch 128
+        # in the MNIST CNN: beyond malloc's mmap threshold, so every allocation is new memory).
+        conv = self.conv_kernels
+        cols = out if conv.reusable(out, shape, x.dtype) else np.empty(shape, dtype=x.dtype)
+        rows = oh * ow
+        conv.over_batch(conv.im2col, conv.batch_chunks(n, cols.size), lambda b0, b1: (
+            x[b0:b1], kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[2], oh, ow,
+            cols[b0 * rows:b1 * rows]))
         return cols
 
     def col2im(self, cols, x_shape, kernel, stride, padding):
@@ -231,24 +239,41 @@ class NumbaEngine(NumpyEngine):
         if cols.shape != (n * oh * ow, c * kernel[0] * kernel[1]):
             return super().col2im(cols, x_shape, kernel, stride, padding)  # it names the shapes
         dx = np.empty(tuple(int(d) for d in x_shape), dtype=cols.dtype)
-        self._conv.col2im(np.ascontiguousarray(cols), kernel[0], kernel[1], stride[0], stride[1],
-                          padding[0], padding[2], oh, ow, dx)
+        cols, rows, conv = np.ascontiguousarray(cols), oh * ow, self.conv_kernels
+        conv.over_batch(conv.col2im, conv.batch_chunks(n, cols.size), lambda b0, b1: (
+            cols[b0 * rows:b1 * rows], kernel[0], kernel[1], stride[0], stride[1], padding[0],
+            padding[2], oh, ow, dx[b0:b1]))
         return dx
 
-    # Pooling kernels read images of any layout: a convolution's output is a view.
+    # Pooling kernels read images of any layout: a convolution's output is a view. Channels-last
+    # memory (that view) is pooled by the _nhwc kernels, and out, argmax and dx keep it.
     def max_pool_forward(self, x, size, stride):
         if not _floats(x) or x.ndim != 4:
             return super().max_pool_forward(x, size, stride)
+        n, c = x.shape[:2]
         oh, ow = window_output_size(x.shape, size, stride, what="max_pool_forward")
-        out = np.empty((x.shape[0], x.shape[1], oh, ow), dtype=x.dtype)
-        argmax = np.empty(out.shape, dtype=np.int64)
-        k = self._conv
-        if size == (2, 2):
-            nan = k.max_pool_forward_2x2(x, stride[0], stride[1], out, argmax)
+        (ph, pw), (sh, sw), conv = size, stride, self.conv_kernels
+        chunks = conv.batch_chunks(n, x.size)
+        if conv.channels_last(x):
+            out_t = np.empty((n, oh, ow, c), dtype=x.dtype)
+            argmax_t = np.empty(out_t.shape, dtype=np.int64)
+            out, argmax = out_t.transpose(0, 3, 1, 2), argmax_t.transpose(0, 3, 1, 2)
+            if size == (2, 2):
+                x_t = x.transpose(0, 2, 3, 1)
+                nan = conv.over_batch(conv.max_pool_forward_2x2_nhwc, chunks, lambda b0, b1: (
+                    x_t[b0:b1], sh, sw, out_t[b0:b1], argmax_t[b0:b1]))
         else:
-            nan = k.max_pool_forward(x, size[0], size[1], stride[0], stride[1], out, argmax)
-        if nan:
-            k.max_pool_forward_nan(x, size[0], size[1], stride[0], stride[1], out, argmax)
+            out = np.empty((n, c, oh, ow), dtype=x.dtype)
+            argmax = np.empty(out.shape, dtype=np.int64)
+            if size == (2, 2):
+                nan = conv.over_batch(conv.max_pool_forward_2x2, chunks, lambda b0, b1: (
+                    x[b0:b1], sh, sw, out[b0:b1], argmax[b0:b1]))
+        if size != (2, 2):
+            nan = conv.over_batch(conv.max_pool_forward, chunks, lambda b0, b1: (
+                x[b0:b1], ph, pw, sh, sw, out[b0:b1], argmax[b0:b1]))
+        if any(nan):
+            conv.over_batch(conv.max_pool_forward_nan, chunks, lambda b0, b1: (
+                x[b0:b1], ph, pw, sh, sw, out[b0:b1], argmax[b0:b1]))
         return out, argmax
 
     def max_pool_backward(self, grad, argmax, x_shape, size, stride):
@@ -256,9 +281,22 @@ class NumbaEngine(NumpyEngine):
                 or argmax.shape != grad.shape or len(x_shape) != 4):
             return super().max_pool_backward(grad, argmax, x_shape, size, stride)
         self._check_pool_grad(grad, x_shape, size, stride, "max_pool_backward")
-        dx = np.empty(tuple(int(d) for d in x_shape), dtype=grad.dtype)
-        self._conv.max_pool_backward(grad, np.ascontiguousarray(argmax, dtype=np.int64), size[0],
-                                     size[1], stride[0], stride[1], dx)
+        n, c, h, w = (int(d) for d in x_shape)
+        (ph, pw), (sh, sw), conv = size, stride, self.conv_kernels
+        chunks = conv.batch_chunks(n, n * c * h * w)
+        argmax = argmax.astype(np.int64, copy=False)  # keeps the layout
+        if conv.channels_last(argmax):
+            dx_t = np.empty((n, h, w, c), dtype=grad.dtype)
+            grad_t, argmax_t = grad.transpose(0, 2, 3, 1), argmax.transpose(0, 2, 3, 1)
+            offsets = np.arange(ph * pw)
+            row_of, col_of = offsets // pw, offsets % pw
+            conv.over_batch(conv.max_pool_backward_nhwc, chunks, lambda b0, b1: (
+                grad_t[b0:b1], argmax_t[b0:b1], row_of, col_of, sh, sw, dx_t[b0:b1]))
+            return dx_t.transpose(0, 3, 1, 2)
+        dx = np.empty((n, c, h, w), dtype=grad.dtype)
+        argmax = np.ascontiguousarray(argmax)
+        conv.over_batch(conv.max_pool_backward, chunks, lambda b0, b1: (
+            grad[b0:b1], argmax[b0:b1], ph, pw, sh, sw, dx[b0:b1]))
         return dx
 
     def avg_pool_forward(self, x, size, stride):
@@ -266,7 +304,10 @@ class NumbaEngine(NumpyEngine):
             return super().avg_pool_forward(x, size, stride)
         oh, ow = window_output_size(x.shape, size, stride, what="avg_pool_forward")
         out = np.empty((x.shape[0], x.shape[1], oh, ow), dtype=x.dtype)
-        self._conv.avg_pool_forward(x, size[0], size[1], stride[0], stride[1], out)
+        conv = self.conv_kernels
+        chunks = conv.batch_chunks(x.shape[0], x.size)
+        conv.over_batch(conv.avg_pool_forward, chunks, lambda b0, b1: (
+            x[b0:b1], size[0], size[1], stride[0], stride[1], out[b0:b1]))
         return out
 
     def avg_pool_backward(self, grad, x_shape, size, stride):
@@ -274,7 +315,10 @@ class NumbaEngine(NumpyEngine):
             return super().avg_pool_backward(grad, x_shape, size, stride)
         self._check_pool_grad(grad, x_shape, size, stride, "avg_pool_backward")
         dx = np.empty(tuple(int(d) for d in x_shape), dtype=grad.dtype)
-        self._conv.avg_pool_backward(grad, size[0], size[1], stride[0], stride[1], dx)
+        conv = self.conv_kernels
+        chunks = conv.batch_chunks(dx.shape[0], dx.size)
+        conv.over_batch(conv.avg_pool_backward, chunks, lambda b0, b1: (
+            grad[b0:b1], size[0], size[1], stride[0], stride[1], dx[b0:b1]))
         return dx
 
     # --------------------------------------------------------------- losses
