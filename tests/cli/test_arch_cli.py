@@ -234,3 +234,15 @@ def test_evaluate_draws_dense_weights_of_channel_first_inputs_in_picture_order(
     for unit in range(4):
         np.testing.assert_array_equal(drawn["w"][:, unit].reshape(32, 32, 3),
                                       w[:, unit].reshape(3, 32, 32).transpose(1, 2, 0))
+
+
+def test_init_applies_to_every_conv_and_dense_layer_of_an_arch(tmp_path):
+    from handprop.nn import Sequential
+
+    out = tmp_path / "run"
+    assert main(["train", *QUICK, "--train-subset", "64", "--epochs", "1", "--init",
+                 "xavier_normal", "--arch", "conv:2:3,relu,flatten,dense:8,relu",
+                 "--out", str(out)]) == 0
+    layers = Sequential.load(out / "model.npz", engine="cpu").layers
+    inits = [layer.init for layer in layers if hasattr(layer, "init")]
+    assert inits == ["xavier_normal"] * 3  # conv, dense and the output layer
