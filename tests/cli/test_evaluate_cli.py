@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from handprop.cli import main
-from handprop.train.plots import is_image_shape, most_confident_mistakes, weight_tiles
+from handprop.train.evaluation import most_confident_mistakes
+from handprop.train.plots import is_image_shape, weight_tiles
 
 QUICK = ["--train-subset", "400", "--val-size", "100", "--hidden", "16", "--epochs", "2",
          "--batch-size", "32", "--backend", "cpu", "--no-progress"]

@@ -109,3 +109,50 @@ def test_sweep_applies_an_option_some_trials_use(tmp_path, capsys):
 def test_sweep_dry_run_checks_the_workers_too(tmp_path, capsys, flags, words):
     _refused(capsys, ["sweep", *TINY, "--val-size", "4", "--grid", "lr=0.1,1", *flags,
                       "--dry-run", "--out", str(tmp_path / "s")], *words)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--activation", "swishy"], ["invalid choice", "relu", "lecun_tanh"]),
+    (["--activation", "relu"], ["--activation", "give --hidden"]),
+    (["--dropout", "0.3"], ["--dropout", "give --hidden"]),
+    (["--conv", "--activation", "relu"], ["--conv", "--activation"]),
+    (["--tolerance", "0"], ["--tolerance"]),
+])
+def test_gradcheck_refuses_flags_it_would_not_apply(capsys, argv, words):
+    try:
+        code = main(["gradcheck", "--backend", "cpu", *argv])
+    except SystemExit as exc:  # argparse's own refusal of an invalid choice
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err, err
+
+
+def test_gradcheck_applies_the_activation_to_the_hidden_layers(capsys):
+    assert main(["gradcheck", "--backend", "cpu", "--hidden", "5", "--activation", "sigmoid",
+                 "--loss", "mse", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"]
+
+
+def test_a_relu_kink_failure_says_what_it_is(capsys):
+    # Seed 0 leaves a whole sample's hidden units off, so the next layer's input sits
+    # exactly at the kink: finite differences cannot match there.
+    assert main(["gradcheck", "--backend", "cpu", "--hidden", "4,3", "--activation", "relu",
+                 "--loss", "mse"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL" in out and "kink at 0" in out
+
+
+@pytest.mark.parametrize("argv", [["compare", "RUN", "--out", "curves.txt"],
+                                  ["lr-find", *TINY, "--steps", "20", "--out", "lr.csv"],
+                                  ["bench", "--quick", "--plot", "bars.json"]])
+def test_a_picture_name_without_a_picture_format_is_refused_before_the_work(
+        tmp_path, monkeypatch, capsys, argv):
+    monkeypatch.chdir(tmp_path)
+    if argv[0] == "compare":
+        assert main(["train", *TINY, "--epochs", "1", "--out", "RUN"]) == 0
+        capsys.readouterr()
+    err = _refused(capsys, argv, "cannot draw a picture as", ".png")
+    assert "Traceback" not in err

@@ -148,6 +148,10 @@ def run(args) -> int:
         raise ConfigError("--repeats and --steps must be at least 1")
     comparators, skipped = _comparators(args)
     saved = bench.load_rows(args.compare) if args.compare else None  # fail early
+    if args.plot:
+        from ..plotting import check_figure_path
+
+        check_figure_path(args.plot)
 
     with_torch = any(c.startswith("torch") for c in comparators)
     env = bench.environment(list(engines) + (["torch"] if with_torch else []))

@@ -39,8 +39,10 @@ def run(args) -> int:
     from ..errors import ConfigError
     from ..experiments.plots import plot_curves_by_point
     from ..experiments.sweep import format_value, aggregate, selection_metrics
+    from ..plotting import check_figure_path
     from ..train.run_folder import RunFolder
 
+    check_figure_path(args.out)
     dirs = [Path(d) for d in args.run_dirs]
     if len({d.resolve() for d in dirs}) < len(dirs):
         raise ConfigError("a run folder is named twice; give each run once")

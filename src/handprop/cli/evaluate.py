@@ -22,14 +22,11 @@ def register(subparsers):
 
 
 def run(args) -> int:
-    import numpy as np
-
     from ..errors import DataError
     from ..nn.losses import get_loss
-    from ..train.plots import most_confident_mistakes
-    from ..train.run import confusion_matrix, prepare_data
+    from ..train.evaluation import evaluate_split, most_confident_mistakes
+    from ..train.run import prepare_data
     from ..train.run_folder import RunFolder
-    from ..train.trainer import evaluate
 
     folder = RunFolder.read(args.run_dir)
     model, saved = folder.load_model(args.backend), folder.saved
@@ -42,20 +39,14 @@ def run(args) -> int:
     loss = get_loss(config["output_loss"])
     samples = raw_layout(x, data.input_shape)  # as the dataset keeps them, for the pictures
     x = model_inputs(x, model, data.input_shape)
-    value, accuracy = evaluate(model, loss, x, y)
-    engine = model.engine
-    outputs, preds = [], []
-    for start in range(0, len(x), 4096):
-        out = model.forward(engine.asarray(x[start:start + 4096], model.dtype))
-        outputs.append(engine.to_numpy(out))
-        preds.append(engine.to_numpy(loss.predict(engine, out)))
-    outputs, pred, truth = np.concatenate(outputs), np.concatenate(preds), np.asarray(y)
     classes = max(int(saved.get("classes", model.output_dim)), 2)
-    mistakes = most_confident_mistakes(outputs, truth, pred, 32, loss.single_output_threshold)
-    matrix = confusion_matrix(truth, pred, classes)
+    result = evaluate_split(model, loss, x, y, classes)
+    value, accuracy, engine = result.loss, result.accuracy, model.engine
+    truth, pred, matrix = result.truth, result.predicted, result.confusion
+    mistakes = most_confident_mistakes(result.outputs, truth, pred, 32,
+                                       loss.single_output_threshold)
     names = saved.get("class_names") or [str(i) for i in range(classes)]
-    totals = matrix.sum(axis=1)
-    per_class = [float(matrix[i, i] / totals[i]) if totals[i] else None for i in range(classes)]
+    per_class = result.per_class_accuracy
     plots = (_draw(args, model, loss, data, samples, x, truth, pred, mistakes, matrix, names)
              if args.plot else [])
     if args.json:

@@ -32,10 +32,12 @@ def register(subparsers):
 
 def run(args) -> int:
     from ..errors import ConfigError
+    from ..plotting import check_figure_path
     from ..train.config import flag_name, load_toml, make_config
     from ..train.lr_find import lr_range_test, plot_range_test
     from .train import flags_to_config
 
+    check_figure_path(args.out)
     flags = flags_to_config(args)
     refused = [flag_name(key) for key in flags if key in SET_BY_THE_TEST]
     if refused:

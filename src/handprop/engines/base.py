@@ -143,7 +143,8 @@ class Engine:
         return np.asarray(array)
 
     def to_float(self, scalar) -> float:
-        """A 0-d engine array (or Python number) as a Python float."""
+        """A 0-d engine array (or Python number) as a Python float; on a GPU this copies
+        it to the host, waiting for the device."""
         return float(scalar)
 
     def synchronize(self) -> None:

@@ -435,10 +435,6 @@ class CupyEngine(CudaKernelEngine):
             return self._raw.asnumpy(array)
         return np.asarray(array)
 
-    def to_float(self, scalar) -> float:
-        # float() of a 0-d CuPy array copies it to the host, waiting for the GPU.
-        return float(scalar)
-
     def synchronize(self) -> None:
         self._raw.cuda.get_current_stream().synchronize()
 

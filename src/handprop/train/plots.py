@@ -67,27 +67,6 @@ def is_image_shape(shape) -> bool:
     return (len(shape) == 2 and min(shape) > 1) or (len(shape) == 3 and shape[-1] in (1, 3))
 
 
-def most_confident_mistakes(outputs, truth, pred, count: int, threshold: float = 0.5):
-    """Indices of up to ``count`` wrong predictions, the most confident first.
-
-    Confidence is the predicted class's output minus the true class's (for a
-    single output, its distance from the decision ``threshold``), so it works
-    for logits, probabilities and regression outputs alike.
-    """
-    import numpy as np
-
-    outputs = np.asarray(outputs, dtype=np.float64)
-    truth, pred = np.asarray(truth).astype(np.int64), np.asarray(pred).astype(np.int64)
-    if outputs.shape[1] == 1:
-        margin = np.abs(outputs[:, 0] - threshold)
-    else:
-        rows = np.arange(len(truth))
-        margin = outputs[rows, pred] - outputs[rows, truth]
-    wrong = np.flatnonzero(pred != truth)
-    # A stable sort keeps equally confident mistakes in dataset order.
-    return wrong[np.argsort(-margin[wrong], kind="stable")][:count]
-
-
 def _display(image):
     """An image scaled to [0, 1] for showing, whatever the normalization was."""
     import numpy as np

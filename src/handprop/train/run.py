@@ -251,10 +251,3 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
         _write_batch_losses(out, trainer.batch_losses, len(trainer.history))
         atomic_write_json(out / SUMMARY, summary)
     return summary
-
-
-def confusion_matrix(truth: np.ndarray, pred: np.ndarray, classes: int) -> np.ndarray:
-    """``m[i, j]``: samples of true class i predicted as j."""
-    matrix = np.zeros((classes, classes), dtype=np.int64)
-    np.add.at(matrix, (truth, pred), 1)
-    return matrix

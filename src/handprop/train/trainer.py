@@ -345,13 +345,3 @@ def evaluate_arrays(model: Sequential, loss, xs, ys, batch_size: int = 2048) -> 
         total_loss = total_loss + value * xb.shape[0]
         total_correct = total_correct + count_correct(engine, loss, outputs, yb)
     return engine.to_float(total_loss) / n, engine.to_float(total_correct) / n
-
-
-def evaluate(model: Sequential, loss, x, y, batch_size: int = 2048) -> tuple[float, float]:
-    """Mean loss (without L2) and accuracy of ``model`` on host arrays, after checking them."""
-    loss = get_loss(loss)
-    check_inputs(x, input_shape=model.input_shape)
-    check_targets(y, len(x), model.output_dim, loss)
-    engine = model.engine
-    return evaluate_arrays(model, loss, engine.asarray(np.asarray(x), model.dtype),
-                           engine.asarray(np.asarray(y)), batch_size)
