@@ -37,7 +37,7 @@ def run(args) -> int:
     if len(y) == 0:
         raise DataError(f"this run has no {args.split} split (val_size was 0)")
     loss = get_loss(config["output_loss"])
-    samples = x  # as the dataset keeps them, for the pictures of inputs
+    samples = raw_layout(x, data.input_shape)  # as the dataset keeps them, for the pictures
     x = model_inputs(x, model, data.input_shape)
     classes = max(int(saved.get("classes", model.output_dim)), 2)
     result = evaluate_split(model, loss, x, y, classes)
@@ -85,6 +85,15 @@ def model_inputs(x, model, image_shape):
     return x.reshape(len(x), *image_shape).transpose(0, 3, 1, 2)
 
 
+def raw_layout(x, image_shape):
+    """Channels-first images (N, C, H, W) back in the dataset's own sample shape ((H, W) or
+    (H, W, C)), for drawing; any other ``x`` as it is."""
+    image_shape = tuple(image_shape)
+    if x.ndim != 4 or len(image_shape) not in (2, 3):
+        return x
+    return x.transpose(0, 2, 3, 1).reshape(len(x), *image_shape)
+
+
 def _draw(args, model, loss, data, samples, x, truth, pred, mistakes, matrix,
           names) -> list[str]:
     """The evaluation pictures, written next to the run's curves.png; ``samples`` are the
@@ -126,5 +135,8 @@ def _draw(args, model, loss, data, samples, x, truth, pred, mistakes, matrix,
                       f"{names[pred[0]]}): what each convolution makes of it"))
         elif first is not None:
             weights = model.engine.to_numpy(first.params["W"])
+            if len(model.input_shape) == 3:  # flattened (C, H, W) rows: back to (H, W, C) order
+                c, h, w = model.input_shape
+                weights = weights.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1)
             written.append(plot_weights(weights, data.input_shape, run_dir / "weights-layer1.png"))
     return [str(path) for path in written]

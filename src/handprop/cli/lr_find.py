@@ -50,8 +50,9 @@ def run(args) -> int:
     config = make_config(file_options, flags)
     result = lr_range_test(config, args.lr_min, args.lr_max, args.steps,
                            progress=not args.no_progress and not args.json)
-    hidden = "-".join(map(str, config["hidden"]))
-    what = (f"{config['dataset']} {hidden} {config['activation']}, {config['optimizer']}, "
+    from ..train.run import short_model_text
+
+    what = (f"{config['dataset']} {short_model_text(config)}, {config['optimizer']}, "
             f"batch {config['batch_size']}")
     plot = plot_range_test(result, args.out, title=f"learning-rate range test: {what}")
     if args.json:

@@ -15,6 +15,7 @@ examples:
   handprop sweep --train-subset 5000 --epochs 5 --grid l2=0,1e-4,1e-3,1e-2 --seeds 0,1
   handprop sweep --random "l2=loguniform(1e-5,1e-1)" --trials 12 --refine --workers 2
   handprop sweep --config examples/sweeps/l2_coarse_to_fine.toml --scheduler local
+  handprop sweep --train-subset 5000 --epochs 3 --grid "arch=dense:128,relu;conv:8:5:1:same,relu,maxpool:2,flatten,dense:128,relu"
 
 A sweep TOML file has [base] (training options, as in `handprop train --config`),
 [space] (option = [values] for a grid axis, option = "loguniform(a, b)" /
@@ -22,6 +23,14 @@ A sweep TOML file has [base] (training options, as in `handprop train --config`)
 [sweep] (seeds, trials, sample_seed, refine = {factor, points, mode}).
 Flags win over the file. Rerunning the same command resumes: finished trials
 are skipped, failed ones run again.
+
+Architectures hold commas, so on the command line the values of an arch axis
+are separated by ";" (--grid "arch=dense:128,relu;dense:256,relu", and
+--random "arch=choice(dense:128,relu; dense:256,relu)"); "none" is the --hidden
+MLP. Any other option whose values contain a ";" is split on ";" too
+(--grid "hidden=64;128,128"). In a sweep TOML each value of an arch axis is
+one architecture, a string or a list of tokens:
+[space] arch = [["conv:8:5:1:same", "relu", "maxpool:2", "flatten"], "dense:128,relu"].
 """
 
 
@@ -40,7 +49,8 @@ def register(subparsers):
     g = p.add_argument_group("search space")
     g.add_argument("--grid", action="append", default=[], metavar="OPT=V1,V2,...",
                    help="grid axis (repeat for a cartesian product), e.g. lr=0.01,0.1; "
-                   "hidden widths as 64,128x128")
+                   "hidden widths as 64,128x128; architectures separated by ';', e.g. "
+                   "\"arch=dense:128,relu;dense:256,relu\"")
     g.add_argument("--random", action="append", default=[], metavar="OPT=DIST",
                    help="random axis: uniform(a,b), loguniform(a,b), randint(a,b) or "
                    "choice(a,b,...), e.g. \"l2=loguniform(1e-5,1e-1)\"")

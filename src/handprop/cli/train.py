@@ -1,4 +1,5 @@
-"""`handprop train`: train an MLP on a dataset and write a run folder."""
+"""`handprop train`: train an MLP (``--hidden``) or any model (``--arch``) on a dataset and
+write a run folder."""
 
 from __future__ import annotations
 
@@ -50,8 +51,9 @@ def resume_options(args, out) -> dict:
 def register(subparsers):
     p = subparsers.add_parser(
         "train", help="train a model and write config, metrics, checkpoint, curves and summary",
-        description="Train a multi-layer perceptron. Writes config.json, metrics.jsonl, "
-        "checkpoint.npz, model.npz, curves.png and summary.json into --out.",
+        description="Train a multi-layer perceptron (--hidden) or any model, convolutional "
+        "networks included (--arch). Writes config.json, metrics.jsonl, checkpoint.npz, "
+        "model.npz, curves.png and summary.json into --out.",
     )
     add_training_flags(p)
     p.add_argument("--out", metavar="DIR", default=None,

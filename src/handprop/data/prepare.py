@@ -11,7 +11,8 @@ from ..errors import ConfigError
 from .dataset import Dataset
 from .splits import train_val_indices
 from .transforms import (NORMALIZATIONS, PREPROCESSING_VERSION, apply_normalization,
-                         fit_normalization, flatten as flatten_rows)
+                         channels_first as to_channels_first, fit_normalization,
+                         flatten as flatten_rows)
 
 FLOAT_DTYPES = ("float32", "float64")
 
@@ -21,8 +22,10 @@ class Prepared:
     """Model-ready splits of one dataset.
 
     ``x_*`` are float arrays of the requested dtype, flattened to
-    ``(n, input_dim)`` unless ``flatten=False``; ``y_*`` are int64 class
-    indices. ``x_val``/``y_val`` are empty (0 rows) when no validation split
+    ``(n, input_dim)`` unless ``flatten=False``, images as ``(n, C, H, W)`` with
+    ``channels_first=True``; ``y_*`` are int64 class indices. ``input_shape`` is
+    one raw sample's shape (MNIST (28, 28), CIFAR-10 (32, 32, 3));
+    ``model_input_shape`` is one sample's shape in ``x_*``. ``x_val``/``y_val`` are empty (0 rows) when no validation split
     was asked for. ``preprocessing`` is a JSON-serialisable recipe; pass it to
     ``apply_preprocessing`` to transform new raw inputs the same way.
     """
@@ -41,12 +44,17 @@ class Prepared:
     preprocessing: dict = field(default_factory=dict)
 
     @property
+    def model_input_shape(self) -> tuple[int, ...]:
+        """One sample of ``x_*``: ``(input_dim,)``, the raw shape, or ``(C, H, W)``."""
+        return tuple(int(d) for d in self.x_train.shape[1:])
+
+    @property
     def has_validation(self) -> bool:
         return len(self.y_val) > 0
 
 
-def prepare(dataset: Dataset, *, val_size=0, normalize: str = "scale", flatten: bool = True,
-            dtype: str = "float32", seed: int = 0) -> Prepared:
+def prepare(dataset: Dataset, *, val_size=0, normalize: str = "scale", flatten: bool | None = None,
+            channels_first: bool = False, dtype: str = "float32", seed: int = 0) -> Prepared:
     """Split off a seeded validation set, then normalise every split with training statistics.
 
     - ``val_size``: count (int) or fraction ``0 <= f < 1`` of the training
@@ -55,7 +63,11 @@ def prepare(dataset: Dataset, *, val_size=0, normalize: str = "scale", flatten: 
     - ``normalize``: ``"scale"`` (raw value range -> [0, 1]), ``"zscore"``
       (global mean/std of the training part), ``"zscore-feature"`` (mean/std
       per input feature) or ``"none"``.
-    - ``flatten``: reshape each sample to a vector (needed by dense layers).
+    - ``flatten``: reshape each sample to a vector (needed by dense layers);
+      the default unless ``channels_first``.
+    - ``channels_first``: image samples as ``(C, H, W)``, for convolutions (NCHW
+      batches): (H, W) gets one channel, CIFAR-10's (H, W, C) is transposed.
+      Samples that are not images keep their shape.
     - ``dtype``: ``"float32"`` or ``"float64"``.
     - ``seed``: seeds the validation split only.
     """
@@ -64,6 +76,11 @@ def prepare(dataset: Dataset, *, val_size=0, normalize: str = "scale", flatten: 
     if str(dtype) not in FLOAT_DTYPES:
         raise ConfigError(f"dtype must be float32 or float64, got {dtype!r}")
     dtype = str(dtype)
+    if flatten is None:
+        flatten = not channels_first
+    if flatten and channels_first:
+        raise ConfigError("prepare: flatten and channels_first exclude each other; images are "
+                          "kept as (C, H, W) for convolutions, or flattened for dense layers")
     train_idx, val_idx = train_val_indices(len(dataset.y_train), val_size, seed)
     # Slices (not fancy indexing) when there is no split, so nothing is copied.
     if len(val_idx) == 0:
@@ -73,7 +90,9 @@ def prepare(dataset: Dataset, *, val_size=0, normalize: str = "scale", flatten: 
     x_val_raw, y_val = dataset.x_train[val_idx], dataset.y_train[val_idx]
 
     def to_model_shape(x):
-        return flatten_rows(x) if flatten else x
+        if flatten:
+            return flatten_rows(x)
+        return to_channels_first(x) if channels_first else x
 
     spec = fit_normalization(normalize, to_model_shape(x_train_raw), dataset.value_range)
     input_shape = dataset.sample_shape
@@ -82,6 +101,7 @@ def prepare(dataset: Dataset, *, val_size=0, normalize: str = "scale", flatten: 
         "dataset": dataset.name,
         "input_shape": list(input_shape),
         "flatten": bool(flatten),
+        "channels_first": bool(channels_first),
         "dtype": dtype,
         "normalize": spec,
         # Plain int/float so the record stays JSON even for NumPy scalars.

@@ -50,6 +50,16 @@ def flatten(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), int(np.prod(x.shape[1:])))
 
 
+def channels_first(x: np.ndarray) -> np.ndarray:
+    """Image batches in the layout convolutions take, as views: ``(n, H, W)`` ->
+    ``(n, 1, H, W)``, ``(n, H, W, C)`` -> ``(n, C, H, W)``; other shapes unchanged."""
+    if x.ndim == 3:
+        return x[:, None]
+    if x.ndim == 4:
+        return x.transpose(0, 3, 1, 2)
+    return x
+
+
 def one_hot(labels, classes: int, dtype="float32") -> np.ndarray:
     """``(n,)`` class indices -> ``(n, classes)`` rows with a single 1."""
     labels = np.asarray(labels)
@@ -106,7 +116,7 @@ def apply_preprocessing(preprocessing: dict, raw_x) -> np.ndarray:
 
     ``raw_x`` is a batch in the dataset's raw form: ``(n, *input_shape)``, or
     already flattened to ``(n, input_dim)``. Returns an array of the recipe's
-    dtype, flattened when the recipe says so.
+    dtype, flattened or channels-first (N, C, H, W) when the recipe says so.
     """
     try:
         input_shape = tuple(int(d) for d in preprocessing["input_shape"])
@@ -129,5 +139,8 @@ def apply_preprocessing(preprocessing: dict, raw_x) -> np.ndarray:
         )
     if np.issubdtype(batch.dtype, np.floating) and not np.isfinite(batch).all():
         raise DataError("inputs contain NaN or infinity; clean them before predicting")
-    out = apply_normalization(spec, flatten(batch) if do_flatten else batch, dtype)
-    return out
+    if do_flatten:
+        batch = flatten(batch)
+    elif preprocessing.get("channels_first"):  # absent from records older than conv models
+        batch = channels_first(batch)
+    return apply_normalization(spec, batch, dtype)

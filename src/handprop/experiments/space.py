@@ -135,7 +135,8 @@ def parse_distribution(text: str) -> Distribution:
         raise ConfigError(f"{text!r} is not a distribution; write e.g. loguniform(1e-5,1e-1), "
                           f"uniform(0,0.9), randint(16,256) or choice(relu,tanh)")
     kind, inner = match.groups()
-    args = tuple(parse_value(a) for a in inner.split(",") if a.strip())
+    # Values that hold commas themselves (architectures) are separated by ";".
+    args = tuple(parse_value(a) for a in inner.split(";" if ";" in inner else ",") if a.strip())
     return Distribution(kind, args)
 
 
@@ -171,6 +172,13 @@ class Space:
         for key, values in self.grid.items():
             if not isinstance(values, list) or not values:
                 raise ConfigError(f"grid axis {key} needs a non-empty list of values")
+        if "arch" in self.grid:
+            self.grid["arch"] = [_arch_value(v) for v in self.grid["arch"]]
+        dist = self.random.get("arch")
+        if dist is not None:
+            if dist.kind != "choice":
+                raise ConfigError(f"arch is drawn with choice(a; b; ...), not {dist.kind}(...)")
+            self.random["arch"] = Distribution("choice", tuple(_arch_value(v) for v in dist.args))
 
     @property
     def options(self) -> list[str]:
@@ -195,6 +203,17 @@ class Space:
         return {"grid": self.grid, "random": {k: str(d) for k, d in self.random.items()}}
 
 
+def _arch_value(value):
+    """One swept architecture (text, or a list of tokens) as its canonical text; None (``none``
+    on the command line) is the --hidden MLP."""
+    from ..nn.arch import normalize_arch
+
+    try:
+        return normalize_arch(value)
+    except ConfigError as exc:
+        raise ConfigError(f"swept arch {value!r}: {exc}") from None
+
+
 def _dedupe(points: list[dict]) -> list[dict]:
     seen, out = set(), []
     for p in points:
@@ -206,11 +225,18 @@ def _dedupe(points: list[dict]) -> list[dict]:
 
 
 def parse_grid_flag(text: str) -> tuple[str, list]:
-    """``"lr=0.01,0.1"`` -> ("lr", [0.01, 0.1]). Hidden widths use ``x``: ``hidden=64,128x128``."""
+    """``"lr=0.01,0.1"`` -> ("lr", [0.01, 0.1]). Hidden widths use ``x``: ``hidden=64,128x128``.
+
+    Values that hold commas themselves are separated by ``;``: architectures always
+    (``"arch=dense:128,relu;dense:256,relu"``; ``none`` is the --hidden MLP), any option
+    whose values contain a ``;`` (``"hidden=64;128,128"``).
+    """
     name, sep, values = text.partition("=")
     if not sep or not values.strip():
         raise ConfigError(f"--grid takes OPTION=V1,V2,...; got {text!r}")
-    return option_key(name), [parse_value(v) for v in values.split(",") if v.strip()]
+    key = option_key(name)
+    separator = ";" if key == "arch" or ";" in values else ","
+    return key, [parse_value(v) for v in values.split(separator) if v.strip()]
 
 
 def parse_random_flag(text: str) -> tuple[str, Distribution]:

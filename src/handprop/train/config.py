@@ -24,6 +24,7 @@ DEFAULTS: dict = {
     "backend": None,          # None: $HANDPROP_BACKEND, else auto
     "dtype": "float32",
     "seed": 0,
+    "arch": None,             # any model as tokens (handprop.nn.arch); None: the --hidden MLP
     "hidden": [100],
     "activation": "sigmoid",
     "dropout": 0.0,           # dropout rate after each hidden layer
@@ -114,6 +115,15 @@ TRAIN_FLAGS = (
     Flag("--normalize", "normalize", str, ", ".join(CHOICES["normalize"])),
     Flag("--dtype", "dtype", str, " or ".join(CHOICES["dtype"])),
     Flag("--seed", "seed", int, "seed of weights, split and batch order"),
+    Flag("--arch", "arch", str,
+         "any model as comma-separated tokens: conv:FILTERS:KERNEL[:STRIDE[:PADDING]] (PADDING "
+         "a number or same), maxpool:SIZE[:STRIDE], avgpool:SIZE[:STRIDE], flatten, "
+         "dense:UNITS, an activation name, dropout:RATE, batchnorm; e.g. "
+         "conv:16:5:1:same,relu,maxpool:2,flatten,dense:128,relu. The output layer is added "
+         "for the dataset; flatten is never added for you (put it before the first dense "
+         "layer); an activation right after conv or dense is fused into it. Replaces "
+         "--hidden, --activation, --dropout and --batch-norm (refused with it); --init "
+         "applies to every conv and dense layer", default="none: the --hidden MLP"),
     Flag("--hidden", "hidden", str, "hidden widths, e.g. 300 or 256,256 ('' for none)"),
     Flag("--activation", "activation", str,
          "sigmoid, tanh, relu, leaky_relu, lecun_tanh or identity"),
@@ -229,10 +239,19 @@ def flag_name(key: str) -> str:
     return next((f.flag for f in TRAIN_FLAGS if f.key == key), key)
 
 
+#: Options that shape the --hidden MLP, and how to write each of them into --arch instead.
+MLP_ONLY = {"hidden": "dense:256,relu,dense:128,relu", "activation": "dense:256,tanh",
+            "dropout": "dense:256,relu,dropout:0.2", "batch_norm": "dense:256,batchnorm,relu"}
+
+
 def unused_options(config: dict, given) -> list[str]:
     """For each option in ``given`` that ``config`` would not use: what it needs."""
     problems = []
     for key in sorted(given):
+        if key in MLP_ONLY and config["arch"] is not None:
+            problems.append(f"--arch describes every layer itself, so {flag_name(key)} (which "
+                            f"shapes the --hidden MLP) would not be used: drop it and write it "
+                            f"into --arch, e.g. --arch {MLP_ONLY[key]}")
         if key not in USED_ONLY_WITH:
             continue
         other, values = USED_ONLY_WITH[key]
@@ -244,9 +263,13 @@ def unused_options(config: dict, given) -> list[str]:
 
 
 def validate(config: dict) -> dict:
+    from ..nn.arch import arch_tokens, normalize_arch
+
     # Defaults fill options added after a run's config.json was written.
     c = {**DEFAULTS, **config}
     c["hidden"] = parse_hidden(c["hidden"])
+    if c["arch"] is not None:
+        c["arch"] = normalize_arch(c["arch"])
     if c["data_dir"] is not None:
         # Absolute, so `evaluate` and `--resume` find the data from any folder.
         c["data_dir"] = str(Path(c["data_dir"]).expanduser().absolute())
@@ -292,6 +315,10 @@ def validate(config: dict) -> dict:
     if c["batch_norm"] and c["batch_size"] < 2:
         raise ConfigError("batch_norm normalizes over the batch, which needs batch_size >= 2; "
                           "raise --batch-size or drop --batch-norm")
+    if (c["arch"] is not None and c["batch_size"] < 2
+            and any(t.kind == "batchnorm" for t in arch_tokens(c["arch"]))):
+        raise ConfigError("batchnorm normalizes over the batch, which needs batch_size >= 2; "
+                          "raise --batch-size or drop batchnorm from --arch")
     for key in ("momentum", "beta1", "beta2", "dropout"):
         number(key, 0)
         if c[key] >= 1:

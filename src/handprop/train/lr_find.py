@@ -117,7 +117,7 @@ def lr_range_test(config: dict, lr_min: float = 1e-6, lr_max: float = 10.0, step
         raise ConfigError(f"diverge_factor must be > 1, got {diverge_factor}")
     engine = get_engine(config["backend"])
     data = prepare_data(config)
-    model = build_model(config, data.input_dim, data.classes, engine)
+    model = build_model(config, data.model_input_shape, data.classes, engine)
     optimizer = build_optimizer(config, 1, schedule=ramp)
     xs_host, ys_host = data.x_train, data.y_train
     n = len(xs_host)

@@ -28,6 +28,8 @@ import numpy as np
 from ..engines import get_engine
 from ..errors import CheckpointError, ConfigError
 from ..io import atomic_write_json, atomic_write_text
+from ..nn.arch import arch_model
+from ..nn.layers import as_shape
 from ..nn.model import mlp
 from ..optim.optimizers import make_optimizer
 from ..optim.schedules import make_schedule
@@ -76,12 +78,16 @@ def build_optimizer(config: dict, steps_per_epoch: int, schedule=None):
 
 
 def prepare_data(config: dict):
+    """The configured dataset, split and normalized: images as (N, C, H, W) for an ``arch``
+    with image layers (conv, pooling, flatten), else flat rows."""
     from ..data import load_dataset, prepare
+    from ..nn.arch import uses_images
 
     dataset = load_dataset(config["dataset"], data_dir=config["data_dir"],
                            download=config["download"], seed=config["seed"])
+    images = config["arch"] is not None and uses_images(config["arch"])
     data = prepare(dataset, val_size=config["val_size"], normalize=config["normalize"],
-                   dtype=config["dtype"], seed=config["seed"])
+                   channels_first=images, dtype=config["dtype"], seed=config["seed"])
     if config["train_subset"] and config["train_subset"] < len(data.x_train):
         keep = np.random.default_rng(config["seed"]).permutation(len(data.x_train))
         keep = np.sort(keep[:config["train_subset"]])
@@ -89,12 +95,40 @@ def prepare_data(config: dict):
     return data
 
 
-def build_model(config: dict, input_dim: int, classes: int, engine):
+def build_model(config: dict, input_shape, classes: int, engine):
+    """The configured model for samples of ``input_shape`` (a width, or a shape such as
+    ``Prepared.model_input_shape``), with its output layer for ``classes`` and the loss."""
     outputs = 1 if (classes == 2 and config["output_loss"] == "binary_cross_entropy") else classes
+    if config["arch"] is not None:
+        return arch_model(config["arch"], as_shape(input_shape), outputs,
+                          output_activation=OUTPUT_ACTIVATION[config["output_loss"]],
+                          init=config["init"], engine=engine, dtype=config["dtype"],
+                          seed=config["seed"])
+    input_dim = int(np.prod(as_shape(input_shape)))
     return mlp(input_dim, config["hidden"], outputs, activation=config["activation"],
                output_activation=OUTPUT_ACTIVATION[config["output_loss"]], init=config["init"],
                engine=engine, dtype=config["dtype"], seed=config["seed"],
                dropout=config["dropout"], batch_norm=config["batch_norm"])
+
+
+def model_text(config: dict, data, model) -> str:
+    """The model in the run header: ``784-256-10 with dropout 0.2``, or for ``arch`` its input
+    shape, its tokens and the output layer (``1x28x28 conv:16:5,relu,...,dense:128 -> 10``)."""
+    if config["arch"] is not None:
+        shape = "x".join(map(str, data.model_input_shape))
+        return f"{shape} {config['arch'] or '(no hidden layers)'} -> {model.output_dim}"
+    extras = [f"dropout {config['dropout']:g}"] if config["dropout"] else []
+    extras += ["batch norm"] if config["batch_norm"] else []
+    hidden = "".join(f"{h}-" for h in config["hidden"])
+    return (f"{data.input_dim}-{hidden}{model.output_dim}"
+            + (f" with {' and '.join(extras)}" if extras else ""))
+
+
+def short_model_text(config: dict) -> str:
+    """The model in plot titles: the ``arch`` tokens, or ``256-256 relu``."""
+    if config["arch"] is not None:
+        return config["arch"] or "no hidden layers"
+    return f"{'-'.join(map(str, config['hidden']))} {config['activation']}"
 
 
 def _write_metrics(out: Path, rows: list[dict]) -> None:
@@ -132,7 +166,7 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
         config = make_config(config, refuse_unused=False)
     engine = get_engine(config["backend"])
     data = prepare_data(config)
-    model = build_model(config, data.input_dim, data.classes, engine)
+    model = build_model(config, data.model_input_shape, data.classes, engine)
     steps_per_epoch = math.ceil(len(data.x_train) / config["batch_size"])
     optimizer = build_optimizer(config, steps_per_epoch)
 
@@ -166,15 +200,13 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
                                   f"or choose another --out folder")
             atomic_write_json(out / CONFIG, {
                 "config": config, "preprocessing": data.preprocessing,
-                "input_dim": data.input_dim, "classes": data.classes,
+                "input_dim": data.input_dim, "model_input_shape": list(data.model_input_shape),
+                "classes": data.classes,
                 "class_names": getattr(data, "class_names", None)})
-    extras = [f"dropout {config['dropout']:g}"] if config["dropout"] else []
-    extras += ["batch norm"] if config["batch_norm"] else []
-    dropout = f" with {' and '.join(extras)}" if extras else ""
-    log(f"engine {engine.name}, model {data.input_dim}-"
-        f"{'-'.join(map(str, config['hidden']))}{'-' if config['hidden'] else ''}"
-        f"{model.output_dim}{dropout} ({model.num_parameters():,} parameters), "
-        f"{len(data.x_train):,} training samples")
+    log(f"engine {engine.name}, model {model_text(config, data, model)} "
+        f"({model.num_parameters():,} parameters), {len(data.x_train):,} training samples")
+    if config["arch"] is not None:
+        log(model.summary())
     log(describe_path(trainer))
 
     trainer.fit(data.x_train, data.y_train, data.x_val, data.y_val)
@@ -203,8 +235,8 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
             from .plots import plot_curves
 
             plot_curves(trainer.history.rows, out / CURVES,
-                        title=f"{config['dataset']} {'-'.join(map(str, config['hidden']))} "
-                              f"{config['activation']} {config['optimizer']} lr={config['lr']}",
+                        title=f"{config['dataset']} {short_model_text(config)} "
+                              f"{config['optimizer']} lr={config['lr']}",
                         batch_losses=trainer.batch_losses)
             from .plots import plot_gradient_norms
 
