@@ -103,7 +103,7 @@ def test_prepare_scale_flatten_and_split():
     p = prepare(data, val_size=10, normalize="scale", seed=1)
     assert p.x_train.shape == (30, 12) and p.x_val.shape == (10, 12) and p.x_test.shape == (10, 12)
     assert p.x_train.dtype == np.float32 and p.y_train.dtype == np.int64
-    assert p.input_dim == 12 and p.input_shape == (4, 3) and p.classes == 3 and p.has_validation
+    assert p.input_dim == 12 and p.input_shape == (4, 3) and p.classes == 3 and len(p.y_val) == 10
     assert 0 <= p.x_train.min() and p.x_train.max() <= 1
     np.testing.assert_allclose(p.x_test, data.x_test.reshape(10, 12) / 255.0, rtol=1e-6)
     # Validation rows are training rows, and train + val recover the whole training split.
@@ -113,7 +113,7 @@ def test_prepare_scale_flatten_and_split():
 
 def test_prepare_without_validation_and_without_flatten():
     p = prepare(tiny_images(), val_size=0, flatten=False, normalize="none", dtype="float64")
-    assert p.x_train.shape == (40, 4, 3) and p.x_val.shape == (0, 4, 3) and not p.has_validation
+    assert p.x_train.shape == (40, 4, 3) and p.x_val.shape == (0, 4, 3) and len(p.y_val) == 0
     assert p.x_train.dtype == np.float64 and p.x_train.max() > 1
 
 

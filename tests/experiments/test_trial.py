@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from handprop.experiments.trial import run_trial
 from handprop.train import make_config, run_training
 from handprop.train.run_folder import CHECKPOINT, FINISHED_FILES, RunFolder
@@ -22,6 +24,20 @@ def test_a_trial_returns_every_file_a_finished_run_writes(tmp_path):
     # The three the trial's own list used to miss:
     assert {"batch_loss.csv", "gradients.png", "decision.png"} <= set(result["files"])
     assert set(result["files"]) <= set(FINISHED_FILES)
+
+
+def test_a_trial_records_the_threads_it_ran_with():
+    """A worker pinned to 1 thread says so in its result (kept in the trial's result.json)."""
+    from handprop.experiments.executors import LocalExecutor
+
+    config = make_config({k: v for k, v in XOR.items() if v is not None})
+    with LocalExecutor(workers=1, threads=1) as executor:
+        ((key, result, error),) = list(executor.run([("xor", config)], plot=False))
+    assert key == "xor" and error is None and result["status"] == "ok", result.get("error")
+    report = result["threads"]
+    assert report["pid"] != os.getpid()  # measured in the worker, not here
+    assert report["env"]["OPENBLAS_NUM_THREADS"] == "1"
+    assert report["pools"] and all(pool["num_threads"] == 1 for pool in report["pools"])
 
 
 def test_the_run_folder_reader_sees_what_train_wrote(tmp_path):

@@ -48,10 +48,6 @@ class Prepared:
         """One sample of ``x_*``: ``(input_dim,)``, the raw shape, or ``(C, H, W)``."""
         return tuple(int(d) for d in self.x_train.shape[1:])
 
-    @property
-    def has_validation(self) -> bool:
-        return len(self.y_val) > 0
-
 
 def prepare(dataset: Dataset, *, val_size=0, normalize: str = "scale", flatten: bool | None = None,
             channels_first: bool = False, dtype: str = "float32", seed: int = 0) -> Prepared:

@@ -141,7 +141,7 @@ def store_result(trial: Trial, trial_dir: Path, result: dict | None, error) -> d
     record = {"trial": trial.id, "stage": trial.stage, "point": trial.point,
               "seed": trial.seed, "status": result["status"], "error": result.get("error"),
               "traceback": result.get("traceback"), "seconds": result.get("seconds"),
-              "config": trial.config, "history": result.get("history", []),
+              "threads": result.get("threads"), "config": trial.config, "history": result.get("history", []),
               "summary": result.get("summary")}
     record["metrics"] = (selection_metrics(record["summary"], record["history"])
                          if record["status"] == "ok" else {})

@@ -79,4 +79,6 @@ def run_trial(config: dict, threads: int | None = None, plot: bool = True) -> di
         result["files"] = {name: (out / name).read_bytes() for name in FINISHED_FILES
                            if (out / name).exists()}
     result["seconds"] = time.time() - started
+    # Recorded with the trial, so a slow one can be checked for its thread pinning.
+    result["threads"] = thread_report()
     return result
