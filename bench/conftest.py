@@ -1,7 +1,7 @@
 """Shared set-up of the benchmark suites (``pytest bench/ --benchmark-only``).
 
-* ``ENGINES``: every engine usable here (``cuda`` only with a usable GPU);
-  ``HANDPROP_BENCH_ENGINES=cpu,numba`` narrows it.
+* The suites parametrise over ``benchlib.ENGINES``: every engine, ``cuda``
+  skipped without a usable GPU; ``HANDPROP_BENCH_ENGINES=cpu,numba`` narrows it.
 * Thread counts and the BLAS kernel that ran are written into every
   benchmark's ``extra_info`` (and so into ``--benchmark-save`` files).
   Nothing here changes OPENBLAS_* or thread variables: they are reported as
@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import pytest
-from benchlib import ENGINES, OUT, USABLE_ENGINES
+from benchlib import OUT, USABLE_ENGINES
 
 from handprop import bench as hb
 

@@ -107,6 +107,19 @@ def _suggest(key: str, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+def _check_top_level(obj: dict, source: str) -> tuple[str, float]:
+    """The keys, the loss and the learning rate of any NET.json (dense or conv)."""
+    _check_keys(obj, REQUIRED_KEYS, OPTIONAL_KEYS, source)
+    loss = obj["loss"]
+    if loss not in TRACE_LOSSES:
+        raise ConfigError(f"{source}: loss {loss!r} is not supported by trace; "
+                          f"choose one of: {', '.join(TRACE_LOSSES)}")
+    lr = obj["learning_rate"]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise ConfigError(f"{source}: learning_rate must be a positive number, got {json.dumps(lr)}")
+    return loss, lr
+
+
 def _check_keys(obj: dict, required, optional, where: str) -> None:
     missing = [k for k in required if k not in obj]
     if missing:
@@ -163,16 +176,7 @@ def parse_net(obj, source: str = "NET.json"):
     if not isinstance(obj, dict):
         raise ConfigError(f"{source}: the top level must be a JSON object with keys "
                           f"{', '.join(REQUIRED_KEYS)}")
-    _check_keys(obj, REQUIRED_KEYS, OPTIONAL_KEYS, source)
-
-    loss = obj["loss"]
-    if loss not in TRACE_LOSSES:
-        raise ConfigError(f"{source}: loss {loss!r} is not supported by trace; "
-                          f"choose one of: {', '.join(TRACE_LOSSES)}")
-
-    lr = obj["learning_rate"]
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ConfigError(f"{source}: learning_rate must be a positive number, got {json.dumps(lr)}")
+    loss, lr = _check_top_level(obj, source)
 
     x = _vector(obj["input"], f"{source}: input")
 

@@ -33,8 +33,8 @@ import numpy as np
 
 from .engines.base import ACTIVATIONS
 from .errors import ConfigError, ShapeError
-from .trace import (OPTIONAL_KEYS, REQUIRED_KEYS, TRACE_LOSSES, _check_keys, _matrix, _num,
-                    _number, _parse_target, _suggest, _table, _vector)
+from .trace import (_check_keys, _check_top_level, _matrix, _num, _number, _parse_target,
+                    _suggest, _table, _vector)
 
 LAYER_FIELDS = {
     "conv": (("type", "weights", "bias", "activation"), ("stride", "padding", "alpha")),
@@ -97,14 +97,7 @@ def parse_conv_net(obj: dict, source: str = "NET.json") -> ConvNetSpec:
     """Validate a decoded conv NET.json object; errors name the offending key."""
     from .nn.conv import resolve_padding
 
-    _check_keys(obj, REQUIRED_KEYS, OPTIONAL_KEYS, source)
-    loss = obj["loss"]
-    if loss not in TRACE_LOSSES:
-        raise ConfigError(f"{source}: loss {loss!r} is not supported by trace; "
-                          f"choose one of: {', '.join(TRACE_LOSSES)}")
-    lr = obj["learning_rate"]
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise ConfigError(f"{source}: learning_rate must be a positive number, got {json.dumps(lr)}")
+    loss, lr = _check_top_level(obj, source)
     depth = _depth(obj["input"])
     if depth not in (2, 3):
         raise ShapeError(f"{source}: input must be an image, (height, width) nested lists for one "
@@ -356,7 +349,7 @@ def _argmax_marks(record) -> np.ndarray:
     c, h, w = record["in_shape"]
     picked = np.zeros((c, h, w), dtype=bool)
     layer = record["layer"]
-    (ph, pw), (sh, sw) = layer.size, layer.stride
+    (_, pw), (sh, sw) = layer.size, layer.stride
     for ch, p, q in np.ndindex(*record["argmax"].shape):
         k = int(record["argmax"][ch, p, q])
         picked[ch, p * sh + k // pw, q * sw + k % pw] = True

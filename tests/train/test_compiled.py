@@ -15,7 +15,7 @@ import pytest
 
 from engine_cases import make_engine
 from handprop.engines import engine_status
-from handprop.nn import Activation, BatchNorm, Dense, Dropout, Layer, Sequential, mlp
+from handprop.nn import Activation, Dense, Dropout, Layer, Sequential, mlp
 from handprop.optim import make_optimizer
 from handprop.optim.schedules import make_schedule
 from handprop.train import Trainer

@@ -30,7 +30,7 @@ from numba.extending import intrinsic
 
 from .base import LECUN_A, LECUN_S
 from .numba_kernels import LEAKY_RELU, LECUN_TANH, RELU, SIGMOID, TANH
-from .numba_training_losses import BCE, MSE, XENT, bce, count_correct, mse, softmax_xent
+from .numba_training_losses import MSE, XENT, bce, count_correct, mse, softmax_xent
 from .numba_training_math import exp_nonpositive, tanh
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
