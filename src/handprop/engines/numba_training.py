@@ -27,9 +27,9 @@ from ..nn.losses import BinaryCrossEntropy, MeanSquaredError, SoftmaxCrossEntrop
 from ..optim.optimizers import SGD, Adam, Momentum, Nesterov
 from . import numba_training_kernels as kernels
 from .base import activation_code
+from .numba_training_losses import BCE, MSE, XENT
 
-LOSS_KINDS = {SoftmaxCrossEntropy: kernels.XENT, MeanSquaredError: kernels.MSE,
-              BinaryCrossEntropy: kernels.BCE}
+LOSS_KINDS = {SoftmaxCrossEntropy: XENT, MeanSquaredError: MSE, BinaryCrossEntropy: BCE}
 OPTIMIZER_KINDS = {SGD: kernels.SGD, Momentum: kernels.MOMENTUM, Nesterov: kernels.NESTEROV,
                    Adam: kernels.ADAM}
 #: Most uniforms drawn for one chunk's dropout masks (float64 each): 32 MB.
