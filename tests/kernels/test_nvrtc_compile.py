@@ -27,12 +27,12 @@ TARGETS = [
 ]
 # Every kernel family, both precisions.
 EXPECTED_KERNELS = {
-    f"{base}_{sfx}"
+    f"{base}_{suffix}"
     for base in ("bias_act", "act_backward", "softmax_xent", "sgd_update", "momentum_update",
                  "adam_update", "bias_grad", "sum_squares", "batch_norm_forward",
                  "batch_norm_backward", "im2col", "col2im", "max_pool_forward",
                  "max_pool_backward", "avg_pool_forward", "avg_pool_backward")
-    for sfx in ("f32", "f64")
+    for suffix in ("f32", "f64")
 }
 
 

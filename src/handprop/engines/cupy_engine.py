@@ -75,7 +75,7 @@ class CudaKernelEngine(CudaConvKernels, Engine):
                 )
 
     @staticmethod
-    def _suffix(*arrays) -> str | None:
+    def _dtype_suffix(*arrays) -> str | None:
         """Kernel suffix when every array has the same float32/float64 dtype, else None."""
         dtype = arrays[0].dtype
         if any(a.dtype != dtype for a in arrays):
@@ -93,15 +93,15 @@ class CudaKernelEngine(CudaConvKernels, Engine):
     def activation(self, z, kind: str, alpha: float = 0.01):
         code = activation_code(kind)
         self._check_native("activation", z)
-        sfx = self._suffix(z)
-        if sfx is None or z.size == 0 or z.size > _INT32_MAX:
+        suffix = self._dtype_suffix(z)
+        if suffix is None or z.size == 0 or z.size > _INT32_MAX:
             return super().activation(z, kind, alpha)
         z = self._contiguous(z)
         out = self._raw.empty_like(z)
         t = z.dtype.type
         n = z.size
         # has_bias = 0: the kernel never reads b, so z stands in for it.
-        self._run(f"bias_act_{sfx}", n, (z, z, out, np.int32(n), np.int32(1), np.int32(code),
+        self._run(f"bias_act_{suffix}", n, (z, z, out, np.int32(n), np.int32(1), np.int32(code),
                                           t(alpha), np.int32(0)))
         return out
 
@@ -109,14 +109,14 @@ class CudaKernelEngine(CudaConvKernels, Engine):
         code = activation_code(kind)
         self._check_native("bias_act", z, b)
         self.check_bias_shapes(z, b)
-        sfx = self._suffix(z, b)
-        if sfx is None or z.size == 0 or z.size > _INT32_MAX:
+        suffix = self._dtype_suffix(z, b)
+        if suffix is None or z.size == 0 or z.size > _INT32_MAX:
             return super().bias_act(z, b, kind, alpha)
         z, b = self._contiguous(z), self._contiguous(b)
         out = self._raw.empty_like(z)
         t = z.dtype.type
         n = z.size
-        self._run(f"bias_act_{sfx}", n, (z, b, out, np.int32(n), np.int32(z.shape[1]),
+        self._run(f"bias_act_{suffix}", n, (z, b, out, np.int32(n), np.int32(z.shape[1]),
                                           np.int32(code), t(alpha), np.int32(1)))
         return out
 
@@ -128,38 +128,38 @@ class CudaKernelEngine(CudaConvKernels, Engine):
                 f"act_backward needs grad and out of the same shape; got {tuple(grad.shape)} "
                 f"and {tuple(out.shape)}"
             )
-        sfx = self._suffix(grad, out)
-        if sfx is None or grad.size == 0 or grad.size > _INT32_MAX:
+        suffix = self._dtype_suffix(grad, out)
+        if suffix is None or grad.size == 0 or grad.size > _INT32_MAX:
             return super().act_backward(grad, out, kind, alpha)
         grad, out = self._contiguous(grad), self._contiguous(out)
         dz = self._raw.empty_like(grad)
         n = grad.size
-        self._run(f"act_backward_{sfx}", n, (grad, out, dz, np.int32(n), np.int32(code),
+        self._run(f"act_backward_{suffix}", n, (grad, out, dz, np.int32(n), np.int32(code),
                                               grad.dtype.type(alpha)))
         return dz
 
     # ------------------------------------------------------------ reductions
     def bias_grad(self, grad):
         self._check_native("bias_grad", grad)
-        sfx = self._suffix(grad)
-        if sfx is None or len(grad.shape) != 2 or grad.size == 0 or grad.size > _INT32_MAX:
+        suffix = self._dtype_suffix(grad)
+        if suffix is None or len(grad.shape) != 2 or grad.size == 0 or grad.size > _INT32_MAX:
             return super().bias_grad(grad)
         grad = self._contiguous(grad)
         rows, cols = grad.shape
         out = self._raw.empty((cols,), dtype=grad.dtype)
-        self._run(f"bias_grad_{sfx}", cols, (grad, out, np.int32(rows), np.int32(cols)))
+        self._run(f"bias_grad_{suffix}", cols, (grad, out, np.int32(rows), np.int32(cols)))
         return out
 
     def sum_squares(self, w) -> float:
         self._check_native("sum_squares", w)
-        sfx = self._suffix(w)
-        if sfx is None or w.size == 0 or w.size > _INT32_MAX:
+        suffix = self._dtype_suffix(w)
+        if suffix is None or w.size == 0 or w.size > _INT32_MAX:
             return super().sum_squares(w)
         w = self._contiguous(w)
         grid, block = self._launch_config(w.size)
         # One double per launched thread; the kernel writes every slot.
         partials = self._raw.empty((grid * block,), dtype=np.float64)
-        self._launch(f"sum_squares_{sfx}", grid, block, (w, partials, np.int32(w.size)))
+        self._launch(f"sum_squares_{suffix}", grid, block, (w, partials, np.int32(w.size)))
         return self.to_float(self.xp.sum(partials))
 
     # --------------------------------------------------- batch normalization
@@ -170,14 +170,14 @@ class CudaKernelEngine(CudaConvKernels, Engine):
             raise ShapeError(f"batch_norm_forward needs x of shape (batch, features) and gamma, "
                              f"beta of shape (features,); got {tuple(x.shape)}, "
                              f"{tuple(gamma.shape)} and {tuple(beta.shape)}")
-        sfx = self._suffix(x, gamma, beta)
-        if sfx is None or x.size == 0 or x.size > _INT32_MAX:
+        suffix = self._dtype_suffix(x, gamma, beta)
+        if suffix is None or x.size == 0 or x.size > _INT32_MAX:
             return super().batch_norm_forward(x, gamma, beta, eps)
         x, gamma, beta = self._contiguous(x), self._contiguous(gamma), self._contiguous(beta)
         rows, cols = x.shape
         out, x_hat = self._raw.empty_like(x), self._raw.empty_like(x)
         inv_std, mean, var = (self._raw.empty((cols,), dtype=x.dtype) for _ in range(3))
-        self._run(f"batch_norm_forward_{sfx}", cols,
+        self._run(f"batch_norm_forward_{suffix}", cols,
                   (x, gamma, beta, x.dtype.type(eps), out, x_hat, inv_std, mean, var,
                    np.int32(rows), np.int32(cols)))
         return out, x_hat, inv_std, mean, var
@@ -191,15 +191,15 @@ class CudaKernelEngine(CudaConvKernels, Engine):
                              f"features) and inv_std, gamma of shape (features,); got "
                              f"{tuple(grad.shape)}, {tuple(x_hat.shape)}, "
                              f"{tuple(inv_std.shape)} and {tuple(gamma.shape)}")
-        sfx = self._suffix(grad, x_hat, inv_std, gamma)
-        if sfx is None or grad.size == 0 or grad.size > _INT32_MAX:
+        suffix = self._dtype_suffix(grad, x_hat, inv_std, gamma)
+        if suffix is None or grad.size == 0 or grad.size > _INT32_MAX:
             return super().batch_norm_backward(grad, x_hat, inv_std, gamma)
         grad, x_hat = self._contiguous(grad), self._contiguous(x_hat)
         inv_std, gamma = self._contiguous(inv_std), self._contiguous(gamma)
         rows, cols = grad.shape
         dx = self._raw.empty_like(grad)
         dgamma, dbeta = self._raw.empty_like(inv_std), self._raw.empty_like(inv_std)
-        self._run(f"batch_norm_backward_{sfx}", cols,
+        self._run(f"batch_norm_backward_{suffix}", cols,
                   (grad, x_hat, inv_std, gamma, dx, dgamma, dbeta, np.int32(rows),
                    np.int32(cols)))
         return dx, dgamma, dbeta
@@ -217,16 +217,16 @@ class CudaKernelEngine(CudaConvKernels, Engine):
                 f"softmax_xent needs integer class labels, got dtype {labels.dtype}; "
                 "convert one-hot targets with argmax first"
             )
-        sfx = self._suffix(logits)
+        suffix = self._dtype_suffix(logits)
         rows, cols = logits.shape
-        if sfx is None or logits.size == 0 or logits.size > _INT32_MAX:
+        if suffix is None or logits.size == 0 or logits.size > _INT32_MAX:
             return super().softmax_xent(logits, labels)
         logits = self._contiguous(logits)
         labels = self._contiguous(labels.astype(np.int64, copy=False))
         grad = self._raw.empty_like(logits)
         row_loss = self._raw.empty((rows,), dtype=logits.dtype)
         bad_label = self._raw.zeros((1,), dtype=np.int32)
-        self._run(f"softmax_xent_{sfx}", rows,
+        self._run(f"softmax_xent_{suffix}", rows,
                   (logits, labels, grad, row_loss, bad_label, np.int32(rows), np.int32(cols)))
         loss = self.xp.sum(row_loss) / rows
         if self.is_gpu:
@@ -256,26 +256,26 @@ class CudaKernelEngine(CudaConvKernels, Engine):
         # In place needs contiguous buffers the kernel can write through.
         if not all(self._is_contiguous(a) for a in (param, *state[1:])):
             return None
-        return self._suffix(param, *state)
+        return self._dtype_suffix(param, *state)
 
     def sgd_update(self, param, grad, lr: float, weight_decay: float = 0.0) -> None:
-        sfx = self._update_suffix("sgd_update", param, grad)
-        if sfx is None:
+        suffix = self._update_suffix("sgd_update", param, grad)
+        if suffix is None:
             return super().sgd_update(param, grad, lr, weight_decay)
         t = param.dtype.type
         n = param.size
-        self._run(f"sgd_update_{sfx}", n,
+        self._run(f"sgd_update_{suffix}", n,
                   (param, self._contiguous(grad), np.int32(n), t(lr), t(weight_decay)))
 
     def momentum_update(self, param, grad, velocity, lr: float, momentum: float,
                         weight_decay: float = 0.0, nesterov: bool = False) -> None:
-        sfx = self._update_suffix("momentum_update", param, grad, velocity)
-        if sfx is None:
+        suffix = self._update_suffix("momentum_update", param, grad, velocity)
+        if suffix is None:
             return super().momentum_update(param, grad, velocity, lr, momentum, weight_decay,
                                            nesterov)
         t = param.dtype.type
         n = param.size
-        self._run(f"momentum_update_{sfx}", n,
+        self._run(f"momentum_update_{suffix}", n,
                   (param, self._contiguous(grad), velocity, np.int32(n), t(lr), t(momentum),
                    t(weight_decay), np.int32(bool(nesterov))))
 
@@ -283,8 +283,8 @@ class CudaKernelEngine(CudaConvKernels, Engine):
                     step: int, weight_decay: float = 0.0) -> None:
         if step < 1:
             raise ConfigError(f"adam_update needs step >= 1, got {step}")
-        sfx = self._update_suffix("adam_update", param, grad, m, v)
-        if sfx is None:
+        suffix = self._update_suffix("adam_update", param, grad, m, v)
+        if suffix is None:
             return super().adam_update(param, grad, m, v, lr, beta1, beta2, eps, step,
                                        weight_decay)
         t = param.dtype.type
@@ -292,7 +292,7 @@ class CudaKernelEngine(CudaConvKernels, Engine):
         # Bias corrections in double on the host, exactly as the reference.
         step_size = lr / (1.0 - beta1**step)
         sqrt_bc2 = math.sqrt(1.0 - beta2**step)
-        self._run(f"adam_update_{sfx}", n,
+        self._run(f"adam_update_{suffix}", n,
                   (param, self._contiguous(grad), m, v, np.int32(n), t(beta1), t(1.0 - beta1),
                    t(beta2), t(1.0 - beta2), t(eps), t(step_size), t(sqrt_bc2),
                    t(weight_decay)))
