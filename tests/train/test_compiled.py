@@ -334,3 +334,19 @@ def test_the_progress_bar_moves_chunk_by_chunk(monkeypatch):
     assert [count for count, _, _ in advanced] == [4] * (batches // 4) + [batches % 4]
     assert all(math.isfinite(loss) and 0 <= acc <= 1 for _, loss, acc in advanced)
     assert "epoch   1/1  train_loss" in sys.stderr.getvalue()
+
+
+def test_the_compiled_gemms_run_in_numpys_own_blas():
+    """One OpenBLAS for the whole process: the compiled epoch's products go to the copy NumPy
+    calls (its wheels export scipy_sgemm_64_), so no second thread pool spins against it."""
+    from threadpoolctl import threadpool_info
+
+    from handprop.engines import numba_training, numba_training_kernels
+
+    numpy_pools = [p for p in threadpool_info() if p["internal_api"] == "openblas"
+                   and "numpy" in p["filepath"]]
+    assert numpy_pools, "this test expects NumPy's wheel, which ships its own OpenBLAS"
+    found = numba_training.numpy_blas_gemm()
+    assert found and found["float32"] and found["float64"] and found["float32"] != found["float64"]
+    numba_training.register_blas()
+    assert numba_training_kernels.BLAS_INT_BITS == [64]

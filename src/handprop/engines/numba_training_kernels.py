@@ -35,7 +35,13 @@ from .numba_training_math import exp_nonpositive, tanh
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
 
-BLAS_SYMBOLS = {"float32": "handprop_sgemm", "float64": "handprop_dgemm"}
+#: The symbols the kernels call, by integer width of the BLAS behind them: NumPy's own
+#: OpenBLAS (64-bit integers, as NumPy's wheels ship it) or SciPy's (32-bit). Two names, so a
+#: kernel cached for one never calls the other with the wrong integer size.
+BLAS_SYMBOLS = {64: {"float32": "handprop_sgemm_ilp64", "float64": "handprop_dgemm_ilp64"},
+                32: {"float32": "handprop_sgemm", "float64": "handprop_dgemm"}}
+#: Which of them ``register_blas`` found (set before the first kernel compiles).
+BLAS_INT_BITS = [32]
 SGD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
 N, T = ord("N"), ord("T")
 
@@ -54,7 +60,8 @@ def gemm(typingctx, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
     def codegen(context, builder, signature, args):
         kinds = signature.args
         flt = context.get_value_type(c.dtype)
-        i8, i32 = ir.IntType(8), ir.IntType(32)
+        bits = BLAS_INT_BITS[0]
+        i8, i32 = ir.IntType(8), ir.IntType(bits)
 
         def on_stack(i, to_type, llty):
             slot = cgutils.alloca_once(builder, llty)
@@ -68,14 +75,15 @@ def gemm(typingctx, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
             return on_stack(i, types.int8, i8)
 
         def int_(i):
-            return on_stack(i, types.int32, i32)
+            return on_stack(i, types.int64 if bits == 64 else types.int32, i32)
 
         def real(i):
             return on_stack(i, c.dtype, flt)
 
         fp, ip, cp = flt.as_pointer(), i32.as_pointer(), i8.as_pointer()
         fnty = ir.FunctionType(ir.VoidType(), [cp, cp, ip, ip, ip, fp, fp, ip, fp, ip, fp, fp, ip])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, BLAS_SYMBOLS[str(c.dtype)])
+        fn = cgutils.get_or_insert_function(builder.module, fnty,
+                                            BLAS_SYMBOLS[bits][str(c.dtype)])
         # Column-major BLAS sees a row-major matrix transposed: c^T = op(b)^T op(a)^T.
         builder.call(fn, [char(1), char(0), int_(3), int_(2), int_(4), real(5), data(8), int_(9),
                           data(6), int_(7), real(10), data(11), int_(12)])
