@@ -13,9 +13,10 @@ Numba's cache of ``train_steps`` does not notice edits to the functions it
 calls in the other modules: after changing one, delete ``__pycache__`` here.
 
 The matrix products call BLAS ``?gemm`` from compiled code (``gemm`` below):
-``numba_training.py`` registers SciPy's ``cython_blas`` functions under the
-symbol names in ``BLAS_SYMBOLS``, which the cached machine code refers to by
-name, so ``cache=True`` keeps working across processes.
+``numba_training.py`` registers NumPy's own OpenBLAS ``gemm`` (64-bit integers)
+or else SciPy's ``cython_blas`` ones under the symbol names in ``BLAS_SYMBOLS``,
+which the cached machine code refers to by name, so ``cache=True`` keeps
+working across processes.
 """
 
 from __future__ import annotations
