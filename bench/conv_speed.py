@@ -108,7 +108,8 @@ def profile(engine_name: str, batch: int, steps: int) -> None:
 
         setattr(owner, name, wrapper)
 
-    for name in ("im2col", "col2im", "max_pool_forward", "max_pool_backward", "bias_act",
+    for name in ("im2col_matmul", "im2col_t_matmul", "matmul_col2im", "im2col", "col2im",
+                 "max_pool_forward", "max_pool_backward", "bias_act",
                  "activation", "act_backward", "bias_grad", "softmax_xent", "sgd_update"):
         timed_method(engine, name, name)
     for i, layer in enumerate(model.layers):

@@ -307,7 +307,8 @@ def _pre_activations(engine, layer, kind, host):
         z, out, grad = layer.x @ W + b, layer.out, layer.grad_out
         shape = None
     else:  # the rows the layer multiplied, as (positions, filters)
-        z = layer.cols @ xp.reshape(W, (W.shape[0], -1)).T + b
+        cols = engine.im2col(layer.x, layer.kernel, layer.stride, layer.padding)
+        z = cols @ xp.reshape(W, (W.shape[0], -1)).T + b
         out = layer.out_rows
         grad = xp.reshape(xp.permute_dims(layer.grad_out, (0, 2, 3, 1)), (-1, W.shape[0]))
         _, oh, ow = layer.output_shape

@@ -17,7 +17,8 @@ from handprop.engines import numba_conv_kernels  # noqa: E402
 CPU = get_engine("cpu")
 CONV_KERNELS = {"im2col", "col2im", "max_pool_forward", "max_pool_forward_2x2",
                 "max_pool_forward_2x2_nhwc", "max_pool_forward_nan", "max_pool_backward",
-                "max_pool_backward_nhwc", "avg_pool_forward", "avg_pool_backward"}
+                "max_pool_backward_nhwc", "max_pool_backward_tiled_nhwc", "avg_pool_forward",
+                "avg_pool_backward", "im2col_matmul", "im2col_t_matmul", "matmul_col2im"}
 
 
 @pytest.fixture
@@ -148,12 +149,47 @@ def test_warmup_compiles_every_conv_kernel_for_each_dtype(nb):
     nb.warmup(dtypes=("float32", "float64"))
     from numba.core.registry import CPUDispatcher
 
+    # (helpers named with a leading underscore are compiled into the kernels that call them)
     kernels = {name for name, obj in vars(numba_conv_kernels).items()
-               if isinstance(obj, CPUDispatcher)}
+               if isinstance(obj, CPUDispatcher) and not name.startswith("_")}
     assert kernels == CONV_KERNELS
     for name in kernels:
         sigs = " ".join(str(s) for s in getattr(numba_conv_kernels, name).signatures)
         assert "float32" in sigs and "float64" in sigs, name
+
+
+def test_window_products_give_the_same_bits_on_any_number_of_threads(nb, rng, monkeypatch):
+    """The tiles of a big call are shared between threads, each running its BLAS products on
+    one BLAS thread; the weight gradient sums fixed groups of images in order, so the bits
+    do not depend on the thread count. BLAS gets its thread count back afterwards."""
+    from threadpoolctl import threadpool_info
+
+    x = rng.standard_normal((20, 16, 14, 14)).astype("float32")
+    x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # a conv's output
+    w = rng.standard_normal((16 * 25, 8)).astype("float32")
+    g = rng.standard_normal((20 * 14 * 14, 8)).astype("float32")
+    window = ((5, 5), (1, 1), (2, 2, 2, 2))
+
+    def everything():
+        return [nb.im2col_matmul(x, w, *window), nb.im2col_t_matmul(x, g, *window),
+                nb.matmul_col2im(g, np.ascontiguousarray(w.T), x.shape, *window)]
+
+    blas_threads = [lib["num_threads"] for lib in threadpool_info()]
+    monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 1)
+    serial = everything()
+    monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 3)
+    threads, kernel = set(), numba_conv_kernels.im2col_t_matmul
+
+    def recording(*args):
+        threads.add(__import__("threading").get_ident())
+        return kernel(*args)
+
+    monkeypatch.setattr(numba_conv_kernels, "im2col_t_matmul", recording)
+    split = everything()
+    assert len(threads) == 3  # 20 images: 3 groups of 8, one per thread
+    for a, b in zip(serial, split):
+        np.testing.assert_array_equal(a, b)
+    assert [lib["num_threads"] for lib in threadpool_info()] == blas_threads
 
 
 def test_conv_kernels_are_serial_cached_and_not_fastmath():

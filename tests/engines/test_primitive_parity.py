@@ -460,6 +460,41 @@ def test_im2col_and_col2im(fused_engine, rng, case, dtype):
         np.testing.assert_array_equal(dx, want_dx)
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "channels-last"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", CONV_GEOMETRIES, ids=geometry_id)
+def test_window_products(fused_engine, rng, case, dtype, layout):
+    """``im2col_matmul``, ``im2col_t_matmul`` and ``matmul_col2im`` agree with im2col/col2im
+    around one GEMM, for images as a model's input and as a convolution's output (a
+    channels-last view); results are images in any layout, compared by value."""
+    x_shape, kernel, stride, padding = case
+    n, c = x_shape[:2]
+    x = rng.standard_normal(x_shape).astype(dtype)
+    cols = CPU.im2col(x, kernel, stride, padding)
+    filters = 3
+    w = rng.standard_normal((cols.shape[1], filters)).astype(dtype)
+    g = rng.standard_normal((cols.shape[0], filters)).astype(dtype)
+    want_z, want_dw = cols @ w, cols.T @ g
+    want_dx = CPU.col2im(g @ w.T, x_shape, kernel, stride, padding)
+    # atol scaled by the terms of each sum: C*kh*kw, the N*OH*OW windows, F per overlap
+    terms = {"z": cols.shape[1], "dw": cols.shape[0], "dx": filters * kernel[0] * kernel[1]}
+    for eng in conv_engines(fused_engine):
+        xe = eng.asarray(x)
+        if layout == "channels-last":
+            xe = eng.xp.permute_dims(eng.asarray(np.ascontiguousarray(x.transpose(0, 2, 3, 1))),
+                                     (0, 3, 1, 2))
+        z = host(eng, eng.im2col_matmul(xe, eng.asarray(w), kernel, stride, padding))
+        assert z.dtype == np.dtype(dtype) and z.shape == want_z.shape
+        close(z, want_z, dtype, scale=terms["z"])
+        dw = host(eng, eng.im2col_t_matmul(xe, eng.asarray(g), kernel, stride, padding))
+        assert dw.shape == want_dw.shape
+        close(dw, want_dw, dtype, scale=terms["dw"])
+        dx = host(eng, eng.matmul_col2im(eng.asarray(g), eng.asarray(np.ascontiguousarray(w.T)),
+                                         x_shape, kernel, stride, padding))
+        assert dx.dtype == np.dtype(dtype) and dx.shape == x_shape
+        close(dx, want_dx, dtype, scale=terms["dx"])
+
+
 @pytest.mark.parametrize("case", CONV_GEOMETRIES[1:4], ids=geometry_id)
 def test_im2col_writes_into_a_buffer_that_fits(fused_engine, rng, case):
     """``out=``: the result lands in a buffer of the right shape and dtype (no new allocation

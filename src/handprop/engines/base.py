@@ -297,6 +297,25 @@ class Engine:
                 dx[_window_slices(i, j, (oh, ow), stride)] += parts[:, :, i, j, :, :]
         return dx[:, :, top:top + h, left:left + w] if any(padding) else dx
 
+    # A convolution's three products over windows. Here they are what they say, im2col or
+    # col2im around one GEMM; an engine may compute them a tile at a time instead, never
+    # holding the whole window matrix (numba does).
+    def im2col_matmul(self, x, w, kernel, stride, padding):
+        """``im2col(x) @ w``: x (N, C, H, W), w (C*kh*kw, F) -> (N*OH*OW, F)."""
+        return self.im2col(x, kernel, stride, padding) @ w
+
+    def im2col_t_matmul(self, x, g, kernel, stride, padding):
+        """``im2col(x).T @ g``: x (N, C, H, W), g (N*OH*OW, F) -> (C*kh*kw, F)."""
+        cols = self.im2col(x, kernel, stride, padding)
+        if tuple(g.shape[:1]) != tuple(cols.shape[:1]):
+            raise ShapeError(f"im2col_t_matmul needs g with {cols.shape[0]} rows (one per "
+                             f"window of images {tuple(x.shape)}); got {tuple(g.shape)}")
+        return cols.T @ g
+
+    def matmul_col2im(self, g, w, x_shape, kernel, stride, padding):
+        """``col2im(g @ w, x_shape, ...)``: g (N*OH*OW, F), w (F, C*kh*kw) -> (N, C, H, W)."""
+        return self.col2im(g @ w, x_shape, kernel, stride, padding)
+
     def _pool_windows(self, x, size, stride, what):
         """The (OH, OW) output size and each window offset's (N, C, OH, OW) slice of ``x``."""
         _check_images(x, what)

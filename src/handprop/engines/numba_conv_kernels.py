@@ -33,6 +33,8 @@ import numba
 import numpy as np
 from numba import njit
 
+from .numba_training_kernels import N, T, gemm
+
 _jit = njit(cache=True, nogil=True, error_model="numpy")
 
 #: Below this many elements a call stays on one thread (a hand-off costs tens of microseconds).
@@ -119,6 +121,44 @@ def over_batch(kernel, chunks, args_of) -> list:
     finally:
         results = [future.result() for future in futures]  # never leave one writing
     return [first, *results]
+
+
+_openblas_libs: list | None = None
+
+
+def over_batch_one_blas_thread(kernel, chunks, args_of) -> list:
+    """``over_batch`` for kernels that call BLAS: while more than one chunk runs, every
+    OpenBLAS in the process is held to one thread, so each chunk's products run on its own
+    core. (Two 196x400x32 products asking for the whole pool at once take 59 us each here;
+    with one BLAS thread each, side by side, 42 us.)"""
+    global _openblas_libs
+    if len(chunks) == 1:
+        return over_batch(kernel, chunks, args_of)
+    if _openblas_libs is None:
+        from threadpoolctl import ThreadpoolController
+
+        _openblas_libs = ThreadpoolController().select(internal_api="openblas").lib_controllers
+    before = [lib.get_num_threads() for lib in _openblas_libs]
+    for lib in _openblas_libs:
+        lib.set_num_threads(1)
+    try:
+        return over_batch(kernel, chunks, args_of)
+    finally:
+        for lib, threads in zip(_openblas_libs, before):
+            lib.set_num_threads(threads)
+
+
+def images_per_tile(rows_per_image: int, columns: int) -> int:
+    """Images whose window rows one tile holds: about 256 KB of them, at least one image."""
+    return max(1, TILE_ELEMENTS // (rows_per_image * columns))
+
+
+#: Elements of a window tile (float32: 256 KB, within a core's L2 cache).
+TILE_ELEMENTS = 1 << 16
+#: Window rows shorter than this (kw * C values) are copied column by column.
+SHORT_RUN = 16
+#: Images per partial sum of a weight gradient: a fixed grouping, whatever the thread count.
+IMAGES_PER_GROUP = 8
 
 
 @_jit
@@ -273,6 +313,24 @@ def max_pool_forward_2x2_nhwc(x, sh, sw, out, argmax):
 
 
 @_jit
+def max_pool_backward_tiled_nhwc(grad, argmax, ph, pw, dx):
+    """``max_pool_backward_nhwc`` for windows that tile the image exactly (stride = window,
+    no rows or columns left over): every element of dx is written once, the gradient or
+    zero, with no zeroing pass and no read-back."""
+    n, oh, ow, c = argmax.shape
+    zero = dx.dtype.type(0)
+    for b in range(n):
+        for p in range(oh):
+            for q in range(ow):
+                where_row, grad_row = argmax[b, p, q], grad[b, p, q]
+                for i in range(ph):
+                    for j in range(pw):
+                        k, target = i * pw + j, dx[b, p * ph + i, q * pw + j]
+                        for ch in range(c):
+                            target[ch] = grad_row[ch] if where_row[ch] == k else zero
+
+
+@_jit
 def max_pool_forward_nan(x, ph, pw, sh, sw, out, argmax):
     """``max_pool_forward`` where NaN wins over numbers and the first NaN stays, as in
     NumPy's max/argmax."""
@@ -353,3 +411,141 @@ def avg_pool_backward(grad, ph, pw, sh, sw, dx):
                     for i in range(ph):
                         for j in range(pw):
                             dx[b, ch, p * sh + i, q * sw + j] += share
+
+
+# ------------------------------------------------- convolution as tiled GEMMs
+# ``im2col_matmul`` and friends never build the whole (N*OH*OW, C*kh*kw) window matrix (40 MB
+# for the MNIST CNN's second convolution at batch 128, written and read twice a step). They
+# build it a tile of a few images at a time, in a buffer that stays in the core's cache, and
+# multiply each tile at once with BLAS ``gemm`` called from compiled code (``gemm``: NumPy's
+# own OpenBLAS, see ``numba_training_kernels``). A tile's columns are in (i, j, c) order, not
+# the reference's (c, i, j): an image copied channels-last into a zero-bordered scratch makes
+# each window row kh unit-stride runs of kw*C values. The weights are permuted to match once
+# per call by the engine (a few thousand values).
+
+@_jit
+def _pad_channels_last(x, b, top, left, padded):
+    """Image ``b`` of x (N, C, H, W), any memory layout, into the interior of ``padded``
+    (Hp, Wp, C); the border is left as it is (zero)."""
+    _, c, h, w = x.shape
+    for i in range(h):
+        for j in range(w):
+            pixel = padded[top + i, left + j]
+            for ch in range(c):
+                pixel[ch] = x[b, ch, i, j]
+
+
+@_jit
+def _windows_into(padded, kh, kw, sh, sw, oh, ow, tile, row0):
+    """Rows ``row0 .. row0 + oh*ow`` of ``tile`` get the windows of ``padded`` (Hp, Wp, C),
+    in (p, q) order, each row's columns in (i, j, c) order."""
+    hp, wp, c = padded.shape
+    run = kw * c
+    if run < SHORT_RUN:
+        # Few values per run (one channel): column by column instead, a loop over the ow
+        # windows of an output row each, to spend the loop overhead once per column.
+        for p in range(oh):
+            rows = tile[row0 + p * ow:row0 + (p + 1) * ow]
+            for i in range(kh):
+                source = padded[p * sh + i]
+                for j in range(kw):
+                    for ch in range(c):
+                        col = (i * kw + j) * c + ch
+                        for q in range(ow):
+                            rows[q, col] = source[q * sw + j, ch]
+        return
+    flat = padded.reshape(hp * wp * c)
+    r = row0
+    for p in range(oh):
+        for q in range(ow):
+            row = tile[r]
+            for i in range(kh):
+                start = ((p * sh + i) * wp + q * sw) * c
+                # Copies between views indexed from 0 vectorize (10x faster here than
+                # offsets added to the indices, which Numba's negative-index handling stops).
+                source, target = flat[start:start + run], row[i * run:(i + 1) * run]
+                for t in range(run):
+                    target[t] = source[t]
+            r += 1
+
+
+@_jit
+def _padded_shape(h, w, c, kh, kw, sh, sw, top, left, oh, ow):
+    return (max(h + top, (oh - 1) * sh + kh), max(w + left, (ow - 1) * sw + kw), c)
+
+
+@_jit
+def im2col_matmul(x, w, kh, kw, sh, sw, top, left, oh, ow, per_tile, b0, b1, z):
+    """Rows of images ``b0 .. b1`` of ``z`` (N*OH*OW, F) = their windows of x (N, C, H, W)
+    @ ``w`` (kh*kw*C, F, rows in (i, j, c) order), ``per_tile`` images per product."""
+    _, c, h, width = x.shape
+    k, f, rows = kh * kw * c, w.shape[1], oh * ow
+    dt = x.dtype.type
+    padded = np.zeros(_padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow), x.dtype)
+    tile = np.empty((per_tile * rows, k), dtype=x.dtype)
+    for t0 in range(b0, b1, per_tile):
+        t1 = min(t0 + per_tile, b1)
+        for b in range(t0, t1):
+            _pad_channels_last(x, b, top, left, padded)
+            _windows_into(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * rows)
+        gemm(N, N, (t1 - t0) * rows, f, k, dt(1), tile, k, w, f, dt(0), z[t0 * rows:], f)
+
+
+@_jit
+def im2col_t_matmul(x, g, kh, kw, sh, sw, top, left, oh, ow, per_tile, per_group, g0, g1,
+                    partial):
+    """``partial[group]`` (kh*kw*C, F) = windows(x).T @ g over the images of each group
+    ``g0 .. g1`` (``per_group`` images, ``per_tile`` at a time); g is (N*OH*OW, F). Groups
+    of a fixed size, summed in order by the caller, make the result independent of how
+    many threads share the groups."""
+    n, c, h, width = x.shape
+    k, f, rows = kh * kw * c, g.shape[1], oh * ow
+    dt = x.dtype.type
+    padded = np.zeros(_padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow), x.dtype)
+    tile = np.empty((per_tile * rows, k), dtype=x.dtype)
+    for group in range(g0, g1):
+        first, last = group * per_group, min((group + 1) * per_group, n)
+        for t0 in range(first, last, per_tile):
+            t1 = min(t0 + per_tile, last)
+            for b in range(t0, t1):
+                _pad_channels_last(x, b, top, left, padded)
+                _windows_into(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * rows)
+            beta = dt(0) if t0 == first else dt(1)
+            gemm(T, N, k, f, (t1 - t0) * rows, dt(1), tile, k, g[t0 * rows:], f, beta,
+                 partial[group], f)
+
+
+@_jit
+def matmul_col2im(g, w, kh, kw, sh, sw, top, left, oh, ow, per_tile, b0, b1, dx):
+    """Images ``b0 .. b1`` of dx (N, H, W, C), channels-last and C-contiguous, get
+    col2im(g @ w): g (N*OH*OW, F), w (F, kh*kw*C, columns in (i, j, c) order). Each
+    window's row is added back where it was read, in (p, q, i, j) order; padding dropped."""
+    _, h, width, c = dx.shape
+    k, f, rows = kh * kw * c, g.shape[1], oh * ow
+    dt = g.dtype.type
+    padded = np.empty(_padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow), g.dtype)
+    hp, wp, _ = padded.shape
+    flat = padded.reshape(hp * wp * c)
+    run = kw * c
+    tile = np.empty((per_tile * rows, k), dtype=g.dtype)
+    for t0 in range(b0, b1, per_tile):
+        t1 = min(t0 + per_tile, b1)
+        gemm(N, N, (t1 - t0) * rows, k, f, dt(1), g[t0 * rows:], f, w, k, dt(0), tile, k)
+        for b in range(t0, t1):
+            flat[:] = 0
+            r = (b - t0) * rows
+            for p in range(oh):
+                for q in range(ow):
+                    row = tile[r]
+                    for i in range(kh):
+                        start = ((p * sh + i) * wp + q * sw) * c
+                        source, target = row[i * run:(i + 1) * run], flat[start:start + run]
+                        for t in range(run):
+                            target[t] += source[t]
+                    r += 1
+            for i in range(h):
+                for j in range(width):
+                    source, target = padded[top + i, left + j], dx[b, i, j]
+                    for ch in range(c):
+                        target[ch] = source[ch]
+

@@ -114,8 +114,16 @@ class NumbaEngine(NumpyEngine):
                 cols = self.im2col(x, (3, 3), (1, 1), padding)
                 self.col2im(cols, x.shape, (3, 3), (1, 1), padding)
             self.im2col(x.transpose(0, 1, 3, 2), (3, 3), (1, 1), (1, 1, 1, 1))
-            x[0, 0, 0, 0] = np.nan  # the NaN-aware max-pool too
             channels_last = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+            w = np.linspace(-1, 1, 18 * 3, dtype=dt).reshape(18, 3)
+            for image in (x, channels_last):  # a model's input, and a convolution's output
+                rows = self.im2col_matmul(image, w, (3, 3), (1, 1), (1, 1, 1, 1))
+                self.im2col_t_matmul(image, rows, (3, 3), (1, 1), (1, 1, 1, 1))
+                self.matmul_col2im(rows, w.T, image.shape, (3, 3), (1, 1), (1, 1, 1, 1))
+            out, argmax = self.max_pool_forward(channels_last, (2, 2), (2, 2))
+            self.max_pool_backward(out, argmax, x.shape, (2, 2), (2, 2))  # windows tiling x
+            x[0, 0, 0, 0] = np.nan  # the NaN-aware max-pool too
+            channels_last[0, 0, 0, 0] = np.nan
             for image in (x, x.transpose(0, 1, 3, 2), channels_last):  # contiguous, and views
                 for size in ((2, 2), (3, 3)):
                     out, argmax = self.max_pool_forward(image, size, (1, 1))
@@ -152,7 +160,11 @@ class NumbaEngine(NumpyEngine):
         k = self.kernels
         out = np.empty_like(z)
         if code == _RELU or code == _LEAKY:
-            k.bias_act_direct(z, b, code, float(alpha), out)
+            # Split over rows on threads when big (a convolution's rows): element-wise, so the
+            # same bits however it is split.
+            conv = self.conv_kernels
+            conv.over_batch(k.bias_act_direct, conv.batch_chunks(z.shape[0], z.size),
+                            lambda r0, r1: (z[r0:r1], b, code, float(alpha), out[r0:r1]))
         elif code == _SIGMOID:
             k.bias_neg_abs(z, b, out)
             np.exp(out, out=out)
@@ -174,7 +186,10 @@ class NumbaEngine(NumpyEngine):
         grad = np.ascontiguousarray(grad)
         out = np.ascontiguousarray(out)
         res = np.empty_like(grad)
-        self.kernels.act_backward(grad.ravel(), out.ravel(), code, float(alpha), res.ravel())
+        grad_flat, out_flat, res_flat, conv = grad.ravel(), out.ravel(), res.ravel(), self.conv_kernels
+        conv.over_batch(self.kernels.act_backward, conv.batch_chunks(grad.size, grad.size),
+                        lambda i0, i1: (grad_flat[i0:i1], out_flat[i0:i1], code, float(alpha),
+                                        res_flat[i0:i1]))
         return res
 
     def bias_grad(self, grad):
@@ -245,6 +260,74 @@ class NumbaEngine(NumpyEngine):
             padding[2], oh, ow, dx[b0:b1]))
         return dx
 
+    # The convolution's products over windows, a tile of images at a time (numba_conv_kernels):
+    # the window matrix is never built whole. Kernel columns are in (i, j, c) order, so the
+    # weights are permuted to it here and the weight gradient back from it.
+    def _window_plan(self, x_shape, kernel, stride, padding, what):
+        from .numba_training import register_blas
+
+        register_blas()  # before the first kernel that calls gemm compiles
+        n, c = int(x_shape[0]), int(x_shape[1])
+        oh, ow = window_output_size(x_shape, kernel, stride, padding, what)
+        kh, kw = kernel
+        per_tile = self.conv_kernels.images_per_tile(oh * ow, c * kh * kw)
+        args = (kh, kw, stride[0], stride[1], padding[0], padding[2], oh, ow, per_tile)
+        return n, c, oh * ow, args
+
+    def im2col_matmul(self, x, w, kernel, stride, padding):
+        if not _floats(x, w) or x.ndim != 4 or w.ndim != 2:
+            return super().im2col_matmul(x, w, kernel, stride, padding)
+        n, c, rows, args = self._window_plan(x.shape, kernel, stride, padding, "im2col_matmul")
+        kh, kw = kernel
+        if w.shape[0] != c * kh * kw:
+            return super().im2col_matmul(x, w, kernel, stride, padding)  # it names the shapes
+        f = w.shape[1]
+        w_ijc = np.ascontiguousarray(w.reshape(c, kh, kw, f).transpose(1, 2, 0, 3)).reshape(-1, f)
+        z = np.empty((n * rows, f), dtype=x.dtype)
+        conv, per_tile, work = self.conv_kernels, args[-1], n * rows * c * kh * kw
+        conv.over_batch_one_blas_thread(conv.im2col_matmul, self._tile_chunks(n, per_tile, work),
+                                        lambda b0, b1: (x, w_ijc, *args, b0, b1, z))
+        return z
+
+    def im2col_t_matmul(self, x, g, kernel, stride, padding):
+        if not _floats(x, g) or x.ndim != 4 or g.ndim != 2:
+            return super().im2col_t_matmul(x, g, kernel, stride, padding)
+        n, c, rows, args = self._window_plan(x.shape, kernel, stride, padding, "im2col_t_matmul")
+        if g.shape[0] != n * rows:
+            return super().im2col_t_matmul(x, g, kernel, stride, padding)  # it names the shapes
+        (kh, kw), f, conv = kernel, g.shape[1], self.conv_kernels
+        per_group = max(conv.IMAGES_PER_GROUP, args[-1])
+        groups = -(-n // per_group)
+        partial = np.empty((groups, kh * kw * c, f), dtype=x.dtype)
+        g, chunks = np.ascontiguousarray(g), self._tile_chunks(groups, 1, g.size * c * kh * kw)
+        conv.over_batch_one_blas_thread(conv.im2col_t_matmul, chunks, lambda g0, g1: (
+            x, g, *args, per_group, g0, g1, partial))
+        total = partial[0] if groups == 1 else partial.sum(axis=0)
+        return np.ascontiguousarray(total.reshape(kh, kw, c, f).transpose(2, 0, 1, 3)).reshape(-1, f)
+
+    def matmul_col2im(self, g, w, x_shape, kernel, stride, padding):
+        if not _floats(g, w) or g.ndim != 2 or w.ndim != 2 or len(x_shape) != 4:
+            return super().matmul_col2im(g, w, x_shape, kernel, stride, padding)
+        n, c, rows, args = self._window_plan(x_shape, kernel, stride, padding, "matmul_col2im")
+        (kh, kw), f = kernel, g.shape[1]
+        if g.shape[0] != n * rows or w.shape != (f, c * kh * kw):
+            return super().matmul_col2im(g, w, x_shape, kernel, stride, padding)
+        w_ijc = np.ascontiguousarray(w.reshape(f, c, kh, kw).transpose(0, 2, 3, 1)).reshape(f, -1)
+        h, width = int(x_shape[2]), int(x_shape[3])
+        dx_t = np.empty((n, h, width, c), dtype=g.dtype)  # channels-last, as a conv's output
+        g, conv = np.ascontiguousarray(g), self.conv_kernels
+        conv.over_batch_one_blas_thread(
+            conv.matmul_col2im, self._tile_chunks(n, args[-1], g.size * c * kh * kw),
+            lambda b0, b1: (g, w_ijc, *args, b0, b1, dx_t))
+        return dx_t.transpose(0, 3, 1, 2)
+
+    def _tile_chunks(self, count: int, step: int, work: int) -> list[tuple[int, int]]:
+        """``batch_chunks`` of ``count`` images (or groups) with every boundary on a multiple
+        of ``step``, so no tile is split between threads."""
+        tiles = -(-count // step)
+        return [(start * step, min(stop * step, count))
+                for start, stop in self.conv_kernels.batch_chunks(tiles, work)]
+
     # Pooling kernels read images of any layout: a convolution's output is a view. Channels-last
     # memory (that view) is pooled by the _nhwc kernels, and out, argmax and dx keep it.
     def max_pool_forward(self, x, size, stride):
@@ -288,6 +371,10 @@ class NumbaEngine(NumpyEngine):
         if conv.channels_last(argmax):
             dx_t = np.empty((n, h, w, c), dtype=grad.dtype)
             grad_t, argmax_t = grad.transpose(0, 2, 3, 1), argmax.transpose(0, 2, 3, 1)
+            if (sh, sw) == (ph, pw) and (h, w) == (grad.shape[2] * ph, grad.shape[3] * pw):
+                conv.over_batch(conv.max_pool_backward_tiled_nhwc, chunks, lambda b0, b1: (
+                    grad_t[b0:b1], argmax_t[b0:b1], ph, pw, dx_t[b0:b1]))
+                return dx_t.transpose(0, 3, 1, 2)
             offsets = np.arange(ph * pw)
             row_of, col_of = offsets // pw, offsets % pw
             conv.over_batch(conv.max_pool_backward_nhwc, chunks, lambda b0, b1: (
