@@ -6,6 +6,7 @@ import array_api_compat.numpy as np_xp
 import numpy as np
 
 from .base import Engine
+from .host_memory import keep_freed_memory
 
 
 class NumpyEngine(Engine):
@@ -13,6 +14,7 @@ class NumpyEngine(Engine):
 
     def __init__(self):
         super().__init__(np_xp)
+        keep_freed_memory()  # no page faults for each step's big arrays (host_memory.py)
 
     def matmul(self, a, b, out=None):
         # BLAS writes straight into ``out``: no temporary, no copy.
