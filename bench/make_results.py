@@ -30,7 +30,7 @@ from benchlib.scaling import measure_scaling, plot_scaling
 
 from handprop import bench as hb
 from handprop.bench.comparators import available_comparators
-from handprop.bench.report import EXTRA_COMPARATORS
+from handprop.bench.report import EXTRA_COMPARATORS, probe_note
 
 HERE = Path(__file__).resolve().parent
 PARTS = ("sgemm", "training", "cnn", "targets", "primitives", "profile", "scaling", "tta")
@@ -156,7 +156,8 @@ def cnn_section(out: Path, tag: str) -> list[str]:
     result = _load(out, "cnn", tag)
     suffix = f" (run tagged `{tag.lstrip('_')}`)" if tag else ""
     md = [f"## MNIST CNN through `Trainer.fit`{suffix}", ""] + _env_lines(result["env"])
-    md += ["", CNN_NOTE, "", hb.format_side_by_side(result["data"], markdown=True), "",
+    md += ["", CNN_NOTE + " " + probe_note(result["data"]), "",
+           hb.format_side_by_side(result["data"], markdown=True), "",
            hb.format_training_table(result["data"], markdown=True)]
     notes = out / f"notes_cnn{tag}.md"
     if notes.exists():  # a hand-written reading of this run
@@ -182,7 +183,7 @@ def training_section(out: Path, tag: str) -> list[str]:
            f"in this run ({tr['data'][0].get('sgemm_gflops', 0):.1f} GFLOP/s). "
            "PyTorch: same model, initial weights and batches; nn.Linear + activation + "
            "CrossEntropyLoss + torch.optim (eager, autograd), reading loss and accuracy "
-           "back each step like the library's loop.", ""]
+           "back each step like the library's loop. " + probe_note(tr["data"]), ""]
     extras = [key for key, _ in EXTRA_COMPARATORS
               if any(r.get(f"{key}_samples_per_s") for r in tr["data"])]
     if extras:
@@ -237,9 +238,11 @@ def render(out: Path) -> str:
             md.extend([note, ""])
         md.extend([table(result["data"], markdown=True), ""])
 
-    section(_load(out, "targets"), "The numba targets, re-measured with more repeats (SGD)",
-            hb.format_training_table)
-    section(_load(out, "profile"), "Where a step's time goes (per-step microseconds, SGD)",
+    targets = _load(out, "targets")
+    section(targets, "The numba targets, re-measured with more repeats (SGD)",
+            hb.format_training_table, note=probe_note(targets["data"]) if targets else None)
+    profile = _load(out, "profile")
+    section(profile, "Where a step's time goes (per-step microseconds, SGD)",
             format_profile_table,
             note="total = trainer epoch clock / steps; primitives timed by wrapping the "
                  "engine's methods; gemm_ceiling = the same GEMMs preallocated (measured right "
@@ -247,7 +250,7 @@ def render(out: Path) -> str:
                  "its output as the layers do; gather = the batch `take`s; correct = the "
                  "trainer's per-batch accuracy count; other = total minus all of these (Python "
                  "in layers/model/optimizer/trainer, temporaries). Medians of 7 repeats per "
-                 "phase.")
+                 "phase." + (" " + probe_note(profile["data"]) if profile else ""))
     section(_load(out, "primitives"), "Fused primitives on their own (microseconds per call)",
             format_primitive_table)
     sc = _load(out, "scaling")
@@ -276,7 +279,8 @@ def render(out: Path) -> str:
         md += ["", "784-512-256-10 relu, Adam lr 0.001, batch 128, exponential decay 0.85 per "
                "epoch, 55,000 training samples (5,000 held out as in `handprop train`), test "
                "accuracy after every epoch; seconds = training time only (trainer epoch clock, "
-               "evaluation excluded). Engines run one after another, not interleaved.", "",
+               "evaluation excluded). Engines run one after another, not interleaved. "
+               + probe_note([r for r in tt["data"] if r["engine"] != "torch"]), "",
                "| engine | 97 %: epoch | 97 %: seconds | 98 %: epoch | 98 %: seconds | "
                "epochs run | best test acc |", "|---|---|---|---|---|---|---|"]
         for r in tt["data"]:

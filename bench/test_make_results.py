@@ -64,3 +64,24 @@ def test_a_cnn_run_gets_its_own_section(tmp_path):
             in section)
     assert section.rstrip().endswith("A hand-written reading.")
     assert "## MNIST CNN" not in make_results.render(tmp_path / "empty")  # none saved: none
+
+
+def test_the_report_says_whether_handprop_timed_the_gradient_probe(tmp_path):
+    env = _env("openblas 0.3.31 SkylakeX kernel, 2 threads", {})
+    old = _rows(1000.0)  # saved before the benchmark turned the probe off: no key
+    new = [dict(r, gradient_probe=0) for r in _rows(1000.0)]
+    (tmp_path / "training.json").write_text(json.dumps({"env": env, "data": old}))
+    (tmp_path / "training_new.json").write_text(json.dumps({"env": env, "data": new}))
+    (tmp_path / "cnn.json").write_text(json.dumps({"env": env, "data": new}))
+    (tmp_path / "tta.json").write_text(json.dumps({"env": env, "data": [
+        {"engine": "numba", "reached": {}, "curve": [{"test_acc": 0.9}], "gradient_probe": 0},
+        {"engine": "torch", "reached": {}, "curve": [{"test_acc": 0.9}],
+         "gradient_probe": None}]}))
+    md = make_results.render(tmp_path)
+    training, tagged = md.split("## Training")[1:3]
+    assert "include `Trainer.fit`'s per-epoch gradient-norm probe" in training
+    assert "probe off (`gradient_probe=0`)" in tagged and "include" not in tagged
+    cnn = md.split("## MNIST CNN")[1].split("## ")[0]
+    assert "probe off (`gradient_probe=0`)" in cnn
+    tta = md.split("## Time to accuracy")[1]
+    assert "probe off (`gradient_probe=0`)" in tta  # the torch row does not count

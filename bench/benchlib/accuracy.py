@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import math
 
+#: handprop's per-epoch gradient-norm probe in the timed run: off, as the PyTorch
+#: loop it is compared with computes no gradient norms (its time is in the epoch clock).
+TTA_GRADIENT_PROBE = 0
+
 BEST_RECIPE = {"hidden": [512, 256], "activation": "relu", "optimizer": "adam", "lr": 0.001,
                "batch_size": 128, "schedule": "exponential", "decay_rate": 0.85,
                "decay_epochs": 1.0}
@@ -13,7 +17,9 @@ def time_to_accuracy(engine: str, targets=(0.97, 0.98), max_epochs: int = 20,
                      recipe: dict | None = None, log=None) -> dict:
     """Training seconds (the trainer's own epoch clock; test evaluation excluded)
     until test accuracy first reaches each target, with the README's best recipe.
-    ``engine="torch"`` trains the same model, weights, batches and schedule in PyTorch."""
+    ``engine="torch"`` trains the same model, weights, batches and schedule in PyTorch.
+    handprop's trainer runs with its per-epoch gradient-norm probe off (PyTorch's loop
+    computes no gradient norms); the result's ``gradient_probe`` says so (None for torch)."""
     from handprop.train.config import make_config
     from handprop.train.run import prepare_data
 
@@ -27,7 +33,8 @@ def time_to_accuracy(engine: str, targets=(0.97, 0.98), max_epochs: int = 20,
     else:
         _handprop_epochs(engine, config, data, steps_per_epoch, max_epochs, progress)
     return {"engine": engine, "reached": {str(k): v for k, v in progress.reached.items()},
-            "curve": progress.curve}
+            "curve": progress.curve,
+            "gradient_probe": None if engine == "torch" else TTA_GRADIENT_PROBE}
 
 
 class _Progress:
@@ -66,7 +73,8 @@ def _handprop_epochs(engine, config, data, steps_per_epoch, max_epochs, progress
 
     trainer = Trainer(model, config["output_loss"], optimizer, batch_size=config["batch_size"],
                       epochs=max_epochs, seed=config["seed"], checkpoint_dir=None,
-                      progress=False, on_epoch_end=on_epoch_end)
+                      progress=False, on_epoch_end=on_epoch_end,
+                      gradient_probe=TTA_GRADIENT_PROBE)
     trainer.fit(data.x_train, data.y_train)
 
 

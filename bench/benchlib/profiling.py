@@ -45,6 +45,9 @@ def profile_steps(engine: str, model, batch: int, optimizer: str = "sgd",
     * ``gather``: the two ``take`` calls that build a batch (timed apart);
     * ``other``: the rest (Python in layers, model, optimizer and trainer loop,
       temporaries of the element-wise work).
+
+    The trainer is ``HandpropRunner``'s, with its gradient-norm probe off, so
+    ``total`` is training steps only; ``gradient_probe`` in the result says so.
     """
     name, _ = resolve_model(model)
     steps = steps or default_steps(name, batch)
@@ -99,7 +102,9 @@ def profile_steps(engine: str, model, batch: int, optimizer: str = "sgd",
     out = {"engine": engine, "model": name, "batch": batch, "optimizer": optimizer,
            "steps": steps, "repeats": repeats, "total": statistics.median(totals) * us,
            "gemm_ceiling": gemm * us,
-           "gemm_alloc_extra": max(0.0, gemm_alloc - gemm) * us, "gather": gather * us}
+           "gemm_alloc_extra": max(0.0, gemm_alloc - gemm) * us, "gather": gather * us,
+           # HandpropRunner's trainer: its per-epoch gradient-norm probe (0: off, not timed)
+           "gradient_probe": runner.trainer.gradient_probe}
     # Each phase: its median over the repeats.
     for label in per_rep[0]:
         out[label] = statistics.median(r.get(label, 0.0) for r in per_rep) * us

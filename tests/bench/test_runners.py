@@ -80,3 +80,32 @@ def test_interleave_rotates_and_counts():
     assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
     assert {k: v.values for k, v in seconds.items()} == {k: [1.0] * 3 for k in "abc"}
     assert all(r.warm == 1 for r in runners)
+
+
+def test_handprop_runner_times_epochs_without_the_gradient_probe():
+    """The comparators compute no gradient norms, so handprop's timed epochs do not either."""
+    runner = bench.HandpropRunner("cpu", **TINY)
+    assert bench.HandpropRunner.gradient_probe == 0
+    assert runner.trainer.gradient_probe == 0
+    runner.run()
+    assert runner.trainer.history.rows[-1]["grad_norms"] is None
+    profiled = bench.HandpropRunner("cpu", **TINY, trainer_class=CountingTrainer)
+    assert profiled.trainer.gradient_probe == 0  # the profiler's trainer too
+
+
+def test_measured_rows_say_the_probe_was_off():
+    rows = bench.measure_training(["784-100-10 sigmoid"], [8], ["sgd"], ["cpu"], repeats=1,
+                                  steps=2, comparators=[], with_ceiling=False)
+    assert [r["gradient_probe"] for r in rows] == [0]
+
+
+def test_probe_note_tells_old_runs_from_new():
+    from handprop.bench.report import probe_note
+
+    off = probe_note([{"gradient_probe": 0}, {"gradient_probe": 0}])
+    assert "probe off (`gradient_probe=0`)" in off and "include" not in off
+    old = probe_note([{"engine": "numba"}, {"engine": "cpu"}])  # saved before the switch
+    assert "include" in old and "1,024 training samples" in old and "before" in old
+    mixed = probe_note([{"gradient_probe": 0}, {}])
+    assert "1024 (not recorded)" in mixed and "0" in mixed
+    assert probe_note([]) == ""

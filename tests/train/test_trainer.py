@@ -403,3 +403,94 @@ def test_resuming_a_checkpoint_from_before_per_batch_losses(tmp_path):
     history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [bool(r.get("grad_norms")) for r in history] == [False, False, True, True]
     assert (out / "gradients.png").exists() and (out / "curves.png").exists()
+
+
+def _probe_model(engine, compile):
+    """Dense, dropout and (off numba's compiled path, which has none) batch norm: the
+    layers whose random draws and running statistics the probe must put back."""
+    from handprop.nn import BatchNorm, Dense, Dropout, Sequential
+
+    middle = [] if engine == "numba" and compile else [BatchNorm()]
+    return Sequential([Dense(16, "tanh"), *middle, Dropout(0.3), Dense(2)], input_dim=5,
+                      engine=make_engine(engine), dtype="float64", seed=3)
+
+
+def _probe_run(engine, compile, tmp_path=None, **kwargs):
+    x, y = toy_problem(n=200)
+    model = _probe_model(engine, compile)
+    trainer = Trainer(model, "softmax_cross_entropy", Adam(lr=0.01), batch_size=16, epochs=3,
+                      seed=5, progress=False, compile=compile, checkpoint_dir=tmp_path,
+                      **kwargs)
+    expect_path(trainer, engine, compile)
+    history = trainer.fit(x[:150], y[:150], x[150:], y[150:])
+    return trainer, history
+
+
+@pytest.mark.parametrize("engine, compile", PATHS)
+def test_gradient_probe_off_trains_the_same_bits(engine, compile):
+    on, history_on = _probe_run(engine, compile)
+    off, history_off = _probe_run(engine, compile, gradient_probe=0)
+    assert on.gradient_probe == 1024 and off.gradient_probe == 0
+    assert all(row["grad_norms"] for row in history_on.rows)  # the probe ran (on 150 samples)
+    assert [row["grad_norms"] for row in history_off.rows] == [None, None, None]
+    assert off.batch_losses == on.batch_losses  # bit for bit, every mini-batch
+    weights_on, weights_off = on.model.get_weights(), off.model.get_weights()
+    assert weights_off.keys() == weights_on.keys()
+    for name in weights_on:  # weights and batch norm's running statistics
+        np.testing.assert_array_equal(weights_off[name], weights_on[name])
+    states_on = on.optimizer.state_arrays(on.engine)
+    for name, value in off.optimizer.state_arrays(off.engine).items():
+        np.testing.assert_array_equal(value, states_on[name])
+    assert off.rng.bit_generator.state == on.rng.bit_generator.state
+    assert off.model.rng_states() == on.model.rng_states()
+    for row_on, row_off in zip(history_on.rows, history_off.rows):
+        same = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+        assert {k: row_off[k] for k in same} == {k: row_on[k] for k in same}
+
+
+def test_a_smaller_gradient_probe_measures_on_fewer_samples():
+    trainer, history = _probe_run("cpu", True, gradient_probe=10)
+    xs, ys = trainer.to_engine(*toy_problem(n=200))
+    assert history.rows[-1]["grad_norms"] == trainer.gradient_norms(xs[:10], ys[:10])
+    assert history.rows[-1]["grad_norms"] != trainer.gradient_norms(xs[:150], ys[:150])
+
+
+@pytest.mark.parametrize("value", [-1, 1.5, 1024.0, "1024", None, True, [16]])
+def test_a_bad_gradient_probe_is_refused(value):
+    with pytest.raises(ConfigError, match=r"gradient_probe must be a whole number of training "
+                                          r"samples >= 0 \(0 turns the per-epoch gradient-norm "
+                                          r"probe off"):
+        make_trainer(gradient_probe=value)
+
+
+def test_gradient_probe_accepts_numpy_integers():
+    assert make_trainer(gradient_probe=np.int64(64)).gradient_probe == 64
+
+
+def test_a_run_without_the_probe_resumes_with_it_and_plots(tmp_path):
+    """Rows with ``grad_norms`` None go through the checkpoint, resume with the probe on
+    continues the same trajectory, and the gradient plot takes the missing epochs."""
+    from handprop.train.plots import plot_gradient_norms
+
+    x, y = toy_problem(n=200)
+
+    def trainer(epochs, **kwargs):
+        return Trainer(_probe_model("cpu", True), "softmax_cross_entropy", Adam(lr=0.01),
+                       batch_size=16, epochs=epochs, seed=5, progress=False, **kwargs)
+
+    straight = trainer(4)
+    straight.fit(x, y)
+    first = trainer(2, gradient_probe=0, checkpoint_dir=tmp_path)
+    first.fit(x, y)
+    resumed = trainer(4)
+    resumed.load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    assert [row["grad_norms"] for row in resumed.history.rows] == [None, None]
+    resumed.fit(x, y)
+    norms = [row["grad_norms"] for row in resumed.history.rows]
+    assert norms[:2] == [None, None]
+    assert norms[2:] == [row["grad_norms"] for row in straight.history.rows][2:]
+    assert resumed.batch_losses == straight.batch_losses
+    for name, value in straight.model.get_weights().items():
+        np.testing.assert_array_equal(resumed.model.get_weights()[name], value)
+    path = plot_gradient_norms(resumed.history.rows, tmp_path / "gradients.png")
+    assert path.exists() and path.stat().st_size > 0

@@ -3,7 +3,8 @@
 What is measured (float32, MNIST-shaped data taken from the packaged MNIST):
 
 * whole training steps through the library's own loop (``Trainer.fit``,
-  ``progress=False``, no validation, no checkpoints): one timed epoch is
+  ``progress=False``, no validation, no checkpoints, and no per-epoch
+  gradient-norm probe, ``gradient_probe=0``, which no comparator runs): one timed epoch is
   exactly ``steps`` mini-batches; a warm-up epoch runs first (JIT, first
   allocations), and the engine is synchronised before the clock is read
   (``Trainer.fit`` does it at the end of every epoch);

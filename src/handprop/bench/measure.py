@@ -107,7 +107,9 @@ def measure_training(models=None, batches=None, optimizers=None, engines=None, *
         for label, _, _ in handprop_rows(engines, model):
             t = tput[label]
             row = {"engine": label, "model": name, "batch": batch, "optimizer": optimizer,
-                   "steps": n_steps, "repeats": repeats, **t.as_dict("samples_per_s")}
+                   "steps": n_steps, "repeats": repeats, **t.as_dict("samples_per_s"),
+                   # the trainer's per-epoch gradient-norm probe (0: off) in the timed epochs
+                   "gradient_probe": HandpropRunner.gradient_probe}
             cpu = tput.get("cpu")
             row["ratio_to_cpu"] = t.median / cpu.median if cpu else None
             # "best": ratios of the fastest repeats, the least disturbed by other

@@ -102,6 +102,28 @@ def format_side_by_side(rows: list[dict], markdown: bool = False) -> str:
     return table(head, body, markdown)
 
 
+def probe_note(rows: list[dict]) -> str:
+    """One sentence for a report: did handprop's timed epochs in ``rows`` (one saved
+    run's handprop rows) include the trainer's per-epoch gradient-norm probe? Rows
+    measured since the benchmark turns it off carry ``gradient_probe`` (0); rows
+    saved before carry none, and their epochs included the default 1,024-sample probe."""
+    sizes = {r.get("gradient_probe") for r in rows}
+    if not sizes:
+        return ""
+    if sizes == {0}:
+        return ("handprop's timed epochs run `Trainer.fit` with its per-epoch gradient-norm "
+                "probe off (`gradient_probe=0`): no comparator computes gradient norms.")
+    if sizes <= {None}:
+        return ("handprop's timed epochs here include `Trainer.fit`'s per-epoch gradient-norm "
+                "probe (a forward and backward pass over the first 1,024 training samples, "
+                "which no comparator runs): this run was saved before the benchmark turned "
+                "the probe off.")
+    shown = ", ".join("1024 (not recorded)" if s is None else str(s)
+                      for s in sorted(sizes, key=lambda s: -1 if s is None else s))
+    return (f"handprop's timed epochs here ran `Trainer.fit`'s per-epoch gradient-norm probe "
+            f"on different numbers of training samples (0 = off): {shown}.")
+
+
 def row_key(row: dict) -> tuple:
     return tuple(row.get(k) for k in ROW_KEY)
 

@@ -36,7 +36,7 @@ from ..optim.schedules import make_schedule
 from .config import make_config, validate
 from .run_folder import (BATCH_LOSS, CONFIG, CURVES, DECISION, GRADIENTS, METRICS, MODEL,
                          SUMMARY)
-from .trainer import CHECKPOINT_NAME, GRADIENT_PROBE_SIZE, Trainer
+from .trainer import CHECKPOINT_NAME, Trainer
 
 #: What `--resume` may change: the engine and training path it runs on, and how many
 #: epochs in all; nothing that changes what an epoch computes.
@@ -244,7 +244,8 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
                       for name, layer, key in model.named_parameters()}
             if any(row.get("grad_norms") for row in trainer.history.rows):
                 plot_gradient_norms(trainer.history.rows, out / GRADIENTS, shapes=shapes,
-                                    title=f"gradient norm per layer ({GRADIENT_PROBE_SIZE} "
+                                    title=f"gradient norm per layer "
+                                          f"({min(trainer.gradient_probe, len(data.x_train))} "
                                           f"training samples, after each epoch)")
             if tuple(data.input_shape) == (2,):
                 from .plots import plot_decision_regions

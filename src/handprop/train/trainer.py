@@ -17,6 +17,7 @@ per-batch losses and accuracy counts; ``compile=False`` keeps the layer path.
 from __future__ import annotations
 
 import math
+import numbers
 import sys
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ from ..optim.optimizers import Optimizer
 from ..progress import progress_bar
 from .run_folder import CHECKPOINT as CHECKPOINT_NAME
 
-#: Training samples (the first ones) on which per-layer gradient norms are taken.
+#: Training samples (the first ones) on which per-layer gradient norms are taken
+#: after each epoch, unless ``Trainer(gradient_probe=...)`` says otherwise.
 GRADIENT_PROBE_SIZE = 1024
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds",
                 "grad_norms")
@@ -139,16 +141,31 @@ class Trainer:
     one; ``compiled`` is it (or None) and ``compile_reason`` says why not. With an
     ``on_batch_end`` callback the compiled path runs chunks of one batch, so the
     callback still comes after each batch, in order.
+
+    ``gradient_probe`` is how many training samples (the first ones) the
+    per-epoch gradient-norm probe runs on: after each epoch one forward and
+    backward pass over them gives every weight matrix's gradient norm (the
+    row's ``grad_norms``; ``gradients.png``). It leaves weights, optimizer and
+    random state alone, so it never changes the training trajectory, but its
+    time is inside the row's ``seconds``. ``0`` turns it off: rows then carry
+    ``grad_norms = None``.
     """
 
     def __init__(self, model: Sequential, loss, optimizer: Optimizer, *, batch_size: int = 64,
                  epochs: int = 10, l2: float = 0.0, patience: int | None = None, seed: int = 0,
                  checkpoint_dir=None, eval_batch_size: int = 2048, progress: bool = True,
-                 on_epoch_end=None, on_batch_end=None, compile: bool = True):
+                 on_epoch_end=None, on_batch_end=None, compile: bool = True,
+                 gradient_probe: int = GRADIENT_PROBE_SIZE):
         if batch_size < 1 or epochs < 1:
             raise ConfigError("batch_size and epochs must be at least 1")
         if l2 < 0:
             raise ConfigError(f"l2 must be >= 0, got {l2}")
+        if (isinstance(gradient_probe, bool) or not isinstance(gradient_probe, numbers.Integral)
+                or gradient_probe < 0):
+            raise ConfigError(f"gradient_probe must be a whole number of training samples >= 0 "
+                              f"(0 turns the per-epoch gradient-norm probe off; default "
+                              f"{GRADIENT_PROBE_SIZE}); got {gradient_probe!r}")
+        self.gradient_probe = int(gradient_probe)
         self.model, self.loss, self.optimizer = model, get_loss(loss), optimizer
         self.engine = model.engine
         self.batch_size, self.epochs, self.l2 = int(batch_size), int(epochs), float(l2)
@@ -250,8 +267,9 @@ class Trainer:
         elif self.patience:
             raise ConfigError("early stopping needs a validation set")
         n = xs.shape[0]
-        # A fixed batch on which gradient norms are measured after each epoch.
-        probe = (xs[:GRADIENT_PROBE_SIZE], ys[:GRADIENT_PROBE_SIZE])
+        # A fixed batch on which gradient norms are measured after each epoch (None: off).
+        probe = ((xs[:self.gradient_probe], ys[:self.gradient_probe])
+                 if self.gradient_probe else None)
         batches = math.ceil(n / self.batch_size)
         if self.epoch and not self.batch_losses:
             # Resumed from a checkpoint that predates per-batch losses: keep the
@@ -284,7 +302,7 @@ class Trainer:
                        "val_loss": None, "val_acc": None, "lr": lr_at_start}
                 if has_val:
                     row["val_loss"], row["val_acc"] = self.evaluate_on_engine(xv, yv)
-                row["grad_norms"] = self.gradient_norms(*probe)
+                row["grad_norms"] = self.gradient_norms(*probe) if probe else None
                 seconds = time.perf_counter() - started
                 row["seconds"] = seconds
                 self.train_seconds += seconds
