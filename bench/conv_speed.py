@@ -19,6 +19,7 @@ each contestant does, nearly independent of the load.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import statistics
@@ -48,7 +49,7 @@ def handprop_step(engine_name: str, batch: int, seed: int = 0):
         model.backward(grad)
         optimizer.step(model)
 
-    step.model = model
+    step.model, step.engine = model, engine
     return step, engine
 
 
@@ -76,10 +77,15 @@ CLOCK = time.perf_counter
 
 
 def timed(step, steps: int) -> float:
-    start = CLOCK()
-    for _ in range(steps):
-        step()
-    return CLOCK() - start
+    """Seconds for ``steps`` steps; a handprop step runs inside its engine's
+    ``threads_for(model)``, as ``Trainer.fit`` runs it."""
+    threads = (step.engine.threads_for(step.model) if hasattr(step, "engine")
+               else contextlib.nullcontext())
+    with threads:
+        start = CLOCK()
+        for _ in range(steps):
+            step()
+        return CLOCK() - start
 
 
 def profile(engine_name: str, batch: int, steps: int) -> None:

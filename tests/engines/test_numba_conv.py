@@ -279,3 +279,46 @@ def test_a_forked_child_gets_its_own_threads():
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "same"
+
+
+def _blas_threads():
+    from threadpoolctl import threadpool_info
+
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def test_a_conv_model_runs_with_blas_on_one_thread_and_a_dense_model_keeps_its_threads(
+        nb, monkeypatch):
+    """The conv kernels bring their own threads; OpenBLAS's spinning ones would share the
+    cores with them, so a model with convolutions or pooling gets one BLAS thread while it
+    trains (Trainer.fit enters ``threads_for``), and gets its threads back after."""
+    from handprop.nn import Conv2D, Dense, Flatten, MaxPool2D, Sequential
+    from handprop.train.trainer import Trainer
+
+    monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 2)
+    before = _blas_threads()
+    conv = Sequential([Conv2D(2, 3, activation="relu"), MaxPool2D(2), Flatten(), Dense(3)],
+                      input_shape=(1, 6, 6), engine=nb, seed=0)
+    dense = Sequential([Dense(4, activation="relu"), Dense(3)], input_shape=(5,), engine=nb,
+                       seed=0)
+    with nb.threads_for(conv):
+        assert set(_blas_threads()) == {1}
+    with nb.threads_for(dense):
+        assert _blas_threads() == before
+    with CPU.threads_for(conv):
+        assert _blas_threads() == before
+    seen = []
+    forward = conv.layers[0].forward
+    monkeypatch.setattr(conv.layers[0], "forward",
+                        lambda x, training=False: seen.append(_blas_threads()) or forward(x, training))
+    from handprop.optim import SGD
+
+    trainer = Trainer(conv, "softmax_cross_entropy", SGD(lr=0.1), batch_size=4, epochs=1, seed=0,
+                      progress=False, checkpoint_dir=None)
+    rng = np.random.default_rng(0)
+    trainer.fit(rng.random((8, 1, 6, 6)).astype("float32"), rng.integers(0, 3, 8))
+    assert seen and all(set(threads) == {1} for threads in seen)
+    assert _blas_threads() == before
+    monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 1)
+    with nb.threads_for(conv):  # nothing to share the cores with
+        assert _blas_threads() == before

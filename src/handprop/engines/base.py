@@ -32,6 +32,8 @@ Conventions shared by every engine (the kernels in ``numba_kernels.py`` and
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 from typing import Any
 
@@ -159,6 +161,11 @@ class Engine:
         ``(None, reason)`` when this engine has none for the configuration; the trainer
         then runs layer by layer. The reference has none."""
         return None, f"the {self.name} engine runs the layer-by-layer path only"
+
+    def threads_for(self, model):
+        """A context in which ``model`` trains or predicts with this engine's threads set up
+        for it (the trainer and the evaluation enter it). The reference needs nothing."""
+        return contextlib.nullcontext()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"

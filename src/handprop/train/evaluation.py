@@ -45,15 +45,16 @@ def evaluate_split(model, loss, x, y, classes: int,
     n = len(x)
     total_loss = total_correct = 0.0
     outputs, predicted = [], []
-    for start in range(0, n, batch_size):
-        xb = engine.asarray(np.asarray(x[start:start + batch_size]), model.dtype)
-        yb = engine.asarray(np.asarray(y[start:start + batch_size]))
-        out = model.forward(xb, training=False)
-        value, _ = loss(engine, out, yb)
-        total_loss = total_loss + value * xb.shape[0]
-        total_correct = total_correct + count_correct(engine, loss, out, yb)
-        outputs.append(engine.to_numpy(out))
-        predicted.append(engine.to_numpy(loss.predict(engine, out)))
+    with engine.threads_for(model):
+        for start in range(0, n, batch_size):
+            xb = engine.asarray(np.asarray(x[start:start + batch_size]), model.dtype)
+            yb = engine.asarray(np.asarray(y[start:start + batch_size]))
+            out = model.forward(xb, training=False)
+            value, _ = loss(engine, out, yb)
+            total_loss = total_loss + value * xb.shape[0]
+            total_correct = total_correct + count_correct(engine, loss, out, yb)
+            outputs.append(engine.to_numpy(out))
+            predicted.append(engine.to_numpy(loss.predict(engine, out)))
     outputs, pred = np.concatenate(outputs), np.concatenate(predicted).astype(np.int64)
     truth = class_indices(np.asarray(y))
     return SplitEvaluation(engine.to_float(total_loss) / n, engine.to_float(total_correct) / n,

@@ -229,7 +229,8 @@ class Trainer:
 
     def evaluate_on_engine(self, xs, ys) -> tuple[float, float]:
         """Mean loss and accuracy over engine-resident arrays."""
-        return evaluate_arrays(self.model, self.loss, xs, ys, self.eval_batch_size)
+        with self.engine.threads_for(self.model):
+            return evaluate_arrays(self.model, self.loss, xs, ys, self.eval_batch_size)
 
     def gradient_norms(self, xs, ys) -> dict[str, float]:
         """Euclidean norm of the data-loss gradient of every weight matrix on ``xs, ys``.
@@ -282,40 +283,42 @@ class Trainer:
         if self.compiled is not None:
             self.compiled.bind(xs, ys)
         clock = ChunkClock(self.batch_size)
-        try:
-            while self.epoch < self.epochs and not self.stopped_early:
-                epoch = self.epoch + 1
-                reporter.start_epoch(epoch)
-                started = time.perf_counter()
-                lr_at_start = self.optimizer.lr
-                if self.compiled is not None:
-                    order = self.rng.permutation(n)
-                    loss_sum, correct, batch_loss = self._compiled_epoch(
-                        order, epoch, batches, reporter, clock)
-                else:
-                    order = engine.asarray(self.rng.permutation(n))
-                    loss_sum, correct, batch_loss = self._layer_epoch(
-                        xs, ys, order, epoch, batches, reporter)
-                self.batch_losses.extend(batch_loss)
-                row = {"epoch": epoch, "train_loss": to_float(loss_sum) / n,
-                       "train_acc": to_float(correct) / n,
-                       "val_loss": None, "val_acc": None, "lr": lr_at_start}
-                if has_val:
-                    row["val_loss"], row["val_acc"] = self.evaluate_on_engine(xv, yv)
-                row["grad_norms"] = self.gradient_norms(*probe) if probe else None
-                seconds = time.perf_counter() - started
-                row["seconds"] = seconds
-                self.train_seconds += seconds
-                self.history.append(row)
-                self.epoch = epoch
-                self._track_best(row)
-                if self.checkpoint_dir:
-                    self.save_checkpoint(self.checkpoint_dir / CHECKPOINT_NAME)
-                reporter.end_epoch(row)
-                if self.on_epoch_end:
-                    self.on_epoch_end(self, row)
-        finally:
-            reporter.close()
+        # (numba: BLAS on one thread for a conv model, whose kernels bring their own threads)
+        with engine.threads_for(self.model):
+            try:
+                while self.epoch < self.epochs and not self.stopped_early:
+                    epoch = self.epoch + 1
+                    reporter.start_epoch(epoch)
+                    started = time.perf_counter()
+                    lr_at_start = self.optimizer.lr
+                    if self.compiled is not None:
+                        order = self.rng.permutation(n)
+                        loss_sum, correct, batch_loss = self._compiled_epoch(
+                            order, epoch, batches, reporter, clock)
+                    else:
+                        order = engine.asarray(self.rng.permutation(n))
+                        loss_sum, correct, batch_loss = self._layer_epoch(
+                            xs, ys, order, epoch, batches, reporter)
+                    self.batch_losses.extend(batch_loss)
+                    row = {"epoch": epoch, "train_loss": to_float(loss_sum) / n,
+                           "train_acc": to_float(correct) / n,
+                           "val_loss": None, "val_acc": None, "lr": lr_at_start}
+                    if has_val:
+                        row["val_loss"], row["val_acc"] = self.evaluate_on_engine(xv, yv)
+                    row["grad_norms"] = self.gradient_norms(*probe) if probe else None
+                    seconds = time.perf_counter() - started
+                    row["seconds"] = seconds
+                    self.train_seconds += seconds
+                    self.history.append(row)
+                    self.epoch = epoch
+                    self._track_best(row)
+                    if self.checkpoint_dir:
+                        self.save_checkpoint(self.checkpoint_dir / CHECKPOINT_NAME)
+                    reporter.end_epoch(row)
+                    if self.on_epoch_end:
+                        self.on_epoch_end(self, row)
+            finally:
+                reporter.close()
         if self.patience and self.best["weights"] is not None:
             self.model.set_weights(self.best["weights"])
         return self.history
