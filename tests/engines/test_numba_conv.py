@@ -322,3 +322,27 @@ def test_a_conv_model_runs_with_blas_on_one_thread_and_a_dense_model_keeps_its_t
     monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 1)
     with nb.threads_for(conv):  # nothing to share the cores with
         assert _blas_threads() == before
+
+
+def test_a_big_bias_gradient_sums_fixed_blocks_on_any_number_of_threads(nb, rng, monkeypatch):
+    """A convolution's bias gradient (column sums of 100,000 rows) is summed in fixed blocks
+    shared between threads: the same bits on one thread or three, and the reference's
+    value."""
+    from handprop.engines import numba_engine
+
+    grad = rng.standard_normal((3 * numba_engine.BIAS_BLOCK_ROWS + 5, 16)).astype("float32")
+    monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 1)
+    serial = nb.bias_grad(grad)
+    monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 3)
+    threads, kernel = set(), nb.kernels.bias_grad_blocks
+
+    def recording(*args):
+        threads.add(__import__("threading").get_ident())
+        return kernel(*args)
+
+    monkeypatch.setattr(nb.kernels, "bias_grad_blocks", recording)
+    split = nb.bias_grad(grad)
+    assert len(threads) == 3
+    np.testing.assert_array_equal(serial, split)
+    assert split.dtype == np.float32
+    np.testing.assert_allclose(split, grad.astype(np.float64).sum(axis=0), rtol=1e-6, atol=1e-4)

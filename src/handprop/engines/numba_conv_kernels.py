@@ -155,7 +155,7 @@ def images_per_tile(rows_per_image: int, columns: int) -> int:
 
 #: Elements of a window tile (float32: 256 KB, within a core's L2 cache).
 TILE_ELEMENTS = 1 << 16
-#: Window rows shorter than this (kw * C values) are copied column by column.
+#: Windows with rows shorter than this (kw * C values) are gathered into a transposed tile.
 SHORT_RUN = 16
 #: Images per partial sum of a weight gradient: a fixed grouping, whatever the thread count.
 IMAGES_PER_GROUP = 8
@@ -441,19 +441,6 @@ def _windows_into(padded, kh, kw, sh, sw, oh, ow, tile, row0):
     in (p, q) order, each row's columns in (i, j, c) order."""
     hp, wp, c = padded.shape
     run = kw * c
-    if run < SHORT_RUN:
-        # Few values per run (one channel): column by column instead, a loop over the ow
-        # windows of an output row each, to spend the loop overhead once per column.
-        for p in range(oh):
-            rows = tile[row0 + p * ow:row0 + (p + 1) * ow]
-            for i in range(kh):
-                source = padded[p * sh + i]
-                for j in range(kw):
-                    for ch in range(c):
-                        col = (i * kw + j) * c + ch
-                        for q in range(ow):
-                            rows[q, col] = source[q * sw + j, ch]
-        return
     flat = padded.reshape(hp * wp * c)
     r = row0
     for p in range(oh):
@@ -470,6 +457,23 @@ def _windows_into(padded, kh, kw, sh, sw, oh, ow, tile, row0):
 
 
 @_jit
+def _windows_into_columns(padded, kh, kw, sh, sw, oh, ow, tile_t, col0):
+    """``_windows_into`` transposed, for windows of few values a row (kw*C < SHORT_RUN, as
+    one channel gives): columns ``col0 .. col0 + oh*ow`` of ``tile_t`` (kh*kw*C, ...) get
+    the windows, each of its rows ``ow``-long runs of one image row."""
+    c = padded.shape[2]
+    for i in range(kh):
+        for j in range(kw):
+            for ch in range(c):
+                target_row = tile_t[(i * kw + j) * c + ch]
+                for p in range(oh):
+                    source = padded[p * sh + i]
+                    target = target_row[col0 + p * ow:col0 + (p + 1) * ow]
+                    for q in range(ow):
+                        target[q] = source[q * sw + j, ch]
+
+
+@_jit
 def _padded_shape(h, w, c, kh, kw, sh, sw, top, left, oh, ow):
     return (max(h + top, (oh - 1) * sh + kh), max(w + left, (ow - 1) * sw + kw), c)
 
@@ -482,13 +486,21 @@ def im2col_matmul(x, w, kh, kw, sh, sw, top, left, oh, ow, per_tile, b0, b1, z):
     k, f, rows = kh * kw * c, w.shape[1], oh * ow
     dt = x.dtype.type
     padded = np.zeros(_padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow), x.dtype)
-    tile = np.empty((per_tile * rows, k), dtype=x.dtype)
+    short = kw * c < SHORT_RUN
+    tile = np.empty((k, per_tile * rows) if short else (per_tile * rows, k), dtype=x.dtype)
     for t0 in range(b0, b1, per_tile):
         t1 = min(t0 + per_tile, b1)
         for b in range(t0, t1):
             _pad_channels_last(x, b, top, left, padded)
-            _windows_into(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * rows)
-        gemm(N, N, (t1 - t0) * rows, f, k, dt(1), tile, k, w, f, dt(0), z[t0 * rows:], f)
+            if short:
+                _windows_into_columns(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * rows)
+            else:
+                _windows_into(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * rows)
+        m = (t1 - t0) * rows
+        if short:
+            gemm(T, N, m, f, k, dt(1), tile, per_tile * rows, w, f, dt(0), z[t0 * rows:], f)
+        else:
+            gemm(N, N, m, f, k, dt(1), tile, k, w, f, dt(0), z[t0 * rows:], f)
 
 
 @_jit
@@ -502,17 +514,24 @@ def im2col_t_matmul(x, g, kh, kw, sh, sw, top, left, oh, ow, per_tile, per_group
     k, f, rows = kh * kw * c, g.shape[1], oh * ow
     dt = x.dtype.type
     padded = np.zeros(_padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow), x.dtype)
-    tile = np.empty((per_tile * rows, k), dtype=x.dtype)
+    short = kw * c < SHORT_RUN
+    tile = np.empty((k, per_tile * rows) if short else (per_tile * rows, k), dtype=x.dtype)
     for group in range(g0, g1):
         first, last = group * per_group, min((group + 1) * per_group, n)
         for t0 in range(first, last, per_tile):
             t1 = min(t0 + per_tile, last)
             for b in range(t0, t1):
                 _pad_channels_last(x, b, top, left, padded)
-                _windows_into(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * rows)
-            beta = dt(0) if t0 == first else dt(1)
-            gemm(T, N, k, f, (t1 - t0) * rows, dt(1), tile, k, g[t0 * rows:], f, beta,
-                 partial[group], f)
+                if short:
+                    _windows_into_columns(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * rows)
+                else:
+                    _windows_into(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * rows)
+            beta, m = dt(0) if t0 == first else dt(1), (t1 - t0) * rows
+            if short:
+                gemm(N, N, k, f, m, dt(1), tile, per_tile * rows, g[t0 * rows:], f, beta,
+                     partial[group], f)
+            else:
+                gemm(T, N, k, f, m, dt(1), tile, k, g[t0 * rows:], f, beta, partial[group], f)
 
 
 @_jit

@@ -147,6 +147,22 @@ def bias_grad(grad, res):
 
 
 @_jit
+def bias_grad_blocks(grad, block_rows, b0, b1, partial):
+    """``partial[blk]`` (float64) = column sums of rows ``blk*block_rows ..`` of ``grad``, for
+    the blocks ``b0 .. b1``: ``bias_grad`` in fixed blocks, so threads can share them and
+    the caller's in-order sum of the blocks does not depend on how many threads ran."""
+    n, k = grad.shape
+    for blk in range(b0, b1):
+        acc = partial[blk]
+        for j in range(k):
+            acc[j] = 0.0
+        for i in range(blk * block_rows, min((blk + 1) * block_rows, n)):
+            row = grad[i]
+            for j in range(k):
+                acc[j] += row[j]
+
+
+@_jit
 def sum_squares(w):
     """``sum(w**2)`` of a 1-D array, accumulated in float64 with four
     independent partial sums (no fastmath: the order is fixed)."""
