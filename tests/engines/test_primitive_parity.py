@@ -495,6 +495,33 @@ def test_window_products(fused_engine, rng, case, dtype, layout):
         close(dx, want_dx, dtype, scale=terms["dx"])
 
 
+@pytest.mark.parametrize("activation", ["identity", "relu", "leaky_relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_window_product_with_bias_and_activation(fused_engine, rng, dtype, activation):
+    """``im2col_matmul(..., bias, activation)`` is ``activation(im2col(x) @ w + bias)``, and
+    ``act_backward_bias_grad`` is ``act_backward`` then ``bias_grad``; big enough to split
+    over threads."""
+    x_shape, kernel, stride, padding = CONV_GEOMETRIES[-1]
+    x = rng.standard_normal(x_shape).astype(dtype)
+    cols = CPU.im2col(x, kernel, stride, padding)
+    w = rng.standard_normal((cols.shape[1], 6)).astype(dtype)
+    bias = rng.standard_normal(6).astype(dtype)
+    want = CPU.bias_act(cols @ w, bias, activation)
+    grad = rng.standard_normal(want.shape).astype(dtype)
+    want_dz = CPU.act_backward(grad, want, activation)
+    want_db = CPU.bias_grad(want_dz)
+    for eng in conv_engines(fused_engine):
+        z = host(eng, eng.im2col_matmul(eng.asarray(x), eng.asarray(w), kernel, stride, padding,
+                                        eng.asarray(bias), activation))
+        close(z, want, dtype, scale=cols.shape[1])
+        z_no_bias = host(eng, eng.im2col_matmul(eng.asarray(x), eng.asarray(w), kernel, stride,
+                                                padding, None, activation))
+        close(z_no_bias, CPU.activation(cols @ w, activation), dtype, scale=cols.shape[1])
+        dz, db = eng.act_backward_bias_grad(eng.asarray(grad), eng.asarray(want), activation)
+        np.testing.assert_array_equal(host(eng, dz), want_dz)  # element-wise: exact
+        close(host(eng, db), want_db, dtype, scale=grad.shape[0])
+
+
 @pytest.mark.parametrize("case", CONV_GEOMETRIES[1:4], ids=geometry_id)
 def test_im2col_writes_into_a_buffer_that_fits(fused_engine, rng, case):
     """``out=``: the result lands in a buffer of the right shape and dtype (no new allocation

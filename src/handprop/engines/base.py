@@ -224,6 +224,12 @@ class Engine:
         """Column sums of ``grad``: the bias gradient of a dense layer."""
         return self.xp.sum(grad, axis=0)
 
+    def act_backward_bias_grad(self, grad, out, kind: str, alpha: float = 0.01):
+        """``(dz, db)``: ``dz = act_backward(grad, out)`` and ``db = bias_grad(dz)``, which an
+        engine may compute in one pass."""
+        dz = self.act_backward(grad, out, kind, alpha)
+        return dz, self.bias_grad(dz)
+
     def sum_squares(self, w) -> float:
         """``sum(w**2)`` as a Python float (for the L2 penalty)."""
         return self.to_float(self.xp.sum(w * w))
@@ -307,9 +313,14 @@ class Engine:
     # A convolution's three products over windows. Here they are what they say, im2col or
     # col2im around one GEMM; an engine may compute them a tile at a time instead, never
     # holding the whole window matrix (numba does).
-    def im2col_matmul(self, x, w, kernel, stride, padding):
-        """``im2col(x) @ w``: x (N, C, H, W), w (C*kh*kw, F) -> (N*OH*OW, F)."""
-        return self.im2col(x, kernel, stride, padding) @ w
+    def im2col_matmul(self, x, w, kernel, stride, padding, bias=None, activation="identity",
+                      alpha: float = 0.01):
+        """``activation(im2col(x) @ w + bias)``: x (N, C, H, W), w (C*kh*kw, F), bias (F,)
+        or None -> (N*OH*OW, F)."""
+        z = self.im2col(x, kernel, stride, padding) @ w
+        if bias is not None:
+            return self.bias_act(z, bias, activation, alpha)
+        return self.activation(z, activation, alpha)
 
     def im2col_t_matmul(self, x, g, kernel, stride, padding):
         """``im2col(x).T @ g``: x (N, C, H, W), g (N*OH*OW, F) -> (C*kh*kw, F)."""

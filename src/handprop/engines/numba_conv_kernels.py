@@ -33,6 +33,7 @@ import numba
 import numpy as np
 from numba import njit
 
+from .numba_kernels import LEAKY_RELU, RELU
 from .numba_training_kernels import N, T, gemm
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
@@ -479,9 +480,31 @@ def _padded_shape(h, w, c, kh, kw, sh, sw, top, left, oh, ow):
 
 
 @_jit
-def im2col_matmul(x, w, kh, kw, sh, sw, top, left, oh, ow, per_tile, b0, b1, z):
+def _bias_act_rows(z, r0, r1, bias, has_bias, code, alpha):
+    """Rows ``r0 .. r1`` of z get ``f(z + bias)`` in place for the activations without a
+    transcendental (identity, relu, leaky_relu), as ``bias_act_direct`` computes them."""
+    f = z.shape[1]
+    zero, alpha = z.dtype.type(0), z.dtype.type(alpha)
+    for r in range(r0, r1):
+        row = z[r]
+        if has_bias:
+            for t in range(f):
+                row[t] = row[t] + bias[t]
+        if code == RELU:
+            for t in range(f):
+                row[t] = row[t] if row[t] > zero else zero
+        elif code == LEAKY_RELU:
+            for t in range(f):
+                row[t] = row[t] if row[t] > zero else row[t] * alpha
+
+
+@_jit
+def im2col_matmul(x, w, kh, kw, sh, sw, top, left, oh, ow, per_tile, bias, has_bias, code,
+                  alpha, b0, b1, z):
     """Rows of images ``b0 .. b1`` of ``z`` (N*OH*OW, F) = their windows of x (N, C, H, W)
-    @ ``w`` (kh*kw*C, F, rows in (i, j, c) order), ``per_tile`` images per product."""
+    @ ``w`` (kh*kw*C, F, rows in (i, j, c) order), ``per_tile`` images per product; then
+    ``f(z + bias)`` on each tile's rows while they are in cache (``code``: identity, relu
+    or leaky_relu)."""
     _, c, h, width = x.shape
     k, f, rows = kh * kw * c, w.shape[1], oh * ow
     dt = x.dtype.type
@@ -501,6 +524,7 @@ def im2col_matmul(x, w, kh, kw, sh, sw, top, left, oh, ow, per_tile, b0, b1, z):
             gemm(T, N, m, f, k, dt(1), tile, per_tile * rows, w, f, dt(0), z[t0 * rows:], f)
         else:
             gemm(N, N, m, f, k, dt(1), tile, k, w, f, dt(0), z[t0 * rows:], f)
+        _bias_act_rows(z, t0 * rows, t1 * rows, bias, has_bias, code, alpha)
 
 
 @_jit

@@ -110,6 +110,8 @@ class NumbaEngine(NumpyEngine):
                 self.act_backward(z, out, kind)
             self.bias_grad(z)
             self.kernels.bias_grad_blocks(z, 1, 0, 2, np.empty((2, 3)))  # a big bias_grad's
+            for kind in ("relu", "leaky_relu"):
+                self.act_backward_bias_grad(z, self.bias_act(z, b, kind), kind)
             self.sum_squares(z)
             self.softmax_xent(z, np.array([0, 2], dtype=np.int64))
             out, x_hat, inv_std, _, _ = self.batch_norm_forward(z, b, b, 1e-5)
@@ -229,6 +231,26 @@ class NumbaEngine(NumpyEngine):
         res[:] = partial.sum(axis=0)
         return res
 
+    def act_backward_bias_grad(self, grad, out, kind: str, alpha: float = 0.01):
+        code = activation_code(kind)
+        if (code not in (_RELU, _LEAKY) or not _floats(grad, out) or grad.ndim != 2
+                or grad.shape != out.shape):
+            return super().act_backward_bias_grad(grad, out, kind, alpha)
+        # relu and leaky_relu: dz and its column sums in one pass, in the fixed blocks of
+        # bias_grad (the same bits as act_backward, then bias_grad).
+        grad, out, conv = np.ascontiguousarray(grad), np.ascontiguousarray(out), self.conv_kernels
+        dz, db = np.empty_like(grad), np.empty(grad.shape[1], dtype=grad.dtype)
+        blocks = -(-grad.shape[0] // BIAS_BLOCK_ROWS)
+        if grad.size < conv.PARALLEL_MIN_ELEMENTS:
+            blocks = 1  # bias_grad's one straight sum
+        block_rows = -(-grad.shape[0] // blocks) if blocks == 1 else BIAS_BLOCK_ROWS
+        partial = np.empty((blocks, grad.shape[1]))
+        conv.over_batch(self.kernels.act_backward_bias_grad_blocks,
+                        conv.batch_chunks(blocks, grad.size), lambda b0, b1: (
+                            grad, out, code, float(alpha), max(block_rows, 1), b0, b1, dz, partial))
+        db[:] = partial[0] if blocks == 1 else partial.sum(axis=0)
+        return dz, db
+
     def sum_squares(self, w) -> float:
         if not _floats(w):
             return super().sum_squares(w)
@@ -304,20 +326,33 @@ class NumbaEngine(NumpyEngine):
         args = (kh, kw, stride[0], stride[1], padding[0], padding[2], oh, ow, per_tile)
         return n, c, oh * ow, args
 
-    def im2col_matmul(self, x, w, kernel, stride, padding):
-        if not _floats(x, w) or x.ndim != 4 or w.ndim != 2:
-            return super().im2col_matmul(x, w, kernel, stride, padding)
+    def im2col_matmul(self, x, w, kernel, stride, padding, bias=None, activation="identity",
+                      alpha: float = 0.01):
+        code = activation_code(activation)
+        if (not _floats(x, w) or x.ndim != 4 or w.ndim != 2
+                or (bias is not None and not (_floats(bias, x) and bias.shape == w.shape[1:]))):
+            return super().im2col_matmul(x, w, kernel, stride, padding, bias, activation, alpha)
         n, c, rows, args = self._window_plan(x.shape, kernel, stride, padding, "im2col_matmul")
         kh, kw = kernel
-        if w.shape[0] != c * kh * kw:
-            return super().im2col_matmul(x, w, kernel, stride, padding)  # it names the shapes
+        if w.shape[0] != c * kh * kw:  # the reference names the shapes
+            return super().im2col_matmul(x, w, kernel, stride, padding, bias, activation, alpha)
         f = w.shape[1]
+        # identity, relu and leaky_relu are applied to each tile's rows in the kernel; the
+        # others (exp, tanh) after it, by bias_act, as the reference computes them.
+        in_kernel = code in (_IDENTITY, _RELU, _LEAKY)
+        has_bias = bias is not None and in_kernel
+        epilogue = (np.ascontiguousarray(bias) if has_bias else np.zeros(f, x.dtype),
+                    has_bias, code if in_kernel else _IDENTITY, float(alpha))
         w_ijc = np.ascontiguousarray(w.reshape(c, kh, kw, f).transpose(1, 2, 0, 3)).reshape(-1, f)
         z = np.empty((n * rows, f), dtype=x.dtype)
         conv, per_tile, work = self.conv_kernels, args[-1], n * rows * c * kh * kw
         conv.over_batch_one_blas_thread(conv.im2col_matmul, self._tile_chunks(n, per_tile, work),
-                                        lambda b0, b1: (x, w_ijc, *args, b0, b1, z))
-        return z
+                                        lambda b0, b1: (x, w_ijc, *args, *epilogue, b0, b1, z))
+        if in_kernel:
+            return z
+        if bias is not None:
+            return self.bias_act(z, bias, activation, alpha)
+        return self.activation(z, activation, alpha)
 
     def im2col_t_matmul(self, x, g, kernel, stride, padding):
         if not _floats(x, g) or x.ndim != 4 or g.ndim != 2:

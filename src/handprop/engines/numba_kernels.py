@@ -163,6 +163,29 @@ def bias_grad_blocks(grad, block_rows, b0, b1, partial):
 
 
 @_jit
+def act_backward_bias_grad_blocks(grad, out, code, alpha, block_rows, b0, b1, res, partial):
+    """For the blocks ``b0 .. b1`` of ``block_rows`` rows: ``res = grad * f'`` (relu or
+    leaky_relu, from ``out = f(z)``, as ``act_backward``) and ``partial[blk]`` (float64) =
+    the column sums of those rows of ``res``, as ``bias_grad_blocks``: one pass, not two."""
+    n, k = grad.shape
+    zero, alpha = grad.dtype.type(0), grad.dtype.type(alpha)
+    for blk in range(b0, b1):
+        acc = partial[blk]
+        for j in range(k):
+            acc[j] = 0.0
+        for i in range(blk * block_rows, min((blk + 1) * block_rows, n)):
+            g, o, r = grad[i], out[i], res[i]
+            if code == RELU:
+                for j in range(k):
+                    r[j] = g[j] if o[j] > zero else zero
+            else:
+                for j in range(k):
+                    r[j] = g[j] if o[j] > zero else g[j] * alpha
+            for j in range(k):
+                acc[j] += r[j]
+
+
+@_jit
 def sum_squares(w):
     """``sum(w**2)`` of a 1-D array, accumulated in float64 with four
     independent partial sums (no fastmath: the order is fixed)."""
