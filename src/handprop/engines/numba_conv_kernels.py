@@ -458,20 +458,37 @@ def _windows_into(padded, kh, kw, sh, sw, oh, ow, tile, row0):
 
 
 @_jit
+def _pad_channels_first(x, b, top, left, padded):
+    """Image ``b`` of x (N, C, H, W), any memory layout, into the interior of ``padded``
+    (C, Hp, Wp); the border is left as it is (zero)."""
+    _, c, h, w = x.shape
+    for ch in range(c):
+        for i in range(h):
+            source, target = x[b, ch, i], padded[ch, top + i, left:left + w]
+            for j in range(w):
+                target[j] = source[j]
+
+
+@_jit
 def _windows_into_columns(padded, kh, kw, sh, sw, oh, ow, tile_t, col0):
     """``_windows_into`` transposed, for windows of few values a row (kw*C < SHORT_RUN, as
     one channel gives): columns ``col0 .. col0 + oh*ow`` of ``tile_t`` (kh*kw*C, ...) get
-    the windows, each of its rows ``ow``-long runs of one image row."""
-    c = padded.shape[2]
+    the windows of ``padded`` (C, Hp, Wp, channels first), each of its rows ``ow``-long
+    runs of one image row (unit-stride copies at stride 1)."""
+    c = padded.shape[0]
     for i in range(kh):
         for j in range(kw):
             for ch in range(c):
                 target_row = tile_t[(i * kw + j) * c + ch]
                 for p in range(oh):
-                    source = padded[p * sh + i]
+                    source = padded[ch, p * sh + i, j:j + (ow - 1) * sw + 1]
                     target = target_row[col0 + p * ow:col0 + (p + 1) * ow]
-                    for q in range(ow):
-                        target[q] = source[q * sw + j, ch]
+                    if sw == 1:
+                        for q in range(ow):
+                            target[q] = source[q]
+                    else:
+                        for q in range(ow):
+                            target[q] = source[q * sw]
 
 
 @_jit
@@ -480,22 +497,25 @@ def _padded_shape(h, w, c, kh, kw, sh, sw, top, left, oh, ow):
 
 
 @_jit
-def _bias_act_rows(z, r0, r1, bias, has_bias, code, alpha):
+def _bias_act_rows(z, r0, r1, bias_rows, has_bias, code, alpha):
     """Rows ``r0 .. r1`` of z get ``f(z + bias)`` in place for the activations without a
-    transcendental (identity, relu, leaky_relu), as ``bias_act_direct`` computes them."""
-    f = z.shape[1]
+    transcendental (identity, relu, leaky_relu), as ``bias_act_direct`` computes them.
+    ``bias_rows`` is the bias repeated for a whole number of rows: the rows are then one
+    long run, which vectorises (a loop per row of 16 values costs 3x as much)."""
+    n, f = z.shape
     zero, alpha = z.dtype.type(0), z.dtype.type(alpha)
-    for r in range(r0, r1):
-        row = z[r]
+    flat, run = z.reshape(n * f), bias_rows.shape[0]
+    for start in range(r0 * f, r1 * f, run):
+        part = flat[start:min(start + run, r1 * f)]
         if has_bias:
-            for t in range(f):
-                row[t] = row[t] + bias[t]
+            for t in range(part.shape[0]):
+                part[t] = part[t] + bias_rows[t]
         if code == RELU:
-            for t in range(f):
-                row[t] = row[t] if row[t] > zero else zero
+            for t in range(part.shape[0]):
+                part[t] = part[t] if part[t] > zero else zero
         elif code == LEAKY_RELU:
-            for t in range(f):
-                row[t] = row[t] if row[t] > zero else row[t] * alpha
+            for t in range(part.shape[0]):
+                part[t] = part[t] if part[t] > zero else part[t] * alpha
 
 
 @_jit
@@ -508,16 +528,18 @@ def im2col_matmul(x, w, kh, kw, sh, sw, top, left, oh, ow, per_tile, bias, has_b
     _, c, h, width = x.shape
     k, f, rows = kh * kw * c, w.shape[1], oh * ow
     dt = x.dtype.type
-    padded = np.zeros(_padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow), x.dtype)
     short = kw * c < SHORT_RUN
+    hp, wp, _ = _padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow)
+    padded = np.zeros((c, hp, wp) if short else (hp, wp, c), x.dtype)
     tile = np.empty((k, per_tile * rows) if short else (per_tile * rows, k), dtype=x.dtype)
     for t0 in range(b0, b1, per_tile):
         t1 = min(t0 + per_tile, b1)
         for b in range(t0, t1):
-            _pad_channels_last(x, b, top, left, padded)
             if short:
+                _pad_channels_first(x, b, top, left, padded)
                 _windows_into_columns(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * rows)
             else:
+                _pad_channels_last(x, b, top, left, padded)
                 _windows_into(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * rows)
         m = (t1 - t0) * rows
         if short:
@@ -537,18 +559,20 @@ def im2col_t_matmul(x, g, kh, kw, sh, sw, top, left, oh, ow, per_tile, per_group
     n, c, h, width = x.shape
     k, f, rows = kh * kw * c, g.shape[1], oh * ow
     dt = x.dtype.type
-    padded = np.zeros(_padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow), x.dtype)
     short = kw * c < SHORT_RUN
+    hp, wp, _ = _padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow)
+    padded = np.zeros((c, hp, wp) if short else (hp, wp, c), x.dtype)
     tile = np.empty((k, per_tile * rows) if short else (per_tile * rows, k), dtype=x.dtype)
     for group in range(g0, g1):
         first, last = group * per_group, min((group + 1) * per_group, n)
         for t0 in range(first, last, per_tile):
             t1 = min(t0 + per_tile, last)
             for b in range(t0, t1):
-                _pad_channels_last(x, b, top, left, padded)
                 if short:
+                    _pad_channels_first(x, b, top, left, padded)
                     _windows_into_columns(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * rows)
                 else:
+                    _pad_channels_last(x, b, top, left, padded)
                     _windows_into(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * rows)
             beta, m = dt(0) if t0 == first else dt(1), (t1 - t0) * rows
             if short:

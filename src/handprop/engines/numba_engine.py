@@ -67,6 +67,8 @@ def _inplace_ok(*arrays) -> bool:
 
 #: Rows per partial sum of a big ``bias_grad``, a fixed grouping whatever the thread count.
 BIAS_BLOCK_ROWS = 8192
+#: Rows a convolution's element-wise kernels take as one run (BIAS_BLOCK_ROWS is a multiple).
+ROWS_PER_RUN = 64
 
 
 class NumbaEngine(NumpyEngine):
@@ -236,18 +238,19 @@ class NumbaEngine(NumpyEngine):
         if (code not in (_RELU, _LEAKY) or not _floats(grad, out) or grad.ndim != 2
                 or grad.shape != out.shape):
             return super().act_backward_bias_grad(grad, out, kind, alpha)
-        # relu and leaky_relu: dz and its column sums in one pass, in the fixed blocks of
-        # bias_grad (the same bits as act_backward, then bias_grad).
+        # relu and leaky_relu: dz (the same bits as act_backward) and its column sums in one
+        # pass, in fixed blocks of rows shared between threads (the sums' order is fixed:
+        # ROWS_PER_RUN interleaved partial sums a column, then the blocks in order).
         grad, out, conv = np.ascontiguousarray(grad), np.ascontiguousarray(out), self.conv_kernels
         dz, db = np.empty_like(grad), np.empty(grad.shape[1], dtype=grad.dtype)
-        blocks = -(-grad.shape[0] // BIAS_BLOCK_ROWS)
-        if grad.size < conv.PARALLEL_MIN_ELEMENTS:
-            blocks = 1  # bias_grad's one straight sum
-        block_rows = -(-grad.shape[0] // blocks) if blocks == 1 else BIAS_BLOCK_ROWS
+        blocks = max(1, -(-grad.shape[0] // BIAS_BLOCK_ROWS))
         partial = np.empty((blocks, grad.shape[1]))
-        conv.over_batch(self.kernels.act_backward_bias_grad_blocks,
-                        conv.batch_chunks(blocks, grad.size), lambda b0, b1: (
-                            grad, out, code, float(alpha), max(block_rows, 1), b0, b1, dz, partial))
+        chunks = conv.batch_chunks(blocks, grad.size)
+        sums = [np.empty(ROWS_PER_RUN * grad.shape[1]) for _ in chunks]  # one per thread
+        starts = {start: i for i, (start, _) in enumerate(chunks)}
+        conv.over_batch(self.kernels.act_backward_bias_grad_blocks, chunks, lambda b0, b1: (
+            grad, out, code, float(alpha), BIAS_BLOCK_ROWS, sums[starts[b0]], b0, b1, dz,
+            partial))
         db[:] = partial[0] if blocks == 1 else partial.sum(axis=0)
         return dz, db
 
@@ -341,8 +344,8 @@ class NumbaEngine(NumpyEngine):
         # others (exp, tanh) after it, by bias_act, as the reference computes them.
         in_kernel = code in (_IDENTITY, _RELU, _LEAKY)
         has_bias = bias is not None and in_kernel
-        epilogue = (np.ascontiguousarray(bias) if has_bias else np.zeros(f, x.dtype),
-                    has_bias, code if in_kernel else _IDENTITY, float(alpha))
+        bias_rows = np.tile(bias if has_bias else np.zeros(f, x.dtype), ROWS_PER_RUN)
+        epilogue = (bias_rows, has_bias, code if in_kernel else _IDENTITY, float(alpha))
         w_ijc = np.ascontiguousarray(w.reshape(c, kh, kw, f).transpose(1, 2, 0, 3)).reshape(-1, f)
         z = np.empty((n * rows, f), dtype=x.dtype)
         conv, per_tile, work = self.conv_kernels, args[-1], n * rows * c * kh * kw
