@@ -71,6 +71,12 @@ BIAS_BLOCK_ROWS = 8192
 ROWS_PER_RUN = 64
 
 
+def _argmax_dtype(size) -> type:
+    """Positions inside a pooling window: one byte each for windows of up to 127 values (a
+    fraction of the memory traffic of the reference's int64), else int64."""
+    return np.int8 if size[0] * size[1] <= 127 else np.int64
+
+
 class NumbaEngine(NumpyEngine):
     name = "numba"
     fused_kernels = True
@@ -407,7 +413,7 @@ class NumbaEngine(NumpyEngine):
         chunks = conv.batch_chunks(n, x.size)
         if conv.channels_last(x):
             out_t = np.empty((n, oh, ow, c), dtype=x.dtype)
-            argmax_t = np.empty(out_t.shape, dtype=np.int64)
+            argmax_t = np.empty(out_t.shape, dtype=_argmax_dtype(size))
             out, argmax = out_t.transpose(0, 3, 1, 2), argmax_t.transpose(0, 3, 1, 2)
             if size == (2, 2):
                 x_t = x.transpose(0, 2, 3, 1)
@@ -415,7 +421,7 @@ class NumbaEngine(NumpyEngine):
                     x_t[b0:b1], sh, sw, out_t[b0:b1], argmax_t[b0:b1]))
         else:
             out = np.empty((n, c, oh, ow), dtype=x.dtype)
-            argmax = np.empty(out.shape, dtype=np.int64)
+            argmax = np.empty(out.shape, dtype=_argmax_dtype(size))
             if size == (2, 2):
                 nan = conv.over_batch(conv.max_pool_forward_2x2, chunks, lambda b0, b1: (
                     x[b0:b1], sh, sw, out[b0:b1], argmax[b0:b1]))
@@ -435,7 +441,8 @@ class NumbaEngine(NumpyEngine):
         n, c, h, w = (int(d) for d in x_shape)
         (ph, pw), (sh, sw), conv = size, stride, self.conv_kernels
         chunks = conv.batch_chunks(n, n * c * h * w)
-        argmax = argmax.astype(np.int64, copy=False)  # keeps the layout
+        if argmax.dtype not in (np.int8, np.int64):
+            argmax = argmax.astype(np.int64)  # keeps the layout; two kernel variants, not more
         if conv.channels_last(argmax):
             dx_t = np.empty((n, h, w, c), dtype=grad.dtype)
             # The gradient in the arg-max's channels-last layout (after Flatten it comes back
