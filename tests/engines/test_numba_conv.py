@@ -18,7 +18,8 @@ CPU = get_engine("cpu")
 CONV_KERNELS = {"im2col", "col2im", "max_pool_forward", "max_pool_forward_2x2",
                 "max_pool_forward_2x2_nhwc", "max_pool_forward_nan", "max_pool_backward",
                 "max_pool_backward_nhwc", "max_pool_backward_tiled_nhwc", "avg_pool_forward",
-                "avg_pool_backward", "im2col_matmul", "im2col_t_matmul", "matmul_col2im"}
+                "avg_pool_backward", "im2col_matmul", "im2col_t_matmul", "matmul_col2im",
+                "act_backward_bias_grad_blocks"}
 
 
 @pytest.fixture
@@ -96,7 +97,8 @@ def test_views_reach_the_kernels_without_a_copy(nb, monkeypatch, rng):
     names = ("max_pool_forward_2x2", "max_pool_forward_2x2_nhwc")
     fake = {n: recorder(n) for n in names}
     fake.update({name: staticmethod(getattr(numba_conv_kernels, name))
-                 for name in ("over_batch", "batch_chunks", "channels_last")})
+                 for name in ("over_batch", "batch_chunks", "channels_last", "share_units",
+                              "images_per_unit")})
     monkeypatch.setattr(nb, "conv_kernels", type("K", (), fake))
     def same_memory(a, b):
         return a.ctypes.data == b.ctypes.data and a.strides == b.strides and a.shape == b.shape

@@ -27,12 +27,11 @@ from handprop.engines.numba_engine import NumbaEngine  # noqa: E402
 CPU = get_engine("cpu")
 PRIMITIVE_KERNELS = {
     "bias_act_direct", "bias_scale", "bias_neg_abs", "sigmoid_finish", "act_backward",
-    "bias_grad", "bias_grad_blocks", "act_backward_bias_grad_blocks", "sum_squares", "xent_shift", "xent_finish", "sgd_update",
+    "bias_grad", "bias_grad_blocks", "sum_squares", "xent_shift", "xent_finish", "sgd_update",
     "momentum_update", "adam_update", "batch_norm_forward", "batch_norm_backward",
 }
-#: called by convolutions or for big arrays only (tested in test_numba_conv.py and the parity
-#: suite's window products)
-BIG_CALL_KERNELS = {"bias_grad_blocks", "act_backward_bias_grad_blocks"}
+#: called for big arrays only (tested in test_numba_conv.py)
+BIG_CALL_KERNELS = {"bias_grad_blocks"}
 
 
 @pytest.fixture

@@ -251,12 +251,8 @@ class NumbaEngine(NumpyEngine):
         dz, db = np.empty_like(grad), np.empty(grad.shape[1], dtype=grad.dtype)
         blocks = max(1, -(-grad.shape[0] // BIAS_BLOCK_ROWS))
         partial = np.empty((blocks, grad.shape[1]))
-        chunks = conv.batch_chunks(blocks, grad.size)
-        sums = [np.empty(ROWS_PER_RUN * grad.shape[1]) for _ in chunks]  # one per thread
-        starts = {start: i for i, (start, _) in enumerate(chunks)}
-        conv.over_batch(self.kernels.act_backward_bias_grad_blocks, chunks, lambda b0, b1: (
-            grad, out, code, float(alpha), BIAS_BLOCK_ROWS, sums[starts[b0]], b0, b1, dz,
-            partial))
+        conv.share_units(conv.act_backward_bias_grad_blocks, blocks, grad.size, (
+            grad, out, code, float(alpha), BIAS_BLOCK_ROWS, ROWS_PER_RUN, dz, partial))
         db[:] = partial[0] if blocks == 1 else partial.sum(axis=0)
         return dz, db
 
@@ -355,8 +351,8 @@ class NumbaEngine(NumpyEngine):
         w_ijc = np.ascontiguousarray(w.reshape(c, kh, kw, f).transpose(1, 2, 0, 3)).reshape(-1, f)
         z = np.empty((n * rows, f), dtype=x.dtype)
         conv, per_tile, work = self.conv_kernels, args[-1], n * rows * c * kh * kw
-        conv.over_batch_one_blas_thread(conv.im2col_matmul, self._tile_chunks(n, per_tile, work),
-                                        lambda b0, b1: (x, w_ijc, *args, *epilogue, b0, b1, z))
+        conv.share_units(conv.im2col_matmul, -(-n // per_tile), work,
+                         (x, w_ijc, *args, *epilogue, z))
         if in_kernel:
             return z
         if bias is not None:
@@ -373,9 +369,9 @@ class NumbaEngine(NumpyEngine):
         per_group = max(conv.IMAGES_PER_GROUP, args[-1])
         groups = -(-n // per_group)
         partial = np.empty((groups, kh * kw * c, f), dtype=x.dtype)
-        g, chunks = np.ascontiguousarray(g), self._tile_chunks(groups, 1, g.size * c * kh * kw)
-        conv.over_batch_one_blas_thread(conv.im2col_t_matmul, chunks, lambda g0, g1: (
-            x, g, *args, per_group, g0, g1, partial))
+        g = np.ascontiguousarray(g)
+        conv.share_units(conv.im2col_t_matmul, groups, g.size * c * kh * kw,
+                         (x, g, *args, per_group, partial))
         total = partial[0] if groups == 1 else partial.sum(axis=0)
         return np.ascontiguousarray(total.reshape(kh, kw, c, f).transpose(2, 0, 1, 3)).reshape(-1, f)
 
@@ -390,17 +386,9 @@ class NumbaEngine(NumpyEngine):
         h, width = int(x_shape[2]), int(x_shape[3])
         dx_t = np.empty((n, h, width, c), dtype=g.dtype)  # channels-last, as a conv's output
         g, conv = np.ascontiguousarray(g), self.conv_kernels
-        conv.over_batch_one_blas_thread(
-            conv.matmul_col2im, self._tile_chunks(n, args[-1], g.size * c * kh * kw),
-            lambda b0, b1: (g, w_ijc, *args, b0, b1, dx_t))
+        conv.share_units(conv.matmul_col2im, -(-n // args[-1]), g.size * c * kh * kw,
+                         (g, w_ijc, *args, dx_t))
         return dx_t.transpose(0, 3, 1, 2)
-
-    def _tile_chunks(self, count: int, step: int, work: int) -> list[tuple[int, int]]:
-        """``batch_chunks`` of ``count`` images (or groups) with every boundary on a multiple
-        of ``step``, so no tile is split between threads."""
-        tiles = -(-count // step)
-        return [(start * step, min(stop * step, count))
-                for start, stop in self.conv_kernels.batch_chunks(tiles, work)]
 
     # Pooling kernels read images of any layout: a convolution's output is a view. Channels-last
     # memory (that view) is pooled by the _nhwc kernels, and out, argmax and dx keep it.
@@ -417,8 +405,9 @@ class NumbaEngine(NumpyEngine):
             out, argmax = out_t.transpose(0, 3, 1, 2), argmax_t.transpose(0, 3, 1, 2)
             if size == (2, 2):
                 x_t = x.transpose(0, 2, 3, 1)
-                nan = conv.over_batch(conv.max_pool_forward_2x2_nhwc, chunks, lambda b0, b1: (
-                    x_t[b0:b1], sh, sw, out_t[b0:b1], argmax_t[b0:b1]))
+                per_unit = conv.images_per_unit(n)
+                nan = conv.share_units(conv.max_pool_forward_2x2_nhwc, -(-n // per_unit),
+                                       x.size, (x_t, sh, sw, per_unit, out_t, argmax_t))
         else:
             out = np.empty((n, c, oh, ow), dtype=x.dtype)
             argmax = np.empty(out.shape, dtype=_argmax_dtype(size))
@@ -450,8 +439,9 @@ class NumbaEngine(NumpyEngine):
             grad_t = np.ascontiguousarray(grad.transpose(0, 2, 3, 1))
             argmax_t = argmax.transpose(0, 2, 3, 1)
             if (sh, sw) == (ph, pw) and (h, w) == (grad.shape[2] * ph, grad.shape[3] * pw):
-                conv.over_batch(conv.max_pool_backward_tiled_nhwc, chunks, lambda b0, b1: (
-                    grad_t[b0:b1], argmax_t[b0:b1], ph, pw, dx_t[b0:b1]))
+                per_unit = conv.images_per_unit(n)
+                conv.share_units(conv.max_pool_backward_tiled_nhwc, -(-n // per_unit),
+                                 dx_t.size, (grad_t, argmax_t, ph, pw, per_unit, dx_t))
                 return dx_t.transpose(0, 3, 1, 2)
             offsets = np.arange(ph * pw)
             row_of, col_of = offsets // pw, offsets % pw

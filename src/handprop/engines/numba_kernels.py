@@ -163,39 +163,6 @@ def bias_grad_blocks(grad, block_rows, b0, b1, partial):
 
 
 @_jit
-def act_backward_bias_grad_blocks(grad, out, code, alpha, block_rows, sums, b0, b1, res,
-                                  partial):
-    """For the blocks ``b0 .. b1`` of ``block_rows`` rows: ``res = grad * f'`` (relu or
-    leaky_relu, from ``out = f(z)``, as ``act_backward``) and ``partial[blk]`` (float64) =
-    the column sums of those rows of ``res``, in one pass. The rows are taken as one long
-    run (which vectorises), summed into ``sums`` (float64, a whole number of rows long)
-    and then its rows into ``partial[blk]``, in order."""
-    n, k = grad.shape
-    zero, alpha = grad.dtype.type(0), grad.dtype.type(alpha)
-    g, o, r = grad.reshape(n * k), out.reshape(n * k), res.reshape(n * k)
-    run = sums.shape[0]
-    for blk in range(b0, b1):
-        sums[:] = 0.0
-        stop = min((blk + 1) * block_rows, n) * k
-        for start in range(blk * block_rows * k, stop, run):
-            end = min(start + run, stop)
-            g_part, o_part, r_part = g[start:end], o[start:end], r[start:end]
-            if code == RELU:
-                for t in range(end - start):
-                    r_part[t] = g_part[t] if o_part[t] > zero else zero
-            else:
-                for t in range(end - start):
-                    r_part[t] = g_part[t] if o_part[t] > zero else g_part[t] * alpha
-            for t in range(end - start):
-                sums[t] += r_part[t]
-        acc = partial[blk]
-        for j in range(k):
-            acc[j] = 0.0
-        for t in range(run):
-            acc[t % k] += sums[t]
-
-
-@_jit
 def sum_squares(w):
     """``sum(w**2)`` of a 1-D array, accumulated in float64 with four
     independent partial sums (no fastmath: the order is fixed)."""
