@@ -58,6 +58,26 @@ def test_first_losses_match_handprop(name, model, optimizer):
     assert not np.allclose(got[:STEPS], got[STEPS:])  # it trained: the loss moved
 
 
+@needs_torch
+def test_the_torch_cnn_runs_in_channels_last_memory_and_the_mlp_as_it_is():
+    """PyTorch's CNN comparator is written as its best CPU user writes it: the model and each
+    batch in channels-last memory (oneDNN's faster convolutions); the MLPs need no format."""
+    import torch
+
+    seen = []
+    cnn = make_comparator("torch", bench.CNN_MODEL, BATCH, "sgd", STEPS, isolate=False)
+    forward = cnn.loop.forward
+    cnn.loop.forward = lambda xb: seen.append(xb) or forward(xb)
+    cnn.run()
+    conv = cnn.loop.net[3]  # (32, 16, 5, 5): its layouts differ (one input channel's do not)
+    assert cnn.loop.memory_format is torch.channels_last
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not conv.weight.is_contiguous()
+    assert len(seen) == STEPS
+    mlp = make_comparator("torch", "784-100-10 sigmoid", BATCH, "sgd", STEPS, isolate=False)
+    assert mlp.loop.memory_format is None
+
+
 @pytest.mark.slow
 @needs_torch
 def test_torch_compile_matches_handprop():
