@@ -133,6 +133,24 @@ def run_checks(engine, reference, dtypes=("float32", "float64"), seed: int = 0) 
             compare(check, label, back(engine, engine.bias_grad(on(engine, g))),
                      back(reference, reference.bias_grad(on(reference, g))))
 
+        def act_backward_bias_grad(kind):
+            def fn(check, label, rng, shape, extreme):
+                g = _inputs(rng, shape, dtype, extreme)
+                out = reference.activation(on(reference, _inputs(rng, shape, dtype, False)), kind)
+                out = back(reference, out)
+                (dz, db) = engine.act_backward_bias_grad(on(engine, g), on(engine, out), kind)
+                ref_dz, ref_db = reference.act_backward_bias_grad(on(reference, g),
+                                                                  on(reference, out), kind)
+                ref_dz = back(reference, ref_dz)
+                compare(check, f"{label} dz", back(engine, dz), ref_dz)
+                # The column sums may be added in any order (the reference's own float32 sum
+                # is off by more than the tolerance): compared relative to the sum of |terms|.
+                scale = np.abs(ref_dz.astype(np.float64)).sum(axis=0)
+                scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+                compare(check, f"{label} db", back(engine, db) / scale,
+                        back(reference, ref_db) / scale)
+            return fn
+
         def sum_squares(check, label, rng, shape, extreme):
             w = _inputs(rng, shape, dtype, extreme)
             compare(check, label, np.array([engine.sum_squares(on(engine, w))]),
@@ -192,6 +210,43 @@ def run_checks(engine, reference, dtypes=("float32", "float64"), seed: int = 0) 
                 compare(check, label, back(engine, mine), back(reference, ref))
             return fn
 
+        def window_product(direction):
+            # The three products of a convolution, checked as im2col/col2im around a GEMM.
+            def fn(check, label, rng, geometry, extreme):
+                x_shape, window, stride, padding = geometry
+                x = _inputs(rng, x_shape, dtype, extreme)
+                rows = back(reference, reference.im2col(on(reference, x), window, stride, padding))
+                w = _inputs(rng, (rows.shape[1], 3), dtype, False)
+                g = _inputs(rng, (rows.shape[0], 3), dtype, False)
+                b = _inputs(rng, (3,), dtype, False)
+                # Sums of hundreds of products, added in another order than the reference's
+                # one big GEMM: compared relative to the sum of |terms| of each output.
+                magnitude = np.abs(rows.astype(np.float64))
+                if direction == "forward":  # with a bias and relu, applied tile by tile
+                    mine = engine.im2col_matmul(on(engine, x), on(engine, w), window, stride,
+                                                padding, on(engine, b), "relu")
+                    ref = reference.im2col_matmul(on(reference, x), on(reference, w), window,
+                                                  stride, padding, on(reference, b), "relu")
+                    scale = magnitude @ np.abs(w.astype(np.float64)) + np.abs(b)
+                elif direction == "weights":
+                    mine = engine.im2col_t_matmul(on(engine, x), on(engine, g), window, stride,
+                                                  padding)
+                    ref = reference.im2col_t_matmul(on(reference, x), on(reference, g), window,
+                                                    stride, padding)
+                    scale = magnitude.T @ np.abs(g.astype(np.float64))
+                else:
+                    wt = np.ascontiguousarray(w.T)
+                    mine = engine.matmul_col2im(on(engine, g), on(engine, wt), x_shape, window,
+                                                stride, padding)
+                    ref = reference.matmul_col2im(on(reference, g), on(reference, wt), x_shape,
+                                                  window, stride, padding)
+                    terms = np.abs(g.astype(np.float64)) @ np.abs(wt.astype(np.float64))
+                    scale = back(reference, reference.col2im(on(reference, terms), x_shape,
+                                                             window, stride, padding))
+                scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+                compare(check, label, back(engine, mine) / scale, back(reference, ref) / scale)
+            return fn
+
         def pool(kind, direction):
             def fn(check, label, rng, geometry, extreme):
                 x_shape, window, stride, _ = geometry
@@ -228,6 +283,11 @@ def run_checks(engine, reference, dtypes=("float32", "float64"), seed: int = 0) 
         run_case("batch_norm_backward", bn_backward)
         run_case("im2col", conv("im2col"), conv_cases)
         run_case("col2im", conv("col2im"), conv_cases)
+        run_case("im2col_matmul", window_product("forward"), conv_cases)
+        run_case("im2col_t_matmul", window_product("weights"), conv_cases)
+        run_case("matmul_col2im", window_product("inputs"), conv_cases)
+        for kind in ("relu", "leaky_relu", "sigmoid"):
+            run_case(f"act_backward_bias_grad[{kind}]", act_backward_bias_grad(kind))
         for kind in ("max", "avg"):
             for direction in ("forward", "backward"):
                 run_case(f"{kind}_pool_{direction}", pool(kind, direction), conv_cases)
