@@ -582,31 +582,47 @@ def _bias_act_rows(z, r0, r1, bias_rows, has_bias, code, alpha):
 
 
 @_jit
+def _window_buffers(x, kh, kw, sh, sw, top, left, oh, ow, per_tile):
+    """``(short, padded, tile)``: a zero-bordered scratch image and a window tile of
+    ``per_tile`` images, transposed for short rows (``_windows_into_columns``)."""
+    _, c, h, width = x.shape
+    short = kw * c < SHORT_RUN
+    hp, wp, _ = _padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow)
+    padded = np.zeros((c, hp, wp) if short else (hp, wp, c), x.dtype)
+    k, rows = kh * kw * c, oh * ow
+    tile = np.empty((k, per_tile * rows) if short else (per_tile * rows, k), dtype=x.dtype)
+    return short, padded, tile
+
+
+@_jit
+def _fill_tile(x, t0, t1, kh, kw, sh, sw, top, left, oh, ow, short, padded, tile):
+    """The windows of images ``t0 .. t1`` of x into ``tile``, image ``t0`` first."""
+    for b in range(t0, t1):
+        if short:
+            _pad_channels_first(x, b, top, left, padded)
+            _windows_into_columns(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * oh * ow)
+        else:
+            _pad_channels_last(x, b, top, left, padded)
+            _windows_into(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * oh * ow)
+
+
+@_jit
 def im2col_matmul(x, w, kh, kw, sh, sw, top, left, oh, ow, per_tile, bias, has_bias, code,
                   alpha, z, counter):
     """The rows of ``z`` (N*OH*OW, F) = the windows of x (N, C, H, W) @ ``w`` (kh*kw*C, F,
     rows in (i, j, c) order), ``per_tile`` images per product, tiles taken from ``counter``
     (``share_units``); then ``f(z + bias)`` on each tile's rows while they are in cache
     (``code``: identity, relu or leaky_relu)."""
-    n, c, h, width = x.shape
+    n, c = x.shape[:2]
     k, f, rows = kh * kw * c, w.shape[1], oh * ow
     dt = x.dtype.type
-    short = kw * c < SHORT_RUN
-    hp, wp, _ = _padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow)
-    padded = np.zeros((c, hp, wp) if short else (hp, wp, c), x.dtype)
-    tile = np.empty((k, per_tile * rows) if short else (per_tile * rows, k), dtype=x.dtype)
+    short, padded, tile = _window_buffers(x, kh, kw, sh, sw, top, left, oh, ow, per_tile)
     while True:
         t0 = _claim(counter) * per_tile
         if t0 >= n:
             break
         t1 = min(t0 + per_tile, n)
-        for b in range(t0, t1):
-            if short:
-                _pad_channels_first(x, b, top, left, padded)
-                _windows_into_columns(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * rows)
-            else:
-                _pad_channels_last(x, b, top, left, padded)
-                _windows_into(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * rows)
+        _fill_tile(x, t0, t1, kh, kw, sh, sw, top, left, oh, ow, short, padded, tile)
         m = (t1 - t0) * rows
         if short:
             gemm(T, N, m, f, k, dt(1), tile, per_tile * rows, w, f, dt(0), z[t0 * rows:], f)
@@ -622,13 +638,10 @@ def im2col_t_matmul(x, g, kh, kw, sh, sw, top, left, oh, ow, per_tile, per_group
     (``per_group`` images, ``per_tile`` at a time), groups taken from ``counter``; g is
     (N*OH*OW, F). Groups of a fixed size, summed in order by the caller, make the result
     independent of how many threads share them."""
-    n, c, h, width = x.shape
+    n, c = x.shape[:2]
     k, f, rows = kh * kw * c, g.shape[1], oh * ow
     dt = x.dtype.type
-    short = kw * c < SHORT_RUN
-    hp, wp, _ = _padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow)
-    padded = np.zeros((c, hp, wp) if short else (hp, wp, c), x.dtype)
-    tile = np.empty((k, per_tile * rows) if short else (per_tile * rows, k), dtype=x.dtype)
+    short, padded, tile = _window_buffers(x, kh, kw, sh, sw, top, left, oh, ow, per_tile)
     while True:
         group = _claim(counter)
         if group >= partial.shape[0]:
@@ -636,13 +649,7 @@ def im2col_t_matmul(x, g, kh, kw, sh, sw, top, left, oh, ow, per_tile, per_group
         first, last = group * per_group, min((group + 1) * per_group, n)
         for t0 in range(first, last, per_tile):
             t1 = min(t0 + per_tile, last)
-            for b in range(t0, t1):
-                if short:
-                    _pad_channels_first(x, b, top, left, padded)
-                    _windows_into_columns(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * rows)
-                else:
-                    _pad_channels_last(x, b, top, left, padded)
-                    _windows_into(padded, kh, kw, sh, sw, oh, ow, tile, (b - t0) * rows)
+            _fill_tile(x, t0, t1, kh, kw, sh, sw, top, left, oh, ow, short, padded, tile)
             beta, m = dt(0) if t0 == first else dt(1), (t1 - t0) * rows
             if short:
                 gemm(N, N, k, f, m, dt(1), tile, per_tile * rows, g[t0 * rows:], f, beta,
