@@ -364,14 +364,17 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, backend):
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     make_engine(backend).warmup()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "handprop", "train", "--train-subset", "3000", "--val-size", "300",
-         "--hidden", "512", "--batch-size", "8", "--epochs", "50", "--backend", backend,
-         "--no-progress", "--out", str(out)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        # A test runner started in the background inherits SIGINT ignored, and Python then
-        # leaves it ignored: give the child the default, so Ctrl-C becomes KeyboardInterrupt.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # A test runner started in the background has SIGINT ignored, which a child inherits and
+    # Python then keeps: with a handler here instead, the child starts with the default.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "handprop", "train", "--train-subset", "3000",
+             "--val-size", "300", "--hidden", "512", "--batch-size", "8", "--epochs", "50",
+             "--backend", backend, "--no-progress", "--out", str(out)],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     deadline = time.time() + 60
     while time.time() < deadline and not (out / "metrics.jsonl").exists():
         time.sleep(0.05)
