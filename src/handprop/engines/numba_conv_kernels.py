@@ -125,31 +125,6 @@ def over_batch(kernel, chunks, args_of) -> list:
     return [first, *results]
 
 
-_openblas_libs: list | None = None
-
-
-def over_batch_one_blas_thread(kernel, chunks, args_of) -> list:
-    """``over_batch`` for kernels that call BLAS: while more than one chunk runs, every
-    OpenBLAS in the process is held to one thread, so each chunk's products run on its own
-    core. (Two 196x400x32 products asking for the whole pool at once take 59 us each here;
-    with one BLAS thread each, side by side, 42 us.)"""
-    global _openblas_libs
-    if len(chunks) == 1:
-        return over_batch(kernel, chunks, args_of)
-    if _openblas_libs is None:
-        from threadpoolctl import ThreadpoolController
-
-        _openblas_libs = ThreadpoolController().select(internal_api="openblas").lib_controllers
-    before = [lib.get_num_threads() for lib in _openblas_libs]
-    for lib in _openblas_libs:
-        lib.set_num_threads(1)
-    try:
-        return over_batch(kernel, chunks, args_of)
-    finally:
-        for lib, threads in zip(_openblas_libs, before):
-            lib.set_num_threads(threads)
-
-
 @intrinsic
 def _claim(typingctx, counter):
     """``counter[0] += 1`` atomically; the value before. Threads running one kernel take
@@ -171,6 +146,9 @@ def images_per_unit(n: int) -> int:
     return max(1, n // 16)
 
 
+_openblas_libs: list | None = None
+
+
 def share_units(kernel, units: int, work: int, args) -> list:
     """``kernel(*args, counter)`` on as many threads as ``batch_chunks`` gives for ``units``
     units of ``work`` elements, all at once (this one and workers), each taking the next
@@ -178,11 +156,30 @@ def share_units(kernel, units: int, work: int, args) -> list:
     takes fewer units instead of making the others wait (splitting the batch in fixed
     halves left the calling thread waiting 8 of a 42 ms step of the MNIST CNN). Each unit
     writes only its own outputs, so the results do not depend on which thread took it.
-    BLAS is held to one thread meanwhile (``over_batch_one_blas_thread``)."""
+
+    While more than one thread runs, every OpenBLAS in the process is held to one thread
+    (already so inside ``NumbaEngine.threads_for``), so each thread's products run on its
+    own core: two 196x400x32 products asking for the whole pool at once took 59 us each
+    here, with one BLAS thread each, side by side, 42 us."""
+    global _openblas_libs
     counter = np.zeros(1, dtype=np.int64)
     threads = len(batch_chunks(units, work))
-    return over_batch_one_blas_thread(kernel, [(0, units)] * threads,
-                                      lambda _a, _b: (*args, counter))
+    chunks, args_of = [(0, units)] * threads, lambda _a, _b: (*args, counter)
+    if threads == 1:
+        return over_batch(kernel, chunks, args_of)
+    if _openblas_libs is None:
+        from threadpoolctl import ThreadpoolController
+
+        _openblas_libs = ThreadpoolController().select(internal_api="openblas").lib_controllers
+    held = [(lib, lib.get_num_threads()) for lib in _openblas_libs]
+    held = [(lib, before) for lib, before in held if before != 1]
+    for lib, _ in held:
+        lib.set_num_threads(1)
+    try:
+        return over_batch(kernel, chunks, args_of)
+    finally:
+        for lib, before in held:
+            lib.set_num_threads(before)
 
 
 def images_per_tile(rows_per_image: int, columns: int) -> int:

@@ -190,11 +190,7 @@ class NumbaEngine(NumpyEngine):
         k = self.kernels
         out = np.empty_like(z)
         if code == _RELU or code == _LEAKY:
-            # Split over rows on threads when big (a convolution's rows): element-wise, so the
-            # same bits however it is split.
-            conv = self.conv_kernels
-            conv.over_batch(k.bias_act_direct, conv.batch_chunks(z.shape[0], z.size),
-                            lambda r0, r1: (z[r0:r1], b, code, float(alpha), out[r0:r1]))
+            k.bias_act_direct(z, b, code, float(alpha), out)
         elif code == _SIGMOID:
             k.bias_neg_abs(z, b, out)
             np.exp(out, out=out)
@@ -216,10 +212,7 @@ class NumbaEngine(NumpyEngine):
         grad = np.ascontiguousarray(grad)
         out = np.ascontiguousarray(out)
         res = np.empty_like(grad)
-        grad_flat, out_flat, res_flat, conv = grad.ravel(), out.ravel(), res.ravel(), self.conv_kernels
-        conv.over_batch(self.kernels.act_backward, conv.batch_chunks(grad.size, grad.size),
-                        lambda i0, i1: (grad_flat[i0:i1], out_flat[i0:i1], code, float(alpha),
-                                        res_flat[i0:i1]))
+        self.kernels.act_backward(grad.ravel(), out.ravel(), code, float(alpha), res.ravel())
         return res
 
     def bias_grad(self, grad):
