@@ -19,7 +19,8 @@ CONV_KERNELS = {"im2col", "col2im", "max_pool_forward", "max_pool_forward_2x2",
                 "max_pool_forward_2x2_nhwc", "max_pool_forward_nan", "max_pool_backward",
                 "max_pool_backward_nhwc", "max_pool_backward_tiled_nhwc", "avg_pool_forward",
                 "avg_pool_backward", "im2col_matmul", "im2col_t_matmul", "matmul_col2im",
-                "act_backward_bias_grad_blocks"}
+                "act_backward_bias_grad_blocks", "direct_conv_forward", "direct_conv_weight_grad",
+                "direct_conv_input_grad"}
 
 
 @pytest.fixture
@@ -160,33 +161,39 @@ def test_warmup_compiles_every_conv_kernel_for_each_dtype(nb):
         assert "float32" in sigs and "float64" in sigs, name
 
 
-def test_window_products_give_the_same_bits_on_any_number_of_threads(nb, rng, monkeypatch):
-    """The tiles of a big call are shared between threads, each running its BLAS products on
-    one BLAS thread; the weight gradient sums fixed groups of images in order, so the bits
-    do not depend on the thread count. BLAS gets its thread count back afterwards."""
+@pytest.mark.parametrize("filters, weight_grad_kernel", [(8, "im2col_t_matmul"),
+                                                        (16, "direct_conv_weight_grad")])
+def test_window_products_give_the_same_bits_on_any_number_of_threads(nb, rng, monkeypatch,
+                                                                     filters,
+                                                                     weight_grad_kernel):
+    """The tiles (images, for the direct kernels) of a big call are shared between threads,
+    each running its BLAS products on one BLAS thread; the weight gradient sums fixed groups
+    of images in order, so the bits do not depend on the thread count. BLAS gets its thread
+    count back afterwards."""
     from threadpoolctl import threadpool_info
 
     x = rng.standard_normal((20, 16, 14, 14)).astype("float32")
     x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)  # a conv's output
-    w = rng.standard_normal((16 * 25, 8)).astype("float32")
-    g = rng.standard_normal((20 * 14 * 14, 8)).astype("float32")
+    w = rng.standard_normal((16 * 25, filters)).astype("float32")
+    g = rng.standard_normal((20 * 14 * 14, filters)).astype("float32")
     window = ((5, 5), (1, 1), (2, 2, 2, 2))
 
     def everything():
         return [nb.im2col_matmul(x, w, *window), nb.im2col_t_matmul(x, g, *window),
                 nb.matmul_col2im(g, np.ascontiguousarray(w.T), x.shape, *window)]
 
-    blas_threads = [lib["num_threads"] for lib in threadpool_info()]
     monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 1)
     serial = everything()
+    # (after the first call, which loads the BLAS the kernels call if nothing had yet)
+    blas_threads = [lib["num_threads"] for lib in threadpool_info()]
     monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 3)
-    threads, kernel = set(), numba_conv_kernels.im2col_t_matmul
+    threads, kernel = set(), getattr(numba_conv_kernels, weight_grad_kernel)
 
     def recording(*args):
         threads.add(__import__("threading").get_ident())
         return kernel(*args)
 
-    monkeypatch.setattr(numba_conv_kernels, "im2col_t_matmul", recording)
+    monkeypatch.setattr(numba_conv_kernels, weight_grad_kernel, recording)
     split = everything()
     assert len(threads) == 3  # 20 images: 3 groups of 8, one per thread
     for a, b in zip(serial, split):
@@ -348,3 +355,79 @@ def test_a_big_bias_gradient_sums_fixed_blocks_on_any_number_of_threads(nb, rng,
     np.testing.assert_array_equal(serial, split)
     assert split.dtype == np.float32
     np.testing.assert_allclose(split, grad.astype(np.float64).sum(axis=0), rtol=1e-6, atol=1e-4)
+
+
+# (x shape, window, stride, padding, filters): filters in whole vectors and window rows of at
+# least SHORT_RUN values, so each takes the direct convolutions (the input gradient only at
+# stride 1 with padding smaller than the window)
+DIRECT_GEOMETRIES = [
+    ((3, 16, 14, 14), (5, 5), (1, 1), (2, 2, 2, 2), 32),  # the MNIST CNN's second layer
+    ((2, 8, 9, 11), (3, 2), (2, 1), (1, 0, 2, 1), 48),  # strided, ragged, asymmetric padding
+    ((2, 16, 7, 30), (3, 3), (1, 1), (1, 1, 1, 1), 16),  # rows of 30: blocks of 14, 14, 2
+    ((1, 32, 5, 5), (4, 4), (1, 1), (1, 2, 1, 2), 64),  # an even window, "same"
+    ((2, 20, 6, 5), (1, 1), (1, 1), (0, 0, 0, 0), 16),  # 1x1
+    ((2, 16, 4, 4), (3, 3), (1, 1), (3, 3, 3, 3), 16),  # windows wholly in the padding
+]
+
+
+def _direct_case(rng, case, dtype, layout):
+    x_shape, kernel, stride, padding, filters = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    if layout == "channels-last":
+        x = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    cols = CPU.im2col(np.ascontiguousarray(x), kernel, stride, padding)
+    w = rng.standard_normal((cols.shape[1], filters)).astype(dtype)
+    g = rng.standard_normal((cols.shape[0], filters)).astype(dtype)
+    return x, cols, w, g
+
+
+def _window_products(engine, x, w, g, kernel, stride, padding):
+    return (engine.im2col_matmul(x, w, kernel, stride, padding),
+            engine.im2col_t_matmul(x, g, kernel, stride, padding),
+            engine.matmul_col2im(g, np.ascontiguousarray(w.T), x.shape, kernel, stride, padding))
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels-last"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", DIRECT_GEOMETRIES, ids=lambda c: "x".join(map(str, c[0])))
+def test_direct_convolutions_agree_with_im2col_around_a_gemm(nb, spy, rng, monkeypatch, case,
+                                                             dtype, layout):
+    """The direct kernels (register-blocked vector loops, no window tile) give what the
+    reference's im2col/col2im around one GEMM gives, and what the tiled GEMMs give."""
+    x_shape, kernel, stride, padding, filters = case
+    x, cols, w, g = _direct_case(rng, case, dtype, layout)
+    z, dw, dx = _window_products(nb, x, w, g, kernel, stride, padding)
+    input_grad_direct = stride == (1, 1) and max(padding) < min(kernel)
+    # (once per thread that shares the call)
+    assert list(dict.fromkeys(spy.calls)) == [
+        "direct_conv_forward", "direct_conv_weight_grad",
+        "direct_conv_input_grad" if input_grad_direct else "matmul_col2im"]
+    want = (cols @ w, cols.T @ g, CPU.col2im(g @ w.T, x_shape, kernel, stride, padding))
+    tol = {"float32": 2e-6, "float64": 1e-14}[dtype]
+    for got, ref, terms in zip((z, dw, dx), want, (cols.shape[1], cols.shape[0],
+                                                  filters * kernel[0] * kernel[1])):
+        assert got.dtype == np.dtype(dtype) and got.shape == ref.shape
+        # each sum of ``terms`` products, to round-off of its size
+        np.testing.assert_allclose(got, ref, rtol=0, atol=tol * terms * np.abs(ref).max())
+    spy.calls.clear()
+    monkeypatch.setattr(nb, "direct_convolution", False)
+    tiled = _window_products(nb, x, w, g, kernel, stride, padding)
+    assert list(dict.fromkeys(spy.calls)) == ["im2col_matmul", "im2col_t_matmul", "matmul_col2im"]
+    for got, ref, terms in zip((z, dw, dx), tiled, (cols.shape[1], cols.shape[0],
+                                                   filters * kernel[0] * kernel[1])):
+        np.testing.assert_allclose(got, ref, rtol=0, atol=tol * terms * np.abs(ref).max())
+
+
+def test_short_window_rows_and_partial_vectors_keep_the_tiled_gemms(nb, spy, rng):
+    """A one-channel first layer (window rows of 5 values) keeps the tiled GEMMs for its
+    forward pass and weight gradient (its input gradient runs along rows of kw*F values), and
+    24 filters (one and a half vectors) keep them throughout."""
+    for case, kernels in [
+            (((2, 1, 12, 12), (5, 5), (1, 1), (2, 2, 2, 2), 16),
+             ["im2col_matmul", "im2col_t_matmul", "direct_conv_input_grad"]),
+            (((2, 16, 8, 8), (3, 3), (1, 1), (1, 1, 1, 1), 24),
+             ["im2col_matmul", "im2col_t_matmul", "matmul_col2im"])]:
+        x, _, w, g = _direct_case(rng, case, "float32", "contiguous")
+        _window_products(nb, x, w, g, *case[1:4])
+        assert list(dict.fromkeys(spy.calls)) == kernels
+        spy.calls.clear()

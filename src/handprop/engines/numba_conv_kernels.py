@@ -35,6 +35,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from .numba_kernels import LEAKY_RELU, RELU
+from .numba_simd import VECTOR_BYTES, fma_dots, fma_reduce, fma_rows
 from .numba_training_kernels import N, T, gemm
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
@@ -730,3 +731,236 @@ def act_backward_bias_grad_blocks(grad, out, code, alpha, block_rows, run_rows, 
             acc[j] = 0.0
         for t in range(run):
             acc[t % k] += sums[t]
+
+
+# ------------------------------------------------- direct convolution, no window tile
+# ``direct_conv_*`` run the same sums without any window matrix: each output row's
+# windows are read straight from a padded channels-last image by the register-blocked
+# vector loops of ``numba_simd`` (a window row of kw*C values is contiguous there, and the
+# next pixel's starts sw*C values later). They need the filters (forward, weight gradient)
+# or the channels (input gradient) in whole vectors of 64 bytes; the engine picks them
+# then and the tiled GEMMs above otherwise.
+
+#: Block sizes the output rows are cut into: the largest first, any remainder in at most
+#: four more blocks (13 = 8 + 4 + 1).
+BLOCK_SIZES = (14, 8, 4, 2, 1)
+
+
+@_jit
+def _rows_block(size, two, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out,
+                out_off, out_step):
+    """``fma_rows`` with a block size from ``BLOCK_SIZES`` and one or two vectors, as a
+    literal (each pair is its own register-blocked loop)."""
+    if two:
+        if size == 14:
+            fma_rows(14, 2, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
+        elif size == 8:
+            fma_rows(8, 2, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
+        elif size == 4:
+            fma_rows(4, 2, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
+        elif size == 2:
+            fma_rows(2, 2, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
+        else:
+            fma_rows(1, 2, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
+    elif size == 14:
+        fma_rows(14, 1, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
+    elif size == 8:
+        fma_rows(8, 1, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
+    elif size == 4:
+        fma_rows(4, 1, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
+    elif size == 2:
+        fma_rows(2, 1, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
+    else:
+        fma_rows(1, 1, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
+
+
+@_jit
+def _reduce_block(size, two, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step,
+                  g_row_step, out, out_off, out_step, accumulate):
+    """``fma_reduce`` with a block size from ``BLOCK_SIZES`` and one or two vectors."""
+    if two:
+        if size == 14:
+            fma_reduce(14, 2, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
+        elif size == 8:
+            fma_reduce(8, 2, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
+        elif size == 4:
+            fma_reduce(4, 2, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
+        elif size == 2:
+            fma_reduce(2, 2, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
+        else:
+            fma_reduce(1, 2, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
+    elif size == 14:
+        fma_reduce(14, 1, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
+    elif size == 8:
+        fma_reduce(8, 1, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
+    elif size == 4:
+        fma_reduce(4, 1, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
+    elif size == 2:
+        fma_reduce(2, 1, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
+    else:
+        fma_reduce(1, 1, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
+
+
+@_jit
+def _conv_row(a, a_off, a_step, i_count, i_step, t_count, b, f, out, out_off, pixels):
+    """One output row of ``pixels`` pixels and ``f`` columns (rows of ``out`` ``f`` apart):
+    ``fma_rows`` over blocks of pixels and pairs of vectors of columns."""
+    width = VECTOR_BYTES // a.itemsize
+    f0 = 0
+    while f0 < f:
+        two = f - f0 >= 2 * width
+        q = 0
+        for size in BLOCK_SIZES:
+            while pixels - q >= size:
+                _rows_block(size, two, a, a_off + q * a_step, a_step, i_count, i_step, t_count,
+                            b, f0, f, out, out_off + q * f + f0, f)
+                q += size
+        f0 += 2 * width if two else width
+
+
+@_jit
+def _reduce_rows(a, a_off, a_step, a_row_step, oh, ow, g, g_off, f, values, out, out_off,
+                 accumulate):
+    """``values`` rows (``f`` columns each) of a weight gradient from one image:
+    ``fma_reduce`` over blocks of rows and pairs of vectors of columns."""
+    width = VECTOR_BYTES // a.itemsize
+    f0 = 0
+    while f0 < f:
+        two = f - f0 >= 2 * width
+        k = 0
+        for size in BLOCK_SIZES:
+            while values - k >= size:
+                _reduce_block(size, two, a, a_off + k, a_step, a_row_step, oh, ow, g, g_off + f0,
+                              f, ow * f, out, out_off + k * f + f0, f, accumulate)
+                k += size
+        f0 += 2 * width if two else width
+
+
+@_jit
+def direct_conv_forward(x, w, kh, kw, sh, sw, top, left, oh, ow, bias_rows, has_bias, code,
+                        alpha, z, counter):
+    """``im2col_matmul`` without a tile: z (N*OH*OW, F) from x (N, C, H, W) and w
+    (kh*kw*C, F) in (i, j, c) rows, F in whole vectors; one image a unit from ``counter``,
+    then ``f(z + bias)`` on its rows while they are in cache."""
+    n, c, h, width = x.shape
+    f, rows = w.shape[1], oh * ow
+    hp, wp, _ = _padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow)
+    padded = np.zeros((hp, wp, c), x.dtype)
+    flat, w_flat, z_flat = padded.reshape(hp * wp * c), w.reshape(w.size), z.reshape(z.size)
+    while True:
+        b = _claim(counter)
+        if b >= n:
+            break
+        _pad_channels_last(x, b, top, left, padded)
+        for p in range(oh):
+            _conv_row(flat, p * sh * wp * c, sw * c, kh, wp * c, kw * c, w_flat, f, z_flat,
+                      (b * rows + p * ow) * f, ow)
+        _bias_act_rows(z, b * rows, (b + 1) * rows, bias_rows, has_bias, code, alpha)
+
+
+@_jit
+def direct_conv_weight_grad(x, g, kh, kw, sh, sw, top, left, oh, ow, per_group, partial,
+                            counter):
+    """``im2col_t_matmul`` without a tile: ``partial[group]`` (kh*kw*C, F), rows in (i, j, c)
+    order, = windows(x).T @ g over the ``per_group`` images of each group, image by image
+    in order; groups taken from ``counter``."""
+    n, c, h, width = x.shape
+    f, rows, run = g.shape[1], oh * ow, kw * c
+    hp, wp, _ = _padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow)
+    padded = np.zeros((hp, wp, c), x.dtype)
+    flat, g_flat = padded.reshape(hp * wp * c), g.reshape(g.size)
+    while True:
+        group = _claim(counter)
+        if group >= partial.shape[0]:
+            break
+        out = partial[group].reshape(kh * run * f)
+        first, last = group * per_group, min((group + 1) * per_group, n)
+        for b in range(first, last):
+            _pad_channels_last(x, b, top, left, padded)
+            for i in range(kh):
+                _reduce_rows(flat, i * wp * c, sw * c, sh * wp * c, oh, ow, g_flat,
+                             b * rows * f, f, run, out, i * run * f, b != first)
+
+
+#: Block sizes of ``fma_dots``: pixels of a row, channels of the output.
+DOT_PIXELS, DOT_CHANNELS = (3, 2, 1), (8, 4, 2, 1)
+
+
+@_jit
+def _dots_block(pixels, channels, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off,
+                b_step, out, out_off, out_step, accumulate):
+    """``fma_dots`` with block sizes from ``DOT_PIXELS`` and ``DOT_CHANNELS`` as literals."""
+    if pixels == 3 and channels == 8:
+        fma_dots(3, 8, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
+                 out_step, accumulate)
+    elif pixels == 3 and channels == 4:
+        fma_dots(3, 4, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
+                 out_step, accumulate)
+    elif pixels == 3 and channels == 2:
+        fma_dots(3, 2, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
+                 out_step, accumulate)
+    elif pixels == 3 and channels == 1:
+        fma_dots(3, 1, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
+                 out_step, accumulate)
+    elif pixels == 2 and channels == 8:
+        fma_dots(2, 8, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
+                 out_step, accumulate)
+    elif pixels == 2 and channels == 4:
+        fma_dots(2, 4, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
+                 out_step, accumulate)
+    elif pixels == 2 and channels == 2:
+        fma_dots(2, 2, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
+                 out_step, accumulate)
+    elif pixels == 2 and channels == 1:
+        fma_dots(2, 1, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
+                 out_step, accumulate)
+    elif pixels == 1 and channels == 8:
+        fma_dots(1, 8, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
+                 out_step, accumulate)
+    elif pixels == 1 and channels == 4:
+        fma_dots(1, 4, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
+                 out_step, accumulate)
+    elif pixels == 1 and channels == 2:
+        fma_dots(1, 2, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
+                 out_step, accumulate)
+    elif pixels == 1 and channels == 1:
+        fma_dots(1, 1, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
+                 out_step, accumulate)
+
+
+@_jit
+def direct_conv_input_grad(g, w_flipped, kh, kw, top, left, oh, ow, dx, counter):
+    """``matmul_col2im`` at stride 1 without a tile: the input gradient is the convolution of
+    the output gradient, padded by kh-1-top rows above and kw-1-left columns on the left,
+    with the flipped kernel ``w_flipped`` (C, kh*kw*F) in (i, j, f) order. Each output value
+    is a dot product along its window (``fma_dots``), as C is too few to fill vectors.
+    dx (N, H, W, C) channels-last; F in whole vectors; one image a unit from ``counter``."""
+    n, h, width, c = dx.shape
+    f, rows = g.shape[1], oh * ow
+    gh, gw = h + kh - 1, width + kw - 1
+    padded = np.zeros((gh, gw, f), g.dtype)
+    flat, w_flat, dx_flat = padded.reshape(gh * gw * f), w_flipped.reshape(w_flipped.size), \
+        dx.reshape(dx.size)
+    r0, c0 = kh - 1 - top, kw - 1 - left
+    t_vectors = kw * f // (VECTOR_BYTES // g.itemsize)
+    while True:
+        b = _claim(counter)
+        if b >= n:
+            break
+        for p in range(oh):
+            for q in range(ow):
+                source, target = g[b * rows + p * ow + q], padded[r0 + p, c0 + q]
+                for t in range(f):
+                    target[t] = source[t]
+        ch = 0
+        for channels in DOT_CHANNELS:
+            while c - ch >= channels:
+                for y in range(h):
+                    x0 = 0
+                    for pixels in DOT_PIXELS:
+                        while width - x0 >= pixels:
+                            _dots_block(pixels, channels, flat, (y * gw + x0) * f, f, kh, gw * f,
+                                        t_vectors, w_flat, ch * kh * kw * f, kh * kw * f,
+                                        dx_flat, ((b * h + y) * width + x0) * c + ch, c, False)
+                            x0 += pixels
+                ch += channels
