@@ -357,16 +357,34 @@ def test_a_big_bias_gradient_sums_fixed_blocks_on_any_number_of_threads(nb, rng,
     np.testing.assert_allclose(split, grad.astype(np.float64).sum(axis=0), rtol=1e-6, atol=1e-4)
 
 
-# (x shape, window, stride, padding, filters): filters in whole vectors and window rows of at
-# least SHORT_RUN values, so each takes the direct convolutions (the input gradient only at
-# stride 1 with padding smaller than the window)
+# (x shape, window, stride, padding, filters) and the kernels the three products take. The
+# direct kernels need the filters (the channels, for the input gradient) in whole vectors;
+# the forward pass and weight gradient window rows of 16+ values, or else (forward only) a
+# stride-1 window 3 or 5 wide; the input gradient stride 1, a window 3 or 5 wide and
+# padding smaller than the window.
+FORWARD, WEIGHT_GRAD, INPUT_GRAD = ("direct_conv_forward", "direct_conv_weight_grad",
+                                    "direct_conv_input_grad")
+TILED = ("im2col_matmul", "im2col_t_matmul", "matmul_col2im")
 DIRECT_GEOMETRIES = [
-    ((3, 16, 14, 14), (5, 5), (1, 1), (2, 2, 2, 2), 32),  # the MNIST CNN's second layer
-    ((2, 8, 9, 11), (3, 2), (2, 1), (1, 0, 2, 1), 48),  # strided, ragged, asymmetric padding
-    ((2, 16, 7, 30), (3, 3), (1, 1), (1, 1, 1, 1), 16),  # rows of 30: blocks of 14, 14, 2
-    ((1, 32, 5, 5), (4, 4), (1, 1), (1, 2, 1, 2), 64),  # an even window, "same"
-    ((2, 20, 6, 5), (1, 1), (1, 1), (0, 0, 0, 0), 16),  # 1x1
-    ((2, 16, 4, 4), (3, 3), (1, 1), (3, 3, 3, 3), 16),  # windows wholly in the padding
+    (((3, 16, 14, 14), (5, 5), (1, 1), (2, 2, 2, 2), 32),  # the MNIST CNN's second layer
+     (FORWARD, WEIGHT_GRAD, INPUT_GRAD)),
+    (((2, 1, 12, 12), (5, 5), (1, 1), (2, 2, 2, 2), 16),  # a one-channel first layer
+     (FORWARD, TILED[1], TILED[2])),
+    (((2, 16, 9, 10), (5, 3), (1, 1), (2, 2, 1, 1), 32),  # a 5x3 window
+     (FORWARD, WEIGHT_GRAD, INPUT_GRAD)),
+    (((2, 16, 7, 30), (3, 3), (1, 1), (1, 1, 1, 1), 16),  # rows of 30: blocks of 14, 14, 2
+     (FORWARD, WEIGHT_GRAD, INPUT_GRAD)),
+    (((2, 16, 9, 9), (3, 3), (2, 1), (1, 1, 1, 1), 16),  # row stride 2
+     (FORWARD, WEIGHT_GRAD, TILED[2])),
+    (((2, 8, 9, 11), (3, 2), (2, 1), (1, 0, 2, 1), 48),  # strided, ragged, asymmetric
+     (FORWARD, WEIGHT_GRAD, TILED[2])),
+    (((1, 32, 5, 5), (4, 4), (1, 1), (1, 2, 1, 2), 64),  # an even window, "same"
+     (FORWARD, WEIGHT_GRAD, TILED[2])),
+    (((2, 20, 6, 5), (1, 1), (1, 1), (0, 0, 0, 0), 16),  # 1x1
+     (FORWARD, WEIGHT_GRAD, TILED[2])),
+    (((2, 16, 4, 4), (3, 3), (1, 1), (3, 3, 3, 3), 16),  # windows wholly in the padding
+     (FORWARD, WEIGHT_GRAD, TILED[2])),
+    (((2, 16, 8, 8), (3, 3), (1, 1), (1, 1, 1, 1), 20), TILED),  # filters in part of a vector
 ]
 
 
@@ -389,45 +407,28 @@ def _window_products(engine, x, w, g, kernel, stride, padding):
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels-last"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("case", DIRECT_GEOMETRIES, ids=lambda c: "x".join(map(str, c[0])))
+@pytest.mark.parametrize("case, kernels", DIRECT_GEOMETRIES,
+                         ids=[f"{'x'.join(map(str, c[0]))}-{'x'.join(map(str, c[1]))}-f{c[4]}"
+                              for c, _ in DIRECT_GEOMETRIES])
 def test_direct_convolutions_agree_with_im2col_around_a_gemm(nb, spy, rng, monkeypatch, case,
-                                                             dtype, layout):
+                                                             kernels, dtype, layout):
     """The direct kernels (register-blocked vector loops, no window tile) give what the
-    reference's im2col/col2im around one GEMM gives, and what the tiled GEMMs give."""
+    reference's im2col/col2im around one GEMM gives, and what the tiled GEMMs give; each
+    product takes the kernel its shapes call for."""
     x_shape, kernel, stride, padding, filters = case
     x, cols, w, g = _direct_case(rng, case, dtype, layout)
     z, dw, dx = _window_products(nb, x, w, g, kernel, stride, padding)
-    input_grad_direct = stride == (1, 1) and max(padding) < min(kernel)
-    # (once per thread that shares the call)
-    assert list(dict.fromkeys(spy.calls)) == [
-        "direct_conv_forward", "direct_conv_weight_grad",
-        "direct_conv_input_grad" if input_grad_direct else "matmul_col2im"]
+    assert list(dict.fromkeys(spy.calls)) == list(kernels)  # (once per thread sharing a call)
     want = (cols @ w, cols.T @ g, CPU.col2im(g @ w.T, x_shape, kernel, stride, padding))
+    terms = (cols.shape[1], cols.shape[0], filters * kernel[0] * kernel[1])
     tol = {"float32": 2e-6, "float64": 1e-14}[dtype]
-    for got, ref, terms in zip((z, dw, dx), want, (cols.shape[1], cols.shape[0],
-                                                  filters * kernel[0] * kernel[1])):
+    for got, ref, n_terms in zip((z, dw, dx), want, terms):
         assert got.dtype == np.dtype(dtype) and got.shape == ref.shape
-        # each sum of ``terms`` products, to round-off of its size
-        np.testing.assert_allclose(got, ref, rtol=0, atol=tol * terms * np.abs(ref).max())
+        # each a sum of ``n_terms`` products, to round-off of its size
+        np.testing.assert_allclose(got, ref, rtol=0, atol=tol * n_terms * np.abs(ref).max())
     spy.calls.clear()
     monkeypatch.setattr(nb, "direct_convolution", False)
     tiled = _window_products(nb, x, w, g, kernel, stride, padding)
-    assert list(dict.fromkeys(spy.calls)) == ["im2col_matmul", "im2col_t_matmul", "matmul_col2im"]
-    for got, ref, terms in zip((z, dw, dx), tiled, (cols.shape[1], cols.shape[0],
-                                                   filters * kernel[0] * kernel[1])):
-        np.testing.assert_allclose(got, ref, rtol=0, atol=tol * terms * np.abs(ref).max())
-
-
-def test_short_window_rows_and_partial_vectors_keep_the_tiled_gemms(nb, spy, rng):
-    """A one-channel first layer (window rows of 5 values) keeps the tiled GEMMs for its
-    forward pass and weight gradient (its input gradient runs along rows of kw*F values), and
-    24 filters (one and a half vectors) keep them throughout."""
-    for case, kernels in [
-            (((2, 1, 12, 12), (5, 5), (1, 1), (2, 2, 2, 2), 16),
-             ["im2col_matmul", "im2col_t_matmul", "direct_conv_input_grad"]),
-            (((2, 16, 8, 8), (3, 3), (1, 1), (1, 1, 1, 1), 24),
-             ["im2col_matmul", "im2col_t_matmul", "matmul_col2im"])]:
-        x, _, w, g = _direct_case(rng, case, "float32", "contiguous")
-        _window_products(nb, x, w, g, *case[1:4])
-        assert list(dict.fromkeys(spy.calls)) == kernels
-        spy.calls.clear()
+    assert list(dict.fromkeys(spy.calls)) == list(TILED)
+    for got, ref, n_terms in zip((z, dw, dx), tiled, terms):
+        np.testing.assert_allclose(got, ref, rtol=0, atol=tol * n_terms * np.abs(ref).max())

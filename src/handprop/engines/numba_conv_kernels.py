@@ -35,7 +35,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from .numba_kernels import LEAKY_RELU, RELU
-from .numba_simd import VECTOR_BYTES, fma_dots, fma_reduce, fma_rows
+from .numba_simd import VECTOR_BYTES, fma_reduce, fma_rows, fma_slide
 from .numba_training_kernels import N, T, gemm
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
@@ -841,20 +841,26 @@ def direct_conv_forward(x, w, kh, kw, sh, sw, top, left, oh, ow, bias_rows, has_
                         alpha, z, counter):
     """``im2col_matmul`` without a tile: z (N*OH*OW, F) from x (N, C, H, W) and w
     (kh*kw*C, F) in (i, j, c) rows, F in whole vectors; one image a unit from ``counter``,
-    then ``f(z + bias)`` on its rows while they are in cache."""
+    then ``f(z + bias)`` on its rows while they are in cache. Rows at stride 1 of a width in
+    ``SLIDE_TAPS`` take ``fma_slide``, the others ``fma_rows``."""
     n, c, h, width = x.shape
     f, rows = w.shape[1], oh * ow
     hp, wp, _ = _padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow)
     padded = np.zeros((hp, wp, c), x.dtype)
     flat, w_flat, z_flat = padded.reshape(hp * wp * c), w.reshape(w.size), z.reshape(z.size)
+    slide = sw == 1 and (kw == SLIDE_TAPS[0] or kw == SLIDE_TAPS[1])
     while True:
         b = _claim(counter)
         if b >= n:
             break
         _pad_channels_last(x, b, top, left, padded)
         for p in range(oh):
-            _conv_row(flat, p * sh * wp * c, sw * c, kh, wp * c, kw * c, w_flat, f, z_flat,
-                      (b * rows + p * ow) * f, ow)
+            if slide:
+                _slide_row(flat, p * sh * wp * c, kh, kw, wp * c, c, w_flat, f, z_flat,
+                           (b * rows + p * ow) * f, ow)
+            else:
+                _conv_row(flat, p * sh * wp * c, sw * c, kh, wp * c, kw * c, w_flat, f, z_flat,
+                          (b * rows + p * ow) * f, ow)
         _bias_act_rows(z, b * rows, (b + 1) * rows, bias_rows, has_bias, code, alpha)
 
 
@@ -882,59 +888,68 @@ def direct_conv_weight_grad(x, g, kh, kw, sh, sw, top, left, oh, ow, per_group, 
                              b * rows * f, f, run, out, i * run * f, b != first)
 
 
-#: Block sizes of ``fma_dots``: pixels of a row, channels of the output.
-DOT_PIXELS, DOT_CHANNELS = (3, 2, 1), (8, 4, 2, 1)
+#: Window widths with a sliding-window kernel (``fma_slide``, one per width and block size).
+SLIDE_TAPS = (5, 3)
 
 
 @_jit
-def _dots_block(pixels, channels, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off,
-                b_step, out, out_off, out_step, accumulate):
-    """``fma_dots`` with block sizes from ``DOT_PIXELS`` and ``DOT_CHANNELS`` as literals."""
-    if pixels == 3 and channels == 8:
-        fma_dots(3, 8, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
-                 out_step, accumulate)
-    elif pixels == 3 and channels == 4:
-        fma_dots(3, 4, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
-                 out_step, accumulate)
-    elif pixels == 3 and channels == 2:
-        fma_dots(3, 2, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
-                 out_step, accumulate)
-    elif pixels == 3 and channels == 1:
-        fma_dots(3, 1, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
-                 out_step, accumulate)
-    elif pixels == 2 and channels == 8:
-        fma_dots(2, 8, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
-                 out_step, accumulate)
-    elif pixels == 2 and channels == 4:
-        fma_dots(2, 4, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
-                 out_step, accumulate)
-    elif pixels == 2 and channels == 2:
-        fma_dots(2, 2, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
-                 out_step, accumulate)
-    elif pixels == 2 and channels == 1:
-        fma_dots(2, 1, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
-                 out_step, accumulate)
-    elif pixels == 1 and channels == 8:
-        fma_dots(1, 8, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
-                 out_step, accumulate)
-    elif pixels == 1 and channels == 4:
-        fma_dots(1, 4, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
-                 out_step, accumulate)
-    elif pixels == 1 and channels == 2:
-        fma_dots(1, 2, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
-                 out_step, accumulate)
-    elif pixels == 1 and channels == 1:
-        fma_dots(1, 1, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off, b_step, out, out_off,
-                 out_step, accumulate)
+def _slide_block(size, taps, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
+                 out_off, out_step):
+    """``fma_slide`` for one vector of columns, with a block size from ``BLOCK_SIZES`` and a
+    width from ``SLIDE_TAPS`` as literals."""
+    if taps == 5 and size == 14:
+        fma_slide(14, 5, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
+                  out_off, out_step)
+    elif taps == 5 and size == 8:
+        fma_slide(8, 5, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
+                  out_off, out_step)
+    elif taps == 5 and size == 4:
+        fma_slide(4, 5, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
+                  out_off, out_step)
+    elif taps == 5 and size == 2:
+        fma_slide(2, 5, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
+                  out_off, out_step)
+    elif taps == 5 and size == 1:
+        fma_slide(1, 5, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
+                  out_off, out_step)
+    elif taps == 3 and size == 14:
+        fma_slide(14, 3, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
+                  out_off, out_step)
+    elif taps == 3 and size == 8:
+        fma_slide(8, 3, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
+                  out_off, out_step)
+    elif taps == 3 and size == 4:
+        fma_slide(4, 3, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
+                  out_off, out_step)
+    elif taps == 3 and size == 2:
+        fma_slide(2, 3, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
+                  out_off, out_step)
+    elif taps == 3 and size == 1:
+        fma_slide(1, 3, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
+                  out_off, out_step)
+
+
+@_jit
+def _slide_row(a, a_off, kh, kw, i_step, c, b, f, out, out_off, pixels):
+    """One stride-1 output row of ``pixels`` pixels and ``f`` columns from a padded
+    channels-last image (``c`` channels): ``fma_slide`` over blocks of pixels, a vector of
+    columns at a time."""
+    for f0 in range(0, f, VECTOR_BYTES // a.itemsize):
+        q = 0
+        for size in BLOCK_SIZES:
+            while pixels - q >= size:
+                _slide_block(size, kw, a, a_off + q * c, c, kh, i_step, c, b, f0, f, out,
+                             out_off + q * f + f0, f)
+                q += size
 
 
 @_jit
 def direct_conv_input_grad(g, w_flipped, kh, kw, top, left, oh, ow, dx, counter):
     """``matmul_col2im`` at stride 1 without a tile: the input gradient is the convolution of
     the output gradient, padded by kh-1-top rows above and kw-1-left columns on the left,
-    with the flipped kernel ``w_flipped`` (C, kh*kw*F) in (i, j, f) order. Each output value
-    is a dot product along its window (``fma_dots``), as C is too few to fill vectors.
-    dx (N, H, W, C) channels-last; F in whole vectors; one image a unit from ``counter``."""
+    with the flipped kernel ``w_flipped`` (kh*kw*F, C) in (i, j, f) rows (a width in
+    ``SLIDE_TAPS``). dx (N, H, W, C) channels-last, C in whole vectors; one image a unit
+    from ``counter``."""
     n, h, width, c = dx.shape
     f, rows = g.shape[1], oh * ow
     gh, gw = h + kh - 1, width + kw - 1
@@ -942,7 +957,6 @@ def direct_conv_input_grad(g, w_flipped, kh, kw, top, left, oh, ow, dx, counter)
     flat, w_flat, dx_flat = padded.reshape(gh * gw * f), w_flipped.reshape(w_flipped.size), \
         dx.reshape(dx.size)
     r0, c0 = kh - 1 - top, kw - 1 - left
-    t_vectors = kw * f // (VECTOR_BYTES // g.itemsize)
     while True:
         b = _claim(counter)
         if b >= n:
@@ -952,15 +966,6 @@ def direct_conv_input_grad(g, w_flipped, kh, kw, top, left, oh, ow, dx, counter)
                 source, target = g[b * rows + p * ow + q], padded[r0 + p, c0 + q]
                 for t in range(f):
                     target[t] = source[t]
-        ch = 0
-        for channels in DOT_CHANNELS:
-            while c - ch >= channels:
-                for y in range(h):
-                    x0 = 0
-                    for pixels in DOT_PIXELS:
-                        while width - x0 >= pixels:
-                            _dots_block(pixels, channels, flat, (y * gw + x0) * f, f, kh, gw * f,
-                                        t_vectors, w_flat, ch * kh * kw * f, kh * kw * f,
-                                        dx_flat, ((b * h + y) * width + x0) * c + ch, c, False)
-                            x0 += pixels
-                ch += channels
+        for y in range(h):
+            _slide_row(flat, y * gw * f, kh, kw, gw * f, f, w_flat, c, dx_flat,
+                       (b * h + y) * width * c, width)

@@ -327,10 +327,15 @@ class NumbaEngine(NumpyEngine):
     #: rest, and every convolution while this is False, as tiled GEMMs.
     direct_convolution = True
 
-    def _direct(self, filters: int, dtype, run: int) -> bool:
+    def _direct(self, filters: int, dtype, run: int, slides: bool = False) -> bool:
+        """Filters in whole vectors, and window rows long enough to stream or of a width
+        the sliding-window kernel takes (``slides``)."""
         width = self.conv_kernels.VECTOR_BYTES // np.dtype(dtype).itemsize
         return (self.direct_convolution and filters % width == 0
-                and run >= self.conv_kernels.SHORT_RUN)
+                and (run >= self.conv_kernels.SHORT_RUN or slides))
+
+    def _slides(self, kernel, stride) -> bool:
+        return stride[1] == 1 and kernel[1] in self.conv_kernels.SLIDE_TAPS
 
     def _window_plan(self, x_shape, kernel, stride, padding, what):
         from .numba_training import register_blas
@@ -363,7 +368,7 @@ class NumbaEngine(NumpyEngine):
         w_ijc = np.ascontiguousarray(w.reshape(c, kh, kw, f).transpose(1, 2, 0, 3)).reshape(-1, f)
         z = np.empty((n * rows, f), dtype=x.dtype)
         conv, per_tile, work = self.conv_kernels, args[-1], n * rows * c * kh * kw
-        if self._direct(f, x.dtype, kw * c):
+        if self._direct(f, x.dtype, kw * c, self._slides(kernel, stride)):
             conv.share_units(conv.direct_conv_forward, n, work, (x, w_ijc, *args[:-1], *epilogue, z))
         else:
             conv.share_units(conv.im2col_matmul, -(-n // per_tile), work,
@@ -405,11 +410,11 @@ class NumbaEngine(NumpyEngine):
         dx_t = np.empty((n, h, width, c), dtype=g.dtype)  # channels-last, as a conv's output
         g, conv = np.ascontiguousarray(g), self.conv_kernels
         top, bottom, left, right = padding
-        if (self._direct(f, g.dtype, kw * f) and tuple(stride) == (1, 1)
+        if (self._direct(c, g.dtype, 0, self._slides(kernel, stride)) and stride[0] == 1
                 and max(top, bottom) < kh and max(left, right) < kw):
-            # the gradient's convolution with the flipped kernel, each channel's in (i, j, f)
+            # the gradient's convolution with the flipped kernel, rows in (i, j, f) order
             w_flipped = np.ascontiguousarray(
-                w.reshape(f, c, kh, kw)[:, :, ::-1, ::-1].transpose(1, 2, 3, 0)).reshape(c, -1)
+                w.reshape(f, c, kh, kw)[:, :, ::-1, ::-1].transpose(2, 3, 0, 1)).reshape(-1, c)
             conv.share_units(conv.direct_conv_input_grad, n, g.size * c * kh * kw,
                              (g, w_flipped, kh, kw, top, left, *args[-3:-1], dx_t))
             return dx_t.transpose(0, 3, 1, 2)

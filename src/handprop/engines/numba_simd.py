@@ -212,75 +212,76 @@ def fma_reduce(typingctx, values, vectors, a, a_off, a_step, a_row_step, rows, c
     return sig, codegen
 
 
-@intrinsic(prefer_literal=True)
-def fma_dots(typingctx, pixels, channels, a, a_off, a_step, i_count, i_step, t_vectors, b,
-             b_off, b_step, out, out_off, out_step, accumulate):
-    """For ``px < pixels`` and ``ch < channels`` (literal block sizes), with L lanes and
-    T = t_vectors * L:
-
-        out[out_off + px*out_step + ch] (+)=
-            sum over i < i_count, t < T of
-                a[a_off + i*i_step + px*a_step + t] * b[b_off + ch*b_step + i*T + t]
-
-    each accumulator one vector of L partial sums over t (i, then t in steps of L), added
-    across its lanes in a fixed tree at the end. For an output with too few channels to
-    fill a vector (a convolution's input gradient): the sums run along the window instead."""
-    block = _literal_block(pixels, channels)
-    if block is None or not _float_arrays(a, b, out):
+def _literal_ints(*values):
+    if not all(isinstance(v, types.IntegerLiteral) for v in values):
         return None
-    p_count, c_count = block
-    sig = types.void(pixels, channels, a, a_off, a_step, i_count, i_step, t_vectors, b, b_off,
-                     b_step, out, out_off, out_step, accumulate)
+    return [v.literal_value for v in values]
+
+
+@intrinsic(prefer_literal=True)
+def fma_slide(typingctx, pixels, taps, vectors, a, a_off, a_step, i_count, i_step, c_count, b,
+              b_off, b_step, out, out_off, out_step):
+    """``fma_rows`` for a stride-1 window row of ``taps`` pixels (literal), with L lanes:
+
+        out[out_off + px*out_step + v*L + l] =
+            sum over i < i_count, c < c_count, j < taps of
+                a[a_off + i*i_step + (px + j)*a_step + c]
+                * b[b_off + ((i*taps + j)*c_count + c)*b_step + v*L + l]
+
+    summed over i, then c, then j. Neighbouring pixels' windows overlap, so each input value
+    is loaded once and multiplied by all ``taps`` weights it meets (held in registers):
+    pixels + taps - 1 loads and taps * vectors weight loads for pixels * taps * vectors
+    multiply-adds, against one load per multiply-add in ``fma_rows`` when ``vectors`` is 1."""
+    sizes = _literal_ints(pixels, taps, vectors)
+    if sizes is None or not _float_arrays(a, b, out):
+        return None
+    p_count, j_count, v_count = sizes
+    if not (p_count >= 1 and j_count >= 1 and v_count >= 1
+            and v_count * (p_count + j_count) + 1 <= 32):
+        return None
+    sig = types.void(pixels, taps, vectors, a, a_off, a_step, i_count, i_step, c_count, b, b_off,
+                     b_step, out, out_off, out_step)
 
     def codegen(context, builder, signature, args):
         kinds = signature.args
-        i64, i32 = ir.IntType(64), ir.IntType(32)
+        i64 = ir.IntType(64)
         vector, width, fma, broadcast, load, store = _vector_ops(context, builder,
-                                                                 kinds[2].dtype)
-        (a_off, a_step, i_count, i_step, t_vectors, b_off, b_step, out_off, out_step) = [
+                                                                 kinds[3].dtype)
+        (a_off, a_step, i_count, i_step, c_count, b_off, b_step, out_off, out_step) = [
             context.cast(builder, args[k], kinds[k], types.int64)
-            for k in (3, 4, 5, 6, 7, 9, 10, 12, 13)]
-        accumulate = context.cast(builder, args[14], kinds[14], types.boolean)
+            for k in (4, 5, 6, 7, 8, 10, 11, 13, 14)]
         a_ptr, b_ptr, out_ptr = (context.make_array(kinds[k])(context, builder, args[k]).data
-                                 for k in (2, 8, 11))
-        acc = [[cgutils.alloca_once(builder, vector) for _ in range(c_count)]
-               for _ in range(p_count)]
-        for row in acc:
-            for slot in row:
-                builder.store(ir.Constant(vector, None), slot)
-        run = builder.mul(t_vectors, ir.Constant(i64, width))
-        pixel_offsets = [builder.mul(a_step, ir.Constant(i64, px)) for px in range(p_count)]
-        channel_offsets = [builder.mul(b_step, ir.Constant(i64, ch)) for ch in range(c_count)]
+                                 for k in (3, 9, 12))
+        out_at = [[builder.add(builder.add(out_off, builder.mul(out_step, ir.Constant(i64, px))),
+                               ir.Constant(i64, v * width)) for v in range(v_count)]
+                  for px in range(p_count)]
+        acc = _accumulators(builder, vector, None, load, out_ptr, out_at)
+        pixel_offsets = [builder.mul(a_step, ir.Constant(i64, s))
+                         for s in range(p_count + j_count - 1)]
+        tap_step = builder.mul(c_count, b_step)  # from weight (i, j, c) to (i, j + 1, c)
         with cgutils.for_range(builder, i_count) as outer:
             a_row = builder.add(a_off, builder.mul(outer.index, i_step))
-            b_row = builder.add(b_off, builder.mul(outer.index, run))
-            with cgutils.for_range(builder, t_vectors) as inner:
-                t = builder.mul(inner.index, ir.Constant(i64, width))
-                a_at, b_at = builder.add(a_row, t), builder.add(b_row, t)
-                weights = [load(b_ptr, builder.add(b_at, channel_offsets[ch]))
-                           for ch in range(c_count)]
-                for px in range(p_count):
-                    values = load(a_ptr, builder.add(a_at, pixel_offsets[px]))
-                    for ch in range(c_count):
-                        builder.store(fma(values, weights[ch], builder.load(acc[px][ch])),
-                                      acc[px][ch])
+            b_row = builder.add(b_off, builder.mul(builder.mul(outer.index, ir.Constant(
+                i64, j_count)), tap_step))
+            with cgutils.for_range(builder, c_count) as inner:
+                c = inner.index
+                b_at = builder.add(b_row, builder.mul(c, b_step))
+                weights = [[load(b_ptr, builder.add(builder.add(b_at, builder.mul(
+                    tap_step, ir.Constant(i64, j))), ir.Constant(i64, v * width)))
+                    for v in range(v_count)] for j in range(j_count)]
+                a_at = builder.add(a_row, c)
+                for s in range(p_count + j_count - 1):
+                    value = broadcast(builder.load(builder.gep(a_ptr, [
+                        builder.add(a_at, pixel_offsets[s])])))
+                    for j in range(j_count):
+                        px = s - j
+                        if 0 <= px < p_count:
+                            for v in range(v_count):
+                                builder.store(fma(value, weights[j][v],
+                                                  builder.load(acc[px][v])), acc[px][v])
         for px in range(p_count):
-            row = builder.add(out_off, builder.mul(out_step, ir.Constant(i64, px)))
-            for ch in range(c_count):
-                total = builder.load(acc[px][ch])
-                half = width // 2
-                while half:  # lane k += lane k + half, for half = L/2 .. 1
-                    mask = ir.Constant(ir.VectorType(i32, width),
-                                       [(k + half) % width for k in range(width)])
-                    total = builder.fadd(total, builder.shuffle_vector(
-                        total, ir.Constant(vector, ir.Undefined), mask))
-                    half //= 2
-                value = builder.extract_element(total, ir.Constant(i32, 0))
-                at = builder.gep(out_ptr, [builder.add(row, ir.Constant(i64, ch))])
-                with builder.if_then(accumulate):
-                    builder.store(builder.fadd(builder.load(at), value), at)
-                with builder.if_then(builder.not_(accumulate)):
-                    builder.store(value, at)
+            for v in range(v_count):
+                store(builder.load(acc[px][v]), out_ptr, out_at[px][v])
         return context.get_dummy_value()
 
     return sig, codegen
