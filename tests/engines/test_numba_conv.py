@@ -384,7 +384,9 @@ DIRECT_GEOMETRIES = [
      (FORWARD, WEIGHT_GRAD, TILED[2])),
     (((2, 16, 4, 4), (3, 3), (1, 1), (3, 3, 3, 3), 16),  # windows wholly in the padding
      (FORWARD, WEIGHT_GRAD, TILED[2])),
-    (((2, 16, 8, 8), (3, 3), (1, 1), (1, 1, 1, 1), 20), TILED),  # filters in part of a vector
+    (((2, 16, 8, 8), (3, 3), (1, 1), (1, 1, 1, 1), 20),  # filters in part of a vector
+     (TILED[0], TILED[1], INPUT_GRAD)),
+    (((2, 12, 8, 8), (3, 3), (1, 1), (1, 1, 1, 1), 20), TILED),  # and channels too
 ]
 
 
