@@ -390,7 +390,7 @@ class NumbaEngine(NumpyEngine):
         groups = -(-n // per_group)
         partial = np.empty((groups, kh * kw * c, f), dtype=x.dtype)
         g = np.ascontiguousarray(g)
-        if self._direct(f, x.dtype, kw * c):
+        if self._direct(f, x.dtype, kw * c, self._slides(kernel, stride)):
             conv.share_units(conv.direct_conv_weight_grad, groups, g.size * c * kh * kw,
                              (x, g, *args[:-1], per_group, partial))
         else:

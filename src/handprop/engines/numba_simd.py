@@ -285,3 +285,67 @@ def fma_slide(typingctx, pixels, taps, vectors, a, a_off, a_step, i_count, i_ste
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic(prefer_literal=True)
+def fma_slide_reduce(typingctx, pixels, taps, a, a_off, a_step, a_row_step, rows, blocks, g,
+                     g_off, g_step, g_row_step, out, out_off, out_step, accumulate):
+    """``fma_reduce`` for a stride-1 window row of ``taps`` pixels (literal), one vector of
+    columns, over ``rows`` rows of ``blocks`` blocks of ``pixels`` (literal) pixels each:
+
+        out[out_off + j*out_step + l] (+)=
+            sum over r < rows, s < blocks*pixels of
+                a[a_off + r*a_row_step + (s + j)*a_step] * g[g_off + r*g_row_step + s*g_step + l]
+
+    The block's gradient rows stay in registers while each input value is loaded once and
+    multiplied into every tap it meets. Each tap sums even and odd pixels of a block in two
+    accumulators (twice the multiply-adds in flight), added once at the end."""
+    sizes = _literal_ints(pixels, taps)
+    if sizes is None or not _float_arrays(a, g, out):
+        return None
+    p_count, j_count = sizes
+    if not (p_count >= 1 and j_count >= 1 and p_count + 2 * j_count + 1 <= 32):
+        return None
+    sig = types.void(pixels, taps, a, a_off, a_step, a_row_step, rows, blocks, g, g_off, g_step,
+                     g_row_step, out, out_off, out_step, accumulate)
+
+    def codegen(context, builder, signature, args):
+        kinds = signature.args
+        i64 = ir.IntType(64)
+        vector, width, fma, broadcast, load, store = _vector_ops(context, builder,
+                                                                 kinds[2].dtype)
+        (a_off, a_step, a_row_step, rows, blocks, g_off, g_step, g_row_step, out_off,
+         out_step) = [context.cast(builder, args[k], kinds[k], types.int64)
+                      for k in (3, 4, 5, 6, 7, 9, 10, 11, 13, 14)]
+        accumulate = context.cast(builder, args[15], kinds[15], types.boolean)
+        a_ptr, g_ptr, out_ptr = (context.make_array(kinds[k])(context, builder, args[k]).data
+                                 for k in (2, 8, 12))
+        out_at = [[builder.mul(out_step, ir.Constant(i64, j))] for j in range(j_count)]
+        out_at = [[builder.add(out_off, at[0])] for at in out_at]
+        first = _accumulators(builder, vector, accumulate, load, out_ptr, out_at)
+        second = _accumulators(builder, vector, None, load, out_ptr, out_at)
+        sums = [(first[j][0], second[j][0]) for j in range(j_count)]
+        block = ir.Constant(i64, p_count)
+        with cgutils.for_range(builder, rows) as outer:
+            a_row = builder.add(a_off, builder.mul(outer.index, a_row_step))
+            g_row = builder.add(g_off, builder.mul(outer.index, g_row_step))
+            with cgutils.for_range(builder, blocks) as inner:
+                s0 = builder.mul(inner.index, block)
+                g_at = builder.add(g_row, builder.mul(s0, g_step))
+                grads = [load(g_ptr, builder.add(g_at, builder.mul(g_step, ir.Constant(i64, px))))
+                         for px in range(p_count)]
+                a_at = builder.add(a_row, builder.mul(s0, a_step))
+                for s in range(p_count + j_count - 1):
+                    value = broadcast(builder.load(builder.gep(a_ptr, [
+                        builder.add(a_at, builder.mul(a_step, ir.Constant(i64, s)))])))
+                    for j in range(j_count):
+                        px = s - j
+                        if 0 <= px < p_count:
+                            slot = sums[j][px % 2]
+                            builder.store(fma(value, grads[px], builder.load(slot)), slot)
+        for j in range(j_count):
+            store(builder.fadd(builder.load(sums[j][0]), builder.load(sums[j][1])), out_ptr,
+                  out_at[j][0])
+        return context.get_dummy_value()
+
+    return sig, codegen
