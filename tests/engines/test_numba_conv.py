@@ -24,8 +24,12 @@ CONV_KERNELS = {"im2col", "col2im", "max_pool_forward", "max_pool_forward_2x2",
 
 
 @pytest.fixture
-def nb():
-    return get_engine("numba")
+def nb(monkeypatch):
+    """The numba engine with its direct convolutions on, as on a CPU with AVX-512 (elsewhere
+    they are right but slow, and the engine keeps the tiled GEMMs)."""
+    engine = get_engine("numba")
+    monkeypatch.setattr(engine, "direct_convolution", True)
+    return engine
 
 
 class Spy:
@@ -359,9 +363,9 @@ def test_a_big_bias_gradient_sums_fixed_blocks_on_any_number_of_threads(nb, rng,
 
 # (x shape, window, stride, padding, filters) and the kernels the three products take. The
 # direct kernels need the filters (the channels, for the input gradient) in whole vectors;
-# the forward pass and weight gradient window rows of 16+ values, or else (forward only) a
-# stride-1 window 3 or 5 wide; the input gradient stride 1, a window 3 or 5 wide and
-# padding smaller than the window.
+# the forward pass and weight gradient window rows of 16+ values, or else a stride-1 window
+# 3 or 5 wide; the input gradient stride 1, a window 3 or 5 wide and padding smaller than
+# the window.
 FORWARD, WEIGHT_GRAD, INPUT_GRAD = ("direct_conv_forward", "direct_conv_weight_grad",
                                     "direct_conv_input_grad")
 TILED = ("im2col_matmul", "im2col_t_matmul", "matmul_col2im")
@@ -369,7 +373,8 @@ DIRECT_GEOMETRIES = [
     (((3, 16, 14, 14), (5, 5), (1, 1), (2, 2, 2, 2), 32),  # the MNIST CNN's second layer
      (FORWARD, WEIGHT_GRAD, INPUT_GRAD)),
     (((2, 1, 12, 12), (5, 5), (1, 1), (2, 2, 2, 2), 16),  # a one-channel first layer
-     (FORWARD, TILED[1], TILED[2])),
+     (FORWARD, WEIGHT_GRAD, TILED[2])),
+    (((2, 2, 9, 9), (4, 4), (1, 1), (1, 2, 1, 2), 16), TILED),  # short rows, no slide width
     (((2, 16, 9, 10), (5, 3), (1, 1), (2, 2, 1, 1), 32),  # a 5x3 window
      (FORWARD, WEIGHT_GRAD, INPUT_GRAD)),
     (((2, 16, 7, 30), (3, 3), (1, 1), (1, 1, 1, 1), 16),  # rows of 30: blocks of 14, 14, 2
@@ -434,3 +439,21 @@ def test_direct_convolutions_agree_with_im2col_around_a_gemm(nb, spy, rng, monke
     assert list(dict.fromkeys(spy.calls)) == list(TILED)
     for got, ref, n_terms in zip((z, dw, dx), tiled, terms):
         np.testing.assert_allclose(got, ref, rtol=0, atol=tol * n_terms * np.abs(ref).max())
+
+
+def test_the_direct_convolutions_follow_the_cpu_the_kernels_are_compiled_for(monkeypatch):
+    """On when the kernels target a CPU with AVX-512 (the host, or NUMBA_CPU_NAME and
+    NUMBA_CPU_FEATURES as set), off for any other target."""
+    import numba
+    from llvmlite import binding
+
+    from handprop.engines import numba_simd
+
+    host = bool(binding.get_host_cpu_features().get("avx512f"))
+    for name, features, want in [(None, None, host), ("host", None, host),
+                                 ("generic", None, False), ("skylake-avx512", None, False),
+                                 (None, "+avx2,-avx512f", False),
+                                 (None, "+avx2,+avx512f", True)]:
+        monkeypatch.setattr(numba.config, "CPU_NAME", name)
+        monkeypatch.setattr(numba.config, "CPU_FEATURES", features)
+        assert numba_simd.wide_vectors() is want, (name, features)

@@ -85,10 +85,17 @@ class NumbaEngine(NumpyEngine):
 
     def __init__(self):
         super().__init__()
-        from . import numba_conv_kernels, numba_kernels
+        from . import numba_conv_kernels, numba_kernels, numba_simd
 
         self.kernels = numba_kernels
         self.conv_kernels = numba_conv_kernels
+        #: Convolutions whose filters fill whole vectors, over windows whose rows are long
+        #: enough to stream (kw*C >= SHORT_RUN) or of a width the sliding-window kernels take,
+        #: run as direct convolutions (``direct_conv_*`` in numba_conv_kernels: 1.7-2.3x the
+        #: tiled GEMMs on the MNIST CNN's layers); the rest, and every convolution while this
+        #: is False, as tiled GEMMs. False where the kernels are compiled for a CPU without
+        #: AVX-512, whose registers cannot hold their blocks (they would still be right).
+        self.direct_convolution = numba_simd.wide_vectors()
 
     # ------------------------------------------------------------ discovery
     @classmethod
@@ -321,12 +328,6 @@ class NumbaEngine(NumpyEngine):
     # The convolution's products over windows, a tile of images at a time (numba_conv_kernels):
     # the window matrix is never built whole. Kernel columns are in (i, j, c) order, so the
     # weights are permuted to it here and the weight gradient back from it.
-    #: Convolutions whose filters fill whole vectors, over windows whose rows are long enough
-    #: to stream (kw*C >= SHORT_RUN), run as direct convolutions (``direct_conv_*`` in
-    #: numba_conv_kernels: 1.4-1.7x the tiled GEMMs on the MNIST CNN's second layer); the
-    #: rest, and every convolution while this is False, as tiled GEMMs.
-    direct_convolution = True
-
     def _direct(self, filters: int, dtype, run: int, slides: bool = False) -> bool:
         """Filters in whole vectors, and window rows long enough to stream or of a width
         the sliding-window kernel takes (``slides``)."""

@@ -28,9 +28,19 @@ MAX_ACCUMULATORS = 28
 VECTOR_BYTES = 64
 
 
-def lanes(dtype) -> int:
-    """Values of ``dtype`` in one vector."""
-    return VECTOR_BYTES // dtype.itemsize
+def wide_vectors() -> bool:
+    """Whether the kernels are compiled for a CPU with AVX-512 (32 registers of 64 bytes),
+    which these blocks are sized for: the host, unless ``NUMBA_CPU_NAME`` names another."""
+    import numba
+    from llvmlite import binding
+
+    name = numba.config.CPU_NAME
+    if name not in (None, "host"):
+        return False
+    features = numba.config.CPU_FEATURES
+    if features:
+        return "+avx512f" in features.split(",")
+    return bool(binding.get_host_cpu_features().get("avx512f"))
 
 
 def _vector_ops(context, builder, dtype):
