@@ -457,3 +457,16 @@ def test_the_direct_convolutions_follow_the_cpu_the_kernels_are_compiled_for(mon
         monkeypatch.setattr(numba.config, "CPU_NAME", name)
         monkeypatch.setattr(numba.config, "CPU_FEATURES", features)
         assert numba_simd.wide_vectors() is want, (name, features)
+
+
+def test_convolution_outputs_start_on_a_cache_line(nb, rng):
+    """The arrays the direct kernels write whole vectors into start on 64-byte boundaries
+    (NumPy's own start 16 bytes past one), and are ordinary C-contiguous arrays."""
+    x = rng.standard_normal((3, 16, 14, 14)).astype("float32")
+    w = rng.standard_normal((16 * 25, 32)).astype("float32")
+    window = ((5, 5), (1, 1), (2, 2, 2, 2))
+    z = nb.im2col_matmul(x, w, *window, None, "relu")
+    dz, _ = nb.act_backward_bias_grad(z, z, "relu")
+    dx = nb.matmul_col2im(dz, np.ascontiguousarray(w.T), x.shape, *window)
+    for a in (z, dz, dx.transpose(0, 2, 3, 1)):
+        assert a.ctypes.data % 64 == 0 and a.flags.c_contiguous and a.flags.writeable

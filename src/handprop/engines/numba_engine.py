@@ -77,6 +77,17 @@ def _argmax_dtype(size) -> type:
     return np.int8 if size[0] * size[1] <= 127 else np.int64
 
 
+def _vector_aligned(shape, dtype):
+    """An uninitialised C-contiguous array whose data starts on a 64-byte boundary (NumPy's
+    own start 16 bytes past one), so the direct convolutions' vector loads and stores of its
+    rows never straddle two cache lines (4 % of the MNIST CNN's step at batch 64)."""
+    dtype = np.dtype(dtype)
+    size = math.prod(shape)
+    raw = np.empty(size + 64 // dtype.itemsize, dtype)
+    start = (-raw.ctypes.data % 64) // dtype.itemsize
+    return raw[start:start + size].reshape(shape)
+
+
 class NumbaEngine(NumpyEngine):
     name = "numba"
     fused_kernels = True
@@ -256,7 +267,7 @@ class NumbaEngine(NumpyEngine):
         # pass, in fixed blocks of rows shared between threads (the sums' order is fixed:
         # ROWS_PER_RUN interleaved partial sums a column, then the blocks in order).
         grad, out, conv = np.ascontiguousarray(grad), np.ascontiguousarray(out), self.conv_kernels
-        dz, db = np.empty_like(grad), np.empty(grad.shape[1], dtype=grad.dtype)
+        dz, db = _vector_aligned(grad.shape, grad.dtype), np.empty(grad.shape[1], dtype=grad.dtype)
         blocks = max(1, -(-grad.shape[0] // BIAS_BLOCK_ROWS))
         partial = np.empty((blocks, grad.shape[1]))
         conv.share_units(conv.act_backward_bias_grad_blocks, blocks, grad.size, (
@@ -367,7 +378,7 @@ class NumbaEngine(NumpyEngine):
         bias_rows = np.tile(bias if has_bias else np.zeros(f, x.dtype), ROWS_PER_RUN)
         epilogue = (bias_rows, has_bias, code if in_kernel else _IDENTITY, float(alpha))
         w_ijc = np.ascontiguousarray(w.reshape(c, kh, kw, f).transpose(1, 2, 0, 3)).reshape(-1, f)
-        z = np.empty((n * rows, f), dtype=x.dtype)
+        z = _vector_aligned((n * rows, f), x.dtype)
         conv, per_tile, work = self.conv_kernels, args[-1], n * rows * c * kh * kw
         if self._direct(f, x.dtype, kw * c, self._slides(kernel, stride)):
             conv.share_units(conv.direct_conv_forward, n, work, (x, w_ijc, *args[:-1], *epilogue, z))
@@ -408,7 +419,7 @@ class NumbaEngine(NumpyEngine):
         if g.shape[0] != n * rows or w.shape != (f, c * kh * kw):
             return super().matmul_col2im(g, w, x_shape, kernel, stride, padding)
         h, width = int(x_shape[2]), int(x_shape[3])
-        dx_t = np.empty((n, h, width, c), dtype=g.dtype)  # channels-last, as a conv's output
+        dx_t = _vector_aligned((n, h, width, c), g.dtype)  # channels-last, as a conv's output
         g, conv = np.ascontiguousarray(g), self.conv_kernels
         top, bottom, left, right = padding
         if (self._direct(c, g.dtype, 0, self._slides(kernel, stride)) and stride[0] == 1
