@@ -118,7 +118,7 @@ def profile(engine_name: str, batch: int, steps: int) -> None:
         setattr(owner, name, wrapper)
 
     for name in ("im2col_matmul", "im2col_t_matmul", "matmul_col2im", "act_backward_bias_grad",
-                 "im2col", "col2im",
+                 "act_backward_weight_grad", "im2col", "col2im",
                  "max_pool_forward", "max_pool_backward", "bias_act",
                  "activation", "act_backward", "bias_grad", "softmax_xent", "sgd_update"):
         timed_method(engine, name, name)

@@ -16,10 +16,10 @@ def test_cpu_against_itself_passes(capsys):
     for name in ("bias_act[lecun_tanh]", "act_backward[leaky_relu]", "softmax_xent", "bias_grad",
                  "sum_squares", "sgd_update", "momentum_update[nesterov]", "adam_update",
                  "im2col", "col2im", "max_pool_forward", "max_pool_backward", "avg_pool_forward",
-                 "avg_pool_backward"):
+                 "avg_pool_backward", "act_backward_weight_grad[relu]"):
         assert name in out
     assert "MISMATCH" not in out
-    assert out.strip().splitlines()[-1].startswith("PASS: all 33 checks match the cpu reference on cpu (host CPU")
+    assert out.strip().splitlines()[-1].startswith("PASS: all 34 checks match the cpu reference on cpu (host CPU")
 
 
 class _BrokenSigmoid(NumpyEngine):
@@ -38,7 +38,7 @@ def test_a_wrong_primitive_fails_with_exit_1(monkeypatch, capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if "MISMATCH" in line]
     assert [r.split()[0] for r in rows] == ["bias_act[sigmoid]", "bias_act[sigmoid]"]
-    assert out.strip().splitlines()[-1].startswith("FAIL: 2 of 66 checks differ")
+    assert out.strip().splitlines()[-1].startswith("FAIL: 2 of 68 checks differ")
 
 
 def test_unusable_engine_exits_2_with_the_reason(monkeypatch, capsys):

@@ -20,7 +20,7 @@ CONV_KERNELS = {"im2col", "col2im", "max_pool_forward", "max_pool_forward_2x2",
                 "max_pool_backward_nhwc", "max_pool_backward_tiled_nhwc", "avg_pool_forward",
                 "avg_pool_backward", "im2col_matmul", "im2col_t_matmul", "matmul_col2im",
                 "act_backward_bias_grad_blocks", "direct_conv_forward", "direct_conv_weight_grad",
-                "direct_conv_input_grad"}
+                "direct_conv_input_grad", "direct_conv_act_weight_grad"}
 
 
 @pytest.fixture
@@ -470,3 +470,31 @@ def test_convolution_outputs_start_on_a_cache_line(nb, rng):
     dx = nb.matmul_col2im(dz, np.ascontiguousarray(w.T), x.shape, *window)
     for a in (z, dz, dx.transpose(0, 2, 3, 1)):
         assert a.ctypes.data % 64 == 0 and a.flags.c_contiguous and a.flags.writeable
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "tanh"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case, kernels", DIRECT_GEOMETRIES,
+                         ids=[f"{'x'.join(map(str, c[0]))}-{'x'.join(map(str, c[1]))}-f{c[4]}"
+                              for c, _ in DIRECT_GEOMETRIES])
+def test_a_first_layers_fused_backward_is_act_backward_then_the_weight_gradient(
+        nb, spy, rng, case, kernels, dtype, activation):
+    """``act_backward_weight_grad`` (dz made an image at a time, never the whole batch's) gives
+    the reference's act_backward, bias_grad and im2col_t_matmul; it runs as one direct kernel
+    where the weight gradient would (relu and leaky_relu), else as those three."""
+    x_shape, kernel, stride, padding, filters = case
+    x, cols, _, _ = _direct_case(rng, case, dtype, "channels-last")
+    out = CPU.activation(rng.standard_normal((cols.shape[0], filters)).astype(dtype), activation)
+    grad = rng.standard_normal(out.shape).astype(dtype)
+    dw, db = nb.act_backward_weight_grad(x, grad, out, activation, 0.01, kernel, stride, padding)
+    fused = kernels[1] == WEIGHT_GRAD and activation != "tanh"
+    assert ("direct_conv_act_weight_grad" in spy.calls) is fused
+    dz = CPU.act_backward(grad, out, activation)
+    want_dw, want_db = cols.T @ dz, CPU.bias_grad(dz)
+    tol = {"float32": 2e-6, "float64": 1e-14}[dtype]
+    assert dw.dtype == db.dtype == np.dtype(dtype)
+    assert dw.shape == want_dw.shape and db.shape == want_db.shape
+    np.testing.assert_allclose(dw, want_dw, rtol=0,
+                               atol=tol * cols.shape[0] * np.abs(want_dw).max())
+    np.testing.assert_allclose(db, want_db, rtol=0,
+                               atol=tol * cols.shape[0] * np.abs(want_db).max())

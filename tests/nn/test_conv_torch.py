@@ -27,6 +27,9 @@ CONV_CASES = [
     (2, 1, 6, 6, 2, (4, 2), 1, "same", "leaky_relu"),  # even kernel: the extra row at the bottom
     (4, 3, 5, 7, 6, 1, 1, 0, "lecun_tanh"),
     (2, 2, 9, 5, 3, (2, 3), (3, 2), (0, 2), "relu"),
+    # filters in whole vectors: numba's direct convolutions, a one-channel first layer too
+    (3, 1, 12, 12, 16, 5, 1, "same", "relu"),
+    (2, 16, 8, 8, 16, 3, 1, "same", "leaky_relu"),
 ]
 
 
@@ -70,6 +73,10 @@ def test_conv2d_matches_torch(engine, rng, case):
     np.testing.assert_allclose(engine.to_numpy(out), ref.detach().numpy(), **TOL)
     dx = layer.backward(engine.asarray(grad, "float64"))
     np.testing.assert_allclose(engine.to_numpy(dx), xt.grad.numpy(), **TOL)
+    np.testing.assert_allclose(engine.to_numpy(layer.grads["W"]), Wt.grad.numpy(), **TOL)
+    np.testing.assert_allclose(engine.to_numpy(layer.grads["b"]), bt.grad.numpy(), **TOL)
+    # as a first layer (no input gradient: act_backward_weight_grad), the same gradients
+    assert layer.backward(engine.asarray(grad, "float64"), need_input_grad=False) is None
     np.testing.assert_allclose(engine.to_numpy(layer.grads["W"]), Wt.grad.numpy(), **TOL)
     np.testing.assert_allclose(engine.to_numpy(layer.grads["b"]), bt.grad.numpy(), **TOL)
 

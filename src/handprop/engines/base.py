@@ -330,6 +330,14 @@ class Engine:
                              f"window of images {tuple(x.shape)}); got {tuple(g.shape)}")
         return cols.T @ g
 
+    def act_backward_weight_grad(self, x, grad, out, kind: str, alpha, kernel, stride,
+                                 padding):
+        """``(dW, db)`` of a convolution whose input gradient is not needed (a first layer):
+        ``dz = act_backward(grad, out)``, ``dW = im2col_t_matmul(x, dz, ...)`` and
+        ``db = bias_grad(dz)``; an engine may do it image by image, never holding ``dz``."""
+        dz, db = self.act_backward_bias_grad(grad, out, kind, alpha)
+        return self.im2col_t_matmul(x, dz, kernel, stride, padding), db
+
     def matmul_col2im(self, g, w, x_shape, kernel, stride, padding):
         """``col2im(g @ w, x_shape, ...)``: g (N*OH*OW, F), w (F, C*kh*kw) -> (N, C, H, W)."""
         return self.col2im(g @ w, x_shape, kernel, stride, padding)

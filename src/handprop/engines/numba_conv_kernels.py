@@ -1019,6 +1019,51 @@ def _slide_weight_grad(padded, kh, kw, sh, oh, ow, g_flat, g_off, f, out, first)
 
 
 @_jit
+def direct_conv_act_weight_grad(x, grad, out, code, alpha, kh, kw, sh, sw, top, left, oh, ow,
+                                per_group, partial, bias_partial, counter):
+    """``direct_conv_weight_grad`` from ``dz = grad * f'(out)`` (relu or leaky_relu, as
+    ``act_backward``), made an image at a time in a cache-sized buffer (the batch's ``dz``
+    is never written to memory and read back); ``bias_partial[group]`` (float64) gets the
+    column sums of the group's ``dz`` rows, in order."""
+    n, c, h, width = x.shape
+    f, rows, run = grad.shape[1], oh * ow, kw * c
+    hp, wp, _ = _padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow)
+    padded = _zeros_aligned((hp, wp, c), x.dtype)
+    flat = padded.reshape(hp * wp * c)
+    dz = _zeros_aligned((1, rows, f), grad.dtype)[0]
+    dz_flat = dz.reshape(rows * f)
+    slide = sw == 1 and (kw == SLIDE_TAPS[0] or kw == SLIDE_TAPS[1]) and run < SHORT_RUN
+    zero, alpha = grad.dtype.type(0), grad.dtype.type(alpha)
+    while True:
+        group = _claim(counter)
+        if group >= partial.shape[0]:
+            break
+        weights, sums = partial[group].reshape(kh * run * f), bias_partial[group]
+        sums[:] = 0.0
+        first, last = group * per_group, min((group + 1) * per_group, n)
+        for b in range(first, last):
+            g_image = grad[b * rows:(b + 1) * rows].reshape(rows * f)
+            o_image = out[b * rows:(b + 1) * rows].reshape(rows * f)
+            if code == RELU:
+                for t in range(rows * f):
+                    dz_flat[t] = g_image[t] if o_image[t] > zero else zero
+            else:
+                for t in range(rows * f):
+                    dz_flat[t] = g_image[t] if o_image[t] > zero else g_image[t] * alpha
+            for r in range(rows):
+                row = dz[r]
+                for j in range(f):
+                    sums[j] += row[j]
+            _pad_channels_last(x, b, top, left, padded)
+            if slide:
+                _slide_weight_grad(padded, kh, kw, sh, oh, ow, dz_flat, 0, f, weights, b == first)
+                continue
+            for i in range(kh):
+                _reduce_rows(flat, i * wp * c, sw * c, sh * wp * c, oh, ow, dz_flat, 0, f, run,
+                             weights, i * run * f, b != first)
+
+
+@_jit
 def direct_conv_input_grad(g, w_flipped, kh, kw, top, left, oh, ow, dx, counter):
     """``matmul_col2im`` at stride 1 without a tile: the input gradient is the convolution of
     the output gradient, padded by kh-1-top rows above and kw-1-left columns on the left,

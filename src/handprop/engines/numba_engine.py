@@ -161,6 +161,9 @@ class NumbaEngine(NumpyEngine):
                 rows = self.im2col_matmul(image, w, (3, 3), (1, 1), (1, 1, 1, 1))
                 self.im2col_t_matmul(image, rows, (3, 3), (1, 1), (1, 1, 1, 1))
                 self.matmul_col2im(rows, w.T, image.shape, (3, 3), (1, 1), (1, 1, 1, 1))
+                for kind in ("relu", "leaky_relu"):  # a first layer's backward
+                    self.act_backward_weight_grad(image, rows, rows, kind, 0.01, (3, 3),
+                                                  (1, 1), (1, 1, 1, 1))
             out, argmax = self.max_pool_forward(channels_last, (2, 2), (2, 2))
             self.max_pool_backward(out, argmax, x.shape, (2, 2), (2, 2))  # windows tiling x
             x[0, 0, 0, 0] = np.nan  # the NaN-aware max-pool too
@@ -410,6 +413,32 @@ class NumbaEngine(NumpyEngine):
                              (x, g, *args, per_group, partial))
         total = partial[0] if groups == 1 else partial.sum(axis=0)
         return np.ascontiguousarray(total.reshape(kh, kw, c, f).transpose(2, 0, 1, 3)).reshape(-1, f)
+
+    def act_backward_weight_grad(self, x, grad, out, kind: str, alpha, kernel, stride,
+                                 padding):
+        code = activation_code(kind)
+        if (code not in (_RELU, _LEAKY) or not _floats(x, grad, out) or x.ndim != 4
+                or grad.ndim != 2 or grad.shape != out.shape):
+            return super().act_backward_weight_grad(x, grad, out, kind, alpha, kernel, stride,
+                                                    padding)
+        n, c, rows, args = self._window_plan(x.shape, kernel, stride, padding,
+                                             "act_backward_weight_grad")
+        (kh, kw), f, conv = kernel, grad.shape[1], self.conv_kernels
+        if grad.shape[0] != n * rows or not self._direct(f, x.dtype, kw * c,
+                                                         self._slides(kernel, stride)):
+            return super().act_backward_weight_grad(x, grad, out, kind, alpha, kernel, stride,
+                                                    padding)
+        groups = -(-n // conv.IMAGES_PER_GROUP)
+        partial = np.empty((groups, kh * kw * c, f), dtype=x.dtype)
+        bias_partial = np.empty((groups, f))
+        grad, out = np.ascontiguousarray(grad), np.ascontiguousarray(out)
+        conv.share_units(conv.direct_conv_act_weight_grad, groups, grad.size * c * kh * kw,
+                         (x, grad, out, code, float(alpha), *args[:-1], conv.IMAGES_PER_GROUP,
+                          partial, bias_partial))
+        total = partial[0] if groups == 1 else partial.sum(axis=0)
+        dw = np.ascontiguousarray(total.reshape(kh, kw, c, f).transpose(2, 0, 1, 3)).reshape(-1, f)
+        db = (bias_partial[0] if groups == 1 else bias_partial.sum(axis=0)).astype(grad.dtype)
+        return dw, db
 
     def matmul_col2im(self, g, w, x_shape, kernel, stride, padding):
         if not _floats(g, w) or g.ndim != 2 or w.ndim != 2 or len(x_shape) != 4:

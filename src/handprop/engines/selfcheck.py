@@ -17,7 +17,16 @@ SHAPES = ((1, 1), (3, 7), (300, 129))
 # uneven padding, and a batch of 16-channel maps larger than a 256-thread block.
 CONV_GEOMETRIES = (((1, 1, 1, 1), (1, 1), (1, 1), (0, 0, 0, 0)),
                    ((2, 3, 7, 6), (3, 2), (2, 1), (1, 0, 2, 1)),
+                   ((4, 1, 12, 12), (5, 5), (1, 1), (2, 2, 2, 2)),
                    ((8, 16, 14, 14), (5, 5), (1, 1), (2, 2, 2, 2)))
+
+
+def _filters(x_shape) -> int:
+    """Filters of the checked convolutions: whole vectors (16, 32) on the two images the
+    size of the MNIST CNN's layers, so an engine's direct convolutions run there too."""
+    if x_shape[1] == 16:
+        return 32
+    return 16 if x_shape[2] >= 12 else 3
 # Element-wise tolerance |a - r| <= atol + rtol |r|: float32 allows a few ulp
 # (GPU fused multiply-add, tanhf); float64 is near-exact.
 TOLERANCES = {"float32": (1e-5, 1e-6), "float64": (1e-11, 1e-13)}
@@ -216,9 +225,10 @@ def run_checks(engine, reference, dtypes=("float32", "float64"), seed: int = 0) 
                 x_shape, window, stride, padding = geometry
                 x = _inputs(rng, x_shape, dtype, extreme)
                 rows = back(reference, reference.im2col(on(reference, x), window, stride, padding))
-                w = _inputs(rng, (rows.shape[1], 3), dtype, False)
-                g = _inputs(rng, (rows.shape[0], 3), dtype, False)
-                b = _inputs(rng, (3,), dtype, False)
+                filters = _filters(x_shape)
+                w = _inputs(rng, (rows.shape[1], filters), dtype, False)
+                g = _inputs(rng, (rows.shape[0], filters), dtype, False)
+                b = _inputs(rng, (filters,), dtype, False)
                 # Sums of hundreds of products, added in another order than the reference's
                 # one big GEMM: compared relative to the sum of |terms| of each output.
                 magnitude = np.abs(rows.astype(np.float64))
@@ -246,6 +256,31 @@ def run_checks(engine, reference, dtypes=("float32", "float64"), seed: int = 0) 
                 scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
                 compare(check, label, back(engine, mine) / scale, back(reference, ref) / scale)
             return fn
+
+        def act_backward_weight_grad(check, label, rng, geometry, extreme):
+            # A first layer's fused backward, against act_backward, bias_grad and
+            # im2col_t_matmul; the weights relative to the sum of |terms|, as above.
+            x_shape, window, stride, padding = geometry
+            x = _inputs(rng, x_shape, dtype, extreme)
+            rows = back(reference, reference.im2col(on(reference, x), window, stride, padding))
+            shape = (rows.shape[0], _filters(x_shape))
+            g = _inputs(rng, shape, dtype, False)
+            out = back(reference, reference.activation(
+                on(reference, _inputs(rng, shape, dtype, False)), "relu"))
+            mine_w, mine_b = engine.act_backward_weight_grad(
+                on(engine, x), on(engine, g), on(engine, out), "relu", 0.01, window, stride,
+                padding)
+            ref_w, ref_b = reference.act_backward_weight_grad(
+                on(reference, x), on(reference, g), on(reference, out), "relu", 0.01, window,
+                stride, padding)
+            scale = np.abs(rows.astype(np.float64)).T @ np.abs(g.astype(np.float64))
+            scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+            compare(check, label + " dW", back(engine, mine_w) / scale,
+                    back(reference, ref_w) / scale)
+            column = np.abs(g.astype(np.float64)).sum(axis=0)
+            column = np.where(np.isfinite(column) & (column > 0), column, 1.0)
+            compare(check, label + " db", back(engine, mine_b) / column,
+                    back(reference, ref_b) / column)
 
         def pool(kind, direction):
             def fn(check, label, rng, geometry, extreme):
@@ -288,6 +323,7 @@ def run_checks(engine, reference, dtypes=("float32", "float64"), seed: int = 0) 
         run_case("matmul_col2im", window_product("inputs"), conv_cases)
         for kind in ("relu", "leaky_relu", "sigmoid"):
             run_case(f"act_backward_bias_grad[{kind}]", act_backward_bias_grad(kind))
+        run_case("act_backward_weight_grad[relu]", act_backward_weight_grad, conv_cases)
         for kind in ("max", "avg"):
             for direction in ("forward", "backward"):
                 run_case(f"{kind}_pool_{direction}", pool(kind, direction), conv_cases)
