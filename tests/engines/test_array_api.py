@@ -200,6 +200,14 @@ def test_convolution_primitives(strict, cpu, rng, x_shape, kernel, stride, paddi
     gs, gc = pair(strict, cpu, rng.normal(size=tuple(cols_c.shape)))
     same(strict, strict.col2im(gs, x_shape, kernel, stride, padding),
          cpu.col2im(gc, x_shape, kernel, stride, padding))
+    rows = (cols_c.shape[0], 4)
+    grad_s, grad_c = pair(strict, cpu, rng.normal(size=rows))
+    out_s, out_c = pair(strict, cpu, np.maximum(rng.normal(size=rows), 0))
+    for mine, ref in zip(strict.act_backward_weight_grad(xs, grad_s, out_s, "relu", 0.01, kernel,
+                                                         stride, padding),
+                         cpu.act_backward_weight_grad(xc, grad_c, out_c, "relu", 0.01, kernel,
+                                                      stride, padding)):
+        same(strict, mine, ref)
 
 
 @pytest.mark.parametrize("x_shape, size, stride", [((2, 3, 7, 6), (3, 2), (2, 1)),

@@ -60,7 +60,7 @@ def test_engine_builds_and_describes_its_device(standin):
 def test_doctor_passes_and_each_kernel_file_compiles_once(standin, capsys):
     assert main(["doctor", "--backend", "cuda"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last == f"PASS: all 66 checks match the cpu reference on cuda ({DEVICE_NAME})"
+    assert last == f"PASS: all 68 checks match the cpu reference on cuda ({DEVICE_NAME})"
 
     rec = standin.recorder
     # One RawModule per .cu file, built from the self-contained source, no options.

@@ -495,6 +495,27 @@ def test_window_products(fused_engine, rng, case, dtype, layout):
         close(dx, want_dx, dtype, scale=terms["dx"])
 
 
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "sigmoid"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case, filters", [(CONV_GEOMETRIES[2], 3), (CONV_GEOMETRIES[3], 16),
+                                           (CONV_GEOMETRIES[-1], 32)],
+                         ids=lambda v: geometry_id(v) if isinstance(v, tuple) else f"f{v}")
+def test_a_first_layers_backward(fused_engine, rng, case, filters, dtype, activation):
+    """``act_backward_weight_grad`` is ``act_backward_bias_grad`` then ``im2col_t_matmul``."""
+    x_shape, kernel, stride, padding = case
+    x = rng.standard_normal(x_shape).astype(dtype)
+    cols = CPU.im2col(x, kernel, stride, padding)
+    out = CPU.activation(rng.standard_normal((cols.shape[0], filters)).astype(dtype), activation)
+    grad = rng.standard_normal(out.shape).astype(dtype)
+    dz = CPU.act_backward(grad, out, activation)
+    want_dw, want_db = cols.T @ dz, CPU.bias_grad(dz)
+    for eng in conv_engines(fused_engine):
+        dw, db = eng.act_backward_weight_grad(eng.asarray(x), eng.asarray(grad), eng.asarray(out),
+                                              activation, 0.01, kernel, stride, padding)
+        close(host(eng, dw), want_dw, dtype, scale=cols.shape[0])
+        close(host(eng, db), want_db, dtype, scale=cols.shape[0])
+
+
 @pytest.mark.parametrize("activation", ["identity", "relu", "leaky_relu", "sigmoid", "tanh"])
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_window_product_with_bias_and_activation(fused_engine, rng, dtype, activation):
