@@ -4,14 +4,17 @@ convolutions in ``numba_conv_kernels``.
 Numba's loops vectorise one at a time; a small matrix product needs more than that: a
 block of outputs held in vector registers for the whole sum, each input value loaded once
 and broadcast against a row of weights. LLVM keeps such a block in registers only when it
-is written out, so these two intrinsics emit it: ``pixels`` x ``vectors`` accumulators of
+is written out, so these intrinsics emit it: ``pixels`` x ``vectors`` accumulators of
 one 64-byte vector each (16 float32 or 8 float64 lanes), at most 28 of AVX-512's 32
 registers. On the MNIST CNN's second convolution this runs at 147 GFLOP/s on one core of
 the benchmark machine, against 91 for OpenBLAS on the same product after an im2col tile.
 
-Both take flat arrays and element offsets; the caller guarantees every index is in bounds
+All take flat arrays and element offsets; the caller guarantees every index is in bounds
 (nothing here checks). Sums run over their terms in a fixed order, with one fused
 multiply-add per term, so results do not depend on the thread that computes them.
+
+Numba's cache of the kernels that use these does not notice edits here (it follows each
+kernel's own file): after changing one, delete ``__pycache__`` in this folder.
 """
 
 from __future__ import annotations
@@ -69,6 +72,22 @@ def _vector_ops(context, builder, dtype):
                       align=align)
 
     return vector, width, (lambda a, b, c: builder.call(fma, [a, b, c])), broadcast, load, store
+
+
+def _arguments(context, builder, signature, args, arrays, integers):
+    """The data pointers of the array arguments at positions ``arrays`` and the integer
+    arguments at ``integers`` as 64-bit values."""
+    kinds = signature.args
+    return ([context.make_array(kinds[k])(context, builder, args[k]).data for k in arrays],
+            [context.cast(builder, args[k], kinds[k], types.int64) for k in integers])
+
+
+def _block_offsets(builder, base, step, rows, vectors, width):
+    """``base + r*step + v*width`` for the ``rows`` x ``vectors`` vectors of an output block."""
+    i64 = ir.IntType(64)
+    return [[builder.add(builder.add(base, builder.mul(step, ir.Constant(i64, r))),
+                         ir.Constant(i64, v * width)) for v in range(vectors)]
+            for r in range(rows)]
 
 
 def _accumulators(builder, vector, accumulate, load, out_ptr, out_at):
@@ -133,14 +152,10 @@ def fma_rows(typingctx, pixels, vectors, a, a_off, a_step, i_count, i_step, t_co
         i64 = ir.IntType(64)
         vector, width, fma, broadcast, load, store = _vector_ops(context, builder,
                                                                  kinds[2].dtype)
-        (a_off, a_step, i_count, i_step, t_count, b_off, b_step, out_off, out_step) = [
-            context.cast(builder, args[k], kinds[k], types.int64)
-            for k in (3, 4, 5, 6, 7, 9, 10, 12, 13)]
-        a_ptr, b_ptr, out_ptr = (context.make_array(kinds[k])(context, builder, args[k]).data
-                                 for k in (2, 8, 11))
-        out_at = [[builder.add(builder.add(out_off, builder.mul(out_step, ir.Constant(i64, px))),
-                               ir.Constant(i64, v * width)) for v in range(v_count)]
-                  for px in range(p_count)]
+        (a_ptr, b_ptr, out_ptr), (a_off, a_step, i_count, i_step, t_count, b_off, b_step,
+                                  out_off, out_step) = _arguments(
+            context, builder, signature, args, (2, 8, 11), (3, 4, 5, 6, 7, 9, 10, 12, 13))
+        out_at = _block_offsets(builder, out_off, out_step, p_count, v_count, width)
         acc = _accumulators(builder, vector, None, load, out_ptr, out_at)
         pixel_offsets = [builder.mul(a_step, ir.Constant(i64, px)) for px in range(p_count)]
         with cgutils.for_range(builder, i_count) as outer:
@@ -190,15 +205,11 @@ def fma_reduce(typingctx, values, vectors, a, a_off, a_step, a_row_step, rows, c
         i64 = ir.IntType(64)
         vector, width, fma, broadcast, load, store = _vector_ops(context, builder,
                                                                  kinds[2].dtype)
-        (a_off, a_step, a_row_step, rows, cols, g_off, g_step, g_row_step, out_off,
-         out_step) = [context.cast(builder, args[k], kinds[k], types.int64)
-                      for k in (3, 4, 5, 6, 7, 9, 10, 11, 13, 14)]
+        (a_ptr, g_ptr, out_ptr), (a_off, a_step, a_row_step, rows, cols, g_off, g_step,
+                                  g_row_step, out_off, out_step) = _arguments(
+            context, builder, signature, args, (2, 8, 12), (3, 4, 5, 6, 7, 9, 10, 11, 13, 14))
         accumulate = context.cast(builder, args[15], kinds[15], types.boolean)
-        a_ptr, g_ptr, out_ptr = (context.make_array(kinds[k])(context, builder, args[k]).data
-                                 for k in (2, 8, 12))
-        out_at = [[builder.add(builder.add(out_off, builder.mul(out_step, ir.Constant(i64, k))),
-                               ir.Constant(i64, v * width)) for v in range(v_count)]
-                  for k in range(k_count)]
+        out_at = _block_offsets(builder, out_off, out_step, k_count, v_count, width)
         acc = _accumulators(builder, vector, accumulate, load, out_ptr, out_at)
         with cgutils.for_range(builder, rows) as outer:
             a_row = builder.add(a_off, builder.mul(outer.index, a_row_step))
@@ -257,14 +268,10 @@ def fma_slide(typingctx, pixels, taps, vectors, a, a_off, a_step, i_count, i_ste
         i64 = ir.IntType(64)
         vector, width, fma, broadcast, load, store = _vector_ops(context, builder,
                                                                  kinds[3].dtype)
-        (a_off, a_step, i_count, i_step, c_count, b_off, b_step, out_off, out_step) = [
-            context.cast(builder, args[k], kinds[k], types.int64)
-            for k in (4, 5, 6, 7, 8, 10, 11, 13, 14)]
-        a_ptr, b_ptr, out_ptr = (context.make_array(kinds[k])(context, builder, args[k]).data
-                                 for k in (3, 9, 12))
-        out_at = [[builder.add(builder.add(out_off, builder.mul(out_step, ir.Constant(i64, px))),
-                               ir.Constant(i64, v * width)) for v in range(v_count)]
-                  for px in range(p_count)]
+        (a_ptr, b_ptr, out_ptr), (a_off, a_step, i_count, i_step, c_count, b_off, b_step,
+                                  out_off, out_step) = _arguments(
+            context, builder, signature, args, (3, 9, 12), (4, 5, 6, 7, 8, 10, 11, 13, 14))
+        out_at = _block_offsets(builder, out_off, out_step, p_count, v_count, width)
         acc = _accumulators(builder, vector, None, load, out_ptr, out_at)
         pixel_offsets = [builder.mul(a_step, ir.Constant(i64, s))
                          for s in range(p_count + j_count - 1)]
@@ -324,14 +331,11 @@ def fma_slide_reduce(typingctx, pixels, taps, a, a_off, a_step, a_row_step, rows
         i64 = ir.IntType(64)
         vector, width, fma, broadcast, load, store = _vector_ops(context, builder,
                                                                  kinds[2].dtype)
-        (a_off, a_step, a_row_step, rows, blocks, g_off, g_step, g_row_step, out_off,
-         out_step) = [context.cast(builder, args[k], kinds[k], types.int64)
-                      for k in (3, 4, 5, 6, 7, 9, 10, 11, 13, 14)]
+        (a_ptr, g_ptr, out_ptr), (a_off, a_step, a_row_step, rows, blocks, g_off, g_step,
+                                  g_row_step, out_off, out_step) = _arguments(
+            context, builder, signature, args, (2, 8, 12), (3, 4, 5, 6, 7, 9, 10, 11, 13, 14))
         accumulate = context.cast(builder, args[15], kinds[15], types.boolean)
-        a_ptr, g_ptr, out_ptr = (context.make_array(kinds[k])(context, builder, args[k]).data
-                                 for k in (2, 8, 12))
-        out_at = [[builder.mul(out_step, ir.Constant(i64, j))] for j in range(j_count)]
-        out_at = [[builder.add(out_off, at[0])] for at in out_at]
+        out_at = _block_offsets(builder, out_off, out_step, j_count, 1, width)
         first = _accumulators(builder, vector, accumulate, load, out_ptr, out_at)
         second = _accumulators(builder, vector, None, load, out_ptr, out_at)
         sums = [(first[j][0], second[j][0]) for j in range(j_count)]
