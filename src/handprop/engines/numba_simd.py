@@ -4,10 +4,11 @@ convolutions in ``numba_conv_kernels``.
 Numba's loops vectorise one at a time; a small matrix product needs more than that: a
 block of outputs held in vector registers for the whole sum, each input value loaded once
 and broadcast against a row of weights. LLVM keeps such a block in registers only when it
-is written out, so these intrinsics emit it: ``pixels`` x ``vectors`` accumulators of
-one 64-byte vector each (16 float32 or 8 float64 lanes), at most 28 of AVX-512's 32
-registers. On the MNIST CNN's second convolution this runs at 147 GFLOP/s on one core of
-the benchmark machine, against 91 for OpenBLAS on the same product after an im2col tile.
+is written out, so these intrinsics emit it: a block of accumulators of one 64-byte
+vector each (16 float32 or 8 float64 lanes), with the weights and inputs they need within
+AVX-512's 32 registers. On the MNIST CNN's second convolution the kernels built on them
+run at 91-154 GFLOP/s on one core of the benchmark machine, 1.5-2.4x OpenBLAS on the
+same products after an im2col tile (``bench/results/notes_cnn.md``).
 
 All take flat arrays and element offsets; the caller guarantees every index is in bounds
 (nothing here checks). Sums run over their terms in a fixed order, with one fused
