@@ -88,6 +88,14 @@ def _vector_aligned(shape, dtype):
     return raw[start:start + size].reshape(shape)
 
 
+def _weight_grad_rows(partial, kernel, c):
+    """The weight gradient (C*kh*kw, F), rows in (c, i, j) order, from the groups' partial
+    sums (groups, kh*kw*C, F) in the kernels' (i, j, c) order, added in order."""
+    (kh, kw), f = kernel, partial.shape[2]
+    total = partial[0] if partial.shape[0] == 1 else partial.sum(axis=0)
+    return np.ascontiguousarray(total.reshape(kh, kw, c, f).transpose(2, 0, 1, 3)).reshape(-1, f)
+
+
 class NumbaEngine(NumpyEngine):
     name = "numba"
     fused_kernels = True
@@ -102,7 +110,7 @@ class NumbaEngine(NumpyEngine):
         self.conv_kernels = numba_conv_kernels
         #: Convolutions whose filters fill whole vectors, over windows whose rows are long
         #: enough to stream (kw*C >= SHORT_RUN) or of a width the sliding-window kernels take,
-        #: run as direct convolutions (``direct_conv_*`` in numba_conv_kernels: 1.7-2.3x the
+        #: run as direct convolutions (``direct_conv_*`` in numba_conv_kernels: 1.3-2.4x the
         #: tiled GEMMs on the MNIST CNN's layers); the rest, and every convolution while this
         #: is False, as tiled GEMMs. False where the kernels are compiled for a CPU without
         #: AVX-512, whose registers cannot hold their blocks (they would still be right).
@@ -339,9 +347,9 @@ class NumbaEngine(NumpyEngine):
             padding[2], oh, ow, dx[b0:b1]))
         return dx
 
-    # The convolution's products over windows, a tile of images at a time (numba_conv_kernels):
-    # the window matrix is never built whole. Kernel columns are in (i, j, c) order, so the
-    # weights are permuted to it here and the weight gradient back from it.
+    # The convolution's products over windows (numba_conv_kernels), as direct convolutions or
+    # a tile of images at a time: the window matrix is never built whole. Kernel columns are in
+    # (i, j, c) order, so the weights are permuted to it here and the weight gradient back.
     def _direct(self, filters: int, dtype, run: int, slides: bool = False) -> bool:
         """Filters in whole vectors, and window rows long enough to stream or of a width
         the sliding-window kernel takes (``slides``)."""
@@ -411,8 +419,7 @@ class NumbaEngine(NumpyEngine):
         else:
             conv.share_units(conv.im2col_t_matmul, groups, g.size * c * kh * kw,
                              (x, g, *args, per_group, partial))
-        total = partial[0] if groups == 1 else partial.sum(axis=0)
-        return np.ascontiguousarray(total.reshape(kh, kw, c, f).transpose(2, 0, 1, 3)).reshape(-1, f)
+        return _weight_grad_rows(partial, kernel, c)
 
     def act_backward_weight_grad(self, x, grad, out, kind: str, alpha, kernel, stride,
                                  padding):
@@ -435,10 +442,8 @@ class NumbaEngine(NumpyEngine):
         conv.share_units(conv.direct_conv_act_weight_grad, groups, grad.size * c * kh * kw,
                          (x, grad, out, code, float(alpha), *args[:-1], conv.IMAGES_PER_GROUP,
                           partial, bias_partial))
-        total = partial[0] if groups == 1 else partial.sum(axis=0)
-        dw = np.ascontiguousarray(total.reshape(kh, kw, c, f).transpose(2, 0, 1, 3)).reshape(-1, f)
         db = (bias_partial[0] if groups == 1 else bias_partial.sum(axis=0)).astype(grad.dtype)
-        return dw, db
+        return _weight_grad_rows(partial, kernel, c), db
 
     def matmul_col2im(self, g, w, x_shape, kernel, stride, padding):
         if not _floats(g, w) or g.ndim != 2 or w.ndim != 2 or len(x_shape) != 4:
