@@ -875,19 +875,36 @@ def direct_conv_forward(x, w, kh, kw, sh, sw, top, left, oh, ow, bias_rows, has_
 
 
 @_jit
+def _image_weight_grad(x, b, top, left, padded, kh, kw, sh, sw, oh, ow, g_flat, g_off, f, out,
+                       first):
+    """Image ``b``'s terms of a weight gradient into ``out`` (kh*kw*C*F, rows in (i, j, c)
+    order), from its output-gradient rows at ``g_flat[g_off:]``; ``first``: the image that
+    starts the sums. Short window rows (kw*C < SHORT_RUN) at stride 1 of a width in
+    ``SLIDE_TAPS`` take ``fma_slide_reduce`` (with 16 channels ``fma_reduce`` ran 1.4x faster
+    here), the others ``fma_reduce``."""
+    hp, wp, c = padded.shape
+    run = kw * c
+    _pad_channels_last(x, b, top, left, padded)
+    if sw == 1 and (kw == SLIDE_TAPS[0] or kw == SLIDE_TAPS[1]) and run < SHORT_RUN:
+        _slide_weight_grad(padded, kh, kw, sh, oh, ow, g_flat, g_off, f, out, first)
+        return
+    flat = padded.reshape(hp * wp * c)
+    for i in range(kh):
+        _reduce_rows(flat, i * wp * c, sw * c, sh * wp * c, oh, ow, g_flat, g_off, f, run, out,
+                     i * run * f, not first)
+
+
+@_jit
 def direct_conv_weight_grad(x, g, kh, kw, sh, sw, top, left, oh, ow, per_group, partial,
                             counter):
     """``im2col_t_matmul`` without a tile: ``partial[group]`` (kh*kw*C, F), rows in (i, j, c)
     order, = windows(x).T @ g over the ``per_group`` images of each group, image by image
-    in order; groups taken from ``counter``. Rows at stride 1 of a width in ``SLIDE_TAPS``
-    take ``fma_slide_reduce``, the others ``fma_reduce``."""
+    in order (``_image_weight_grad``); groups taken from ``counter``."""
     n, c, h, width = x.shape
     f, rows, run = g.shape[1], oh * ow, kw * c
     hp, wp, _ = _padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow)
     padded = _zeros_aligned((hp, wp, c), x.dtype)
-    flat, g_flat = padded.reshape(hp * wp * c), g.reshape(g.size)
-    # (for short window rows only: with 16 channels fma_reduce ran 1.4x faster here)
-    slide = sw == 1 and (kw == SLIDE_TAPS[0] or kw == SLIDE_TAPS[1]) and run < SHORT_RUN
+    g_flat = g.reshape(g.size)
     while True:
         group = _claim(counter)
         if group >= partial.shape[0]:
@@ -895,14 +912,8 @@ def direct_conv_weight_grad(x, g, kh, kw, sh, sw, top, left, oh, ow, per_group, 
         out = partial[group].reshape(kh * run * f)
         first, last = group * per_group, min((group + 1) * per_group, n)
         for b in range(first, last):
-            _pad_channels_last(x, b, top, left, padded)
-            if slide:
-                _slide_weight_grad(padded, kh, kw, sh, oh, ow, g_flat, b * rows * f, f, out,
-                                   b == first)
-                continue
-            for i in range(kh):
-                _reduce_rows(flat, i * wp * c, sw * c, sh * wp * c, oh, ow, g_flat,
-                             b * rows * f, f, run, out, i * run * f, b != first)
+            _image_weight_grad(x, b, top, left, padded, kh, kw, sh, sw, oh, ow, g_flat,
+                               b * rows * f, f, out, b == first)
 
 
 #: Window widths with a sliding-window kernel (``fma_slide``, one per width and block size).
@@ -1029,10 +1040,8 @@ def direct_conv_act_weight_grad(x, grad, out, code, alpha, kh, kw, sh, sw, top, 
     f, rows, run = grad.shape[1], oh * ow, kw * c
     hp, wp, _ = _padded_shape(h, width, c, kh, kw, sh, sw, top, left, oh, ow)
     padded = _zeros_aligned((hp, wp, c), x.dtype)
-    flat = padded.reshape(hp * wp * c)
     dz = _zeros_aligned((1, rows, f), grad.dtype)[0]
     dz_flat = dz.reshape(rows * f)
-    slide = sw == 1 and (kw == SLIDE_TAPS[0] or kw == SLIDE_TAPS[1]) and run < SHORT_RUN
     zero, alpha = grad.dtype.type(0), grad.dtype.type(alpha)
     while True:
         group = _claim(counter)
@@ -1054,13 +1063,8 @@ def direct_conv_act_weight_grad(x, grad, out, code, alpha, kh, kw, sh, sw, top, 
                 row = dz[r]
                 for j in range(f):
                     sums[j] += row[j]
-            _pad_channels_last(x, b, top, left, padded)
-            if slide:
-                _slide_weight_grad(padded, kh, kw, sh, oh, ow, dz_flat, 0, f, weights, b == first)
-                continue
-            for i in range(kh):
-                _reduce_rows(flat, i * wp * c, sw * c, sh * wp * c, oh, ow, dz_flat, 0, f, run,
-                             weights, i * run * f, b != first)
+            _image_weight_grad(x, b, top, left, padded, kh, kw, sh, sw, oh, ow, dz_flat, 0, f,
+                               weights, b == first)
 
 
 @_jit
