@@ -90,17 +90,14 @@ def test_command_module_imports_no_numpy():
 
 # --- Fashion-MNIST and --data-dir through the command line ---
 
-FASHION_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "fashion-mnist"
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot"]
 
 
 @pytest.fixture
-def fashion_dir():
-    if not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file():
-        pytest.fail(f"the Fashion-MNIST files are expected in {FASHION_DIR.resolve()} "
-                    f"(../shared/data/fashion-mnist from the repository root)")
-    return str(FASHION_DIR.resolve())
+def fashion_dir(fashion_mnist_dir):
+    """The real files' folder as a string (``tests/support/real_data.py`` finds it, or skips)."""
+    return str(fashion_mnist_dir)
 
 
 @pytest.fixture(autouse=True)
@@ -165,7 +162,7 @@ def test_fashion_checksum_mismatch_is_exit_2_naming_the_file(tmp_path, fashion_d
 
 
 @pytest.fixture(scope="module")
-def fashion_run(tmp_path_factory):
+def fashion_run(tmp_path_factory, fashion_mnist_dir):
     """A short real training run on a subset of Fashion-MNIST, through the CLI."""
     from handprop.cli import main
 
@@ -174,7 +171,7 @@ def fashion_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(home / "xdg"))
         patch.delenv("HANDPROP_DATA", raising=False)
-        code = main(["train", "--dataset", "fashion-mnist", "--data-dir", str(FASHION_DIR.resolve()),
+        code = main(["train", "--dataset", "fashion-mnist", "--data-dir", str(fashion_mnist_dir),
                      "--train-subset", "3000", "--val-size", "500", "--hidden", "64",
                      "--activation", "relu", "--optimizer", "adam", "--lr", "0.002",
                      "--batch-size", "64", "--epochs", "3", "--backend", "cpu", "--no-progress",

@@ -1,9 +1,11 @@
 """Fashion-MNIST: the real files, where they are looked for, their checks, the cache and downloads.
 
-The real files live in ``../shared/data/fashion-mnist/`` next to the
-repository (CI has them at the same place). Every test gets its own user
-cache, no ``$HANDPROP_DATA``, a Debian folder inside ``tmp_path`` and a
-network seam that refuses, unless it serves files itself.
+The real files are found by ``tests/support/real_data.py`` (``pytest
+--data-dir``, ``$HANDPROP_DATA``, the user cache, Debian's folder, then
+``../shared/data/fashion-mnist/`` beside the repository); without them the
+tests that read them are skipped, or fail with ``CI=true``. Every test gets
+its own user cache, no ``$HANDPROP_DATA``, a Debian folder inside
+``tmp_path`` and a network seam that refuses, unless it serves files itself.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import real_data
 from handprop.data import cache, fashion_mnist, idx_dataset, load_dataset, read_idx, write_idx
 from handprop.data.fashion_mnist import download_fashion_mnist, load_fashion_mnist
 from handprop.data.idx_dataset import FASHION_MNIST, IDX_FILES
 from handprop.errors import ConfigError, DataError
 
-REAL_DIR = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "fashion-mnist"
 GZ_NAMES = [f"{name}.gz" for name in IDX_FILES.values()]
 REAL_FETCH = cache.fetch  # before any test replaces it
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -33,12 +35,9 @@ CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", 
 
 
 @pytest.fixture(scope="module")
-def real_dir() -> Path:
-    missing = [name for name in GZ_NAMES if not (REAL_DIR / name).is_file()]
-    if missing:
-        pytest.fail(f"the Fashion-MNIST files are expected in {REAL_DIR.resolve()} "
-                    f"(../shared/data/fashion-mnist from the repository root); missing {missing}")
-    return REAL_DIR.resolve()
+def real_dir(fashion_mnist_dir) -> Path:
+    """The real files' folder (conftest's ``fashion_mnist_dir``): skipped, or failed under CI, without it."""
+    return fashion_mnist_dir
 
 
 @pytest.fixture(autouse=True)
@@ -95,7 +94,12 @@ def test_load_dataset_spellings(name, tmp_path):
 
 
 def test_shipped_checksums_are_the_readme_table(real_dir):
-    readme = (real_dir / "README.md").read_text()
+    # The table is in the README of this project's copy, which may not be the folder found first.
+    readme = next((p for p in (real_dir / "README.md", real_data.SIBLING / "README.md") if p.is_file()), None)
+    if readme is None:
+        real_data.skip_or_fail(f"the Fashion-MNIST README.md with the checksum table is neither in "
+                               f"{real_dir} nor in {real_data.SIBLING} ({real_data.SIBLING_LABEL})")
+    readme = readme.read_text()
     for key, name in IDX_FILES.items():
         assert re.search(rf"\| {name} +\| {FASHION_MNIST.sha256[key]} \|", readme), name
     for md5 in fashion_mnist.FASHION_MNIST_MD5.values():
@@ -117,7 +121,7 @@ def four_places(tmp_path, real_dir, monkeypatch):
     return places
 
 
-def test_lookup_order_data_dir_env_cache_debian(four_places, monkeypatch, tmp_path):
+def test_lookup_order_data_dir_env_cache_debian(four_places, real_dir, monkeypatch, tmp_path):
     assert fashion_mnist.find_fashion_mnist(four_places["data_dir"]) == four_places["data_dir"]
     assert fashion_mnist.find_fashion_mnist() == four_places["env"]
     monkeypatch.delenv("HANDPROP_DATA")
@@ -126,7 +130,7 @@ def test_lookup_order_data_dir_env_cache_debian(four_places, monkeypatch, tmp_pa
         (four_places["cache"] / name).unlink()
     assert fashion_mnist.find_fashion_mnist() == four_places["debian"]
     # $HANDPROP_DATA may also hold the files directly.
-    direct = link_files(REAL_DIR.resolve(), tmp_path / "direct")
+    direct = link_files(real_dir, tmp_path / "direct")
     monkeypatch.setenv("HANDPROP_DATA", str(direct))
     assert fashion_mnist.find_fashion_mnist() == direct
 
