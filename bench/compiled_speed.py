@@ -3,8 +3,9 @@
     python bench/compiled_speed.py                 # every model, wall clock
     python bench/compiled_speed.py s64 b1 --cpu    # CPU time of the process instead
 
-Each row times epochs of ``Trainer.fit`` (the trainer's own epoch clock, or
-with ``--cpu`` the process's CPU time, which a machine shared with other jobs
+Each row times epochs of ``Trainer.fit`` (the wall time between the ends of a lead-in
+and a timed epoch of one call, the benchmark's clock, or with ``--cpu`` the process's CPU
+time, which a machine shared with other jobs
 disturbs less; run it with ``OPENBLAS_NUM_THREADS=1`` then) for both paths and
 ``CeilingRunner`` (only the step's matrix products, preallocated, on one
 gathered batch), round-robin, and prints medians in samples/s with the ratios.
@@ -18,10 +19,7 @@ import math
 import statistics
 import time
 
-from handprop.bench import CeilingRunner, mnist_slice
-from handprop.nn import mlp
-from handprop.optim import make_optimizer
-from handprop.train import Trainer
+from handprop.bench import CeilingRunner, HandpropRunner
 
 #: name: (hidden widths, activation, batch, optimizer, learning rate)
 MODELS = {
@@ -34,30 +32,24 @@ MODELS = {
 }
 
 
-class FitRunner:
-    """One epoch of ``Trainer.fit`` per ``run()`` on one path."""
-
-    def __init__(self, hidden, activation, batch, optimizer, lr, samples, compile):
-        self.x, self.y = mnist_slice(samples)
-        model = mlp(784, hidden, 10, activation=activation, engine="numba", seed=0)
-        self.trainer = Trainer(model, "softmax_cross_entropy", make_optimizer(optimizer, lr=lr),
-                               batch_size=batch, epochs=1, progress=False, compile=compile)
-        if (self.trainer.compiled is not None) != compile:
-            raise RuntimeError(self.trainer.compile_reason)
-
-    def run(self) -> float:
-        self.trainer.fit(self.x, self.y, more_epochs=1)
-        return self.trainer.history.rows[-1]["seconds"]
+def fit_runner(hidden, activation, batch, optimizer, lr, samples, compile):
+    """The benchmark's handprop runner on one path: each ``run()`` a lead-in epoch and a timed
+    one of one ``Trainer.fit`` call, timed between their ends (the benchmark's one clock)."""
+    runner = HandpropRunner("numba", (hidden, activation), batch, optimizer,
+                            math.ceil(samples / batch), lr=lr, compile=compile)
+    if (runner.trainer.compiled is not None) != compile:
+        raise RuntimeError(runner.trainer.compile_reason)
+    return runner
 
 
 def measure(name: str, rounds: int, cpu: bool, samples: int | None = None) -> dict:
     hidden, activation, batch, optimizer, lr = MODELS[name]
-    samples = samples or (4000 if batch == 1 else 55000 if batch >= 1024 else 30000)
-    runners = {"compiled": FitRunner(hidden, activation, batch, optimizer, lr, samples, True),
-               "layers": FitRunner(hidden, activation, batch, optimizer, lr, samples, False),
+    samples = samples or (16384 if batch == 1 else 55000 if batch >= 1024 else 30000)
+    runners = {"compiled": fit_runner(hidden, activation, batch, optimizer, lr, samples, True),
+               "layers": fit_runner(hidden, activation, batch, optimizer, lr, samples, False),
                "ceiling": CeilingRunner((hidden, activation), batch, math.ceil(samples / batch))}
     for runner in runners.values():
-        runner.run()  # compile, warm the caches
+        runner.warmup()  # compile, warm the caches
     seconds = {key: [] for key in runners}
     for _ in range(rounds):
         for key, runner in runners.items():

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from handprop.bench import bench_engines, measure_config, mlp_name, throughput, torch_available
+from handprop.bench.workload import MIN_EPOCH_SAMPLES
 
 SCALING_BATCHES = (1, 4, 16, 64, 256, 1024, 4096)
 SCALING_WIDTHS = (32, 128, 512, 2048)
 
 
 def measure_scaling(engines=None, batches=SCALING_BATCHES, widths=SCALING_WIDTHS,
-                    repeats: int = 3, samples: int = 8192, with_torch: bool | None = None,
+                    repeats: int = 3, samples: int = MIN_EPOCH_SAMPLES, with_torch: bool | None = None,
                     log=None) -> list[dict]:
     """Samples/s against batch size (784-100-10 sigmoid, SGD) and against hidden
     width (784-W-10 relu, SGD, batch 128), engines side by side."""
@@ -20,15 +21,11 @@ def measure_scaling(engines=None, batches=SCALING_BATCHES, widths=SCALING_WIDTHS
     plan = [("batch", b, ([100], "sigmoid"), b) for b in batches]
     plan += [("width", w, ([w], "relu"), 128) for w in widths]
     for axis, value, model, batch in plan:
-        # Fewer samples per timing for tiny batches (Python-bound) and wide layers.
-        width = model[0][0]
-        n = samples if batch >= 16 else samples // 8
-        n = max(batch * 3, int(n * min(1.0, 256 / width)))
-        steps = max(3, n // batch)
+        steps = max(3, -(-samples // batch))
         if log:
             log(f"  scaling {axis}={value}: {steps} steps x {repeats}")
-        secs = measure_config(model, batch, "sgd", engines, steps=steps, repeats=repeats,
-                              with_torch=with_torch, with_ceiling=True)
+        secs, steps = measure_config(model, batch, "sgd", engines, steps=steps,
+                                     repeats=repeats, with_torch=with_torch, with_ceiling=True)
         for label, st in secs.items():
             t = throughput(st, steps * batch)
             rows.append({"axis": axis, "value": value, "engine": label,

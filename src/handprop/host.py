@@ -16,11 +16,13 @@ from pathlib import Path
 
 #: Environment variables that change what handprop, BLAS, Numba, CuPy or JAX do.
 ENV_VARS = ("HANDPROP_BACKEND", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
-            "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_CACHE_DIR",
-            "CUPY_CACHE_DIR", "XLA_FLAGS")
+            "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_CPU_NAME",
+            "NUMBA_CPU_FEATURES", "NUMBA_CACHE_DIR", "CUPY_CACHE_DIR", "XLA_FLAGS",
+            "ATEN_CPU_CAPABILITY")
 #: The subset that changes speed: recorded with every benchmark run.
 SPEED_ENV_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OPENBLAS_NUM_THREADS",
-                  "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "XLA_FLAGS")
+                  "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS", "NUMBA_CPU_NAME",
+                  "NUMBA_CPU_FEATURES", "XLA_FLAGS", "ATEN_CPU_CAPABILITY")
 
 #: shown name -> distribution names to try (CuPy ships as cupy-cudaNNx wheels).
 LIBRARIES = {

@@ -24,8 +24,7 @@ needs_jax = pytest.mark.skipif(not has_jax, reason="JAX/optax not installed "
 
 def handprop_losses(model, optimizer):
     runner = bench.HandpropRunner("cpu", model, BATCH, optimizer, STEPS)
-    for _ in range(EPOCHS):
-        runner.run()
+    assert len(runner.epochs(EPOCHS)) == EPOCHS
     return np.asarray(runner.batch_losses())
 
 
@@ -33,7 +32,8 @@ def comparator_losses(name, model, optimizer, isolate=False):
     runner = make_comparator(name, model, BATCH, optimizer, STEPS, isolate=isolate)
     try:
         assert runner.label == name
-        runner.warmup(EPOCHS)
+        seconds = runner.epochs(EPOCHS)
+        assert len(seconds) == EPOCHS and all(s > 0 for s in seconds)
         return np.asarray(runner.batch_losses())
     finally:
         runner.close()
@@ -68,7 +68,7 @@ def test_the_torch_cnn_runs_in_channels_last_memory_and_the_mlp_as_it_is():
     cnn = make_comparator("torch", bench.CNN_MODEL, BATCH, "sgd", STEPS, isolate=False)
     forward = cnn.loop.forward
     cnn.loop.forward = lambda xb: seen.append(xb) or forward(xb)
-    cnn.run()
+    cnn.epochs(1)
     conv = cnn.loop.net[3]  # (32, 16, 5, 5): its layouts differ (one input channel's do not)
     assert cnn.loop.memory_format is torch.channels_last
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)

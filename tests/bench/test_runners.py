@@ -32,12 +32,33 @@ def test_trainer_class_seam_and_epochs():
     CountingTrainer.calls = 0
     runner = bench.HandpropRunner("cpu", **TINY, trainer_class=CountingTrainer)
     assert isinstance(runner.trainer, CountingTrainer)
-    seconds = runner.run()
-    assert seconds > 0 and CountingTrainer.calls == TINY["steps"]
-    runner.run()
+    seconds = runner.epochs(1)
+    assert len(seconds) == 1 and seconds[0] > 0 and CountingTrainer.calls == TINY["steps"]
+    runner.epochs(1)
     assert runner.trainer.epoch == 2 and CountingTrainer.calls == 2 * TINY["steps"]
     losses = runner.batch_losses()
     assert len(losses) == 2 * TINY["steps"] and all(math.isfinite(v) for v in losses)
+
+
+def test_one_round_is_a_lead_in_and_a_timed_epoch_of_one_fit_call():
+    """The clock: the wall time between the lead-in epoch's end and the timed epoch's end,
+    both inside one ``Trainer.fit`` call (read by its ``on_epoch_end`` hook), so the fit's
+    once-per-call costs fall on the lead-in, not on the timed epoch."""
+    import time
+
+    fits = []
+
+    class SlowStart(Trainer):
+        def fit(self, *args, **kwargs):
+            fits.append(kwargs.get("more_epochs"))
+            time.sleep(0.5)  # a once-per-fit cost, before the first epoch
+            return super().fit(*args, **kwargs)
+
+    runner = bench.HandpropRunner("cpu", **TINY, trainer_class=SlowStart)
+    lead, timed = runner.epochs(2)
+    assert fits == [2] and runner.trainer.epoch == 2
+    assert lead >= 0.5 > timed
+    assert runner.run() < 0.5 and fits == [2, 2] and runner.trainer.epoch == 4
 
 
 def test_compile_is_passed_only_when_given():

@@ -165,3 +165,36 @@ def test_a_jax_comparator_row(tmp_path, capsys):
     assert any(line.split()[:3] == ["model", "batch", "opt"] and "jax scan" in line
                for line in out.splitlines())  # the side-by-side table's head
     assert (tmp_path / "bars.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_profile_measures_in_a_child_and_its_rows_name_the_kernels(tmp_path, capsys):
+    path = tmp_path / "rows.json"
+    argv = TINY + ["--comparators", "none", "--no-ceiling", "--profile", "all",
+                   "--json", str(path)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = json.loads(path.read_text())
+    assert [r["profile"] for r in rows] == ["as-is", "avx512", "avx2"]
+    avx2 = rows[2]["kernels"]
+    assert avx2["numba_cpu"] == "haswell" and "Haswell kernel" in avx2["blas"]
+    assert avx2["variables"]["XLA_FLAGS"] == "--xla_cpu_max_isa=AVX2"
+    assert "== CPU profile avx2: " in out and "== every profile" in out
+    assert "NUMBA_CPU_NAME=haswell" in out
+
+
+def test_quick_epochs_are_as_long_as_the_full_plans(monkeypatch):
+    from handprop import bench
+    from handprop.cli import bench as bench_cli
+
+    seen = {}
+
+    def fake(*args, **kwargs):
+        seen.update(kwargs)
+        return []
+
+    monkeypatch.setattr(bench, "measure_training", fake)
+    monkeypatch.setattr(bench, "sgemm_gflops", lambda **_: bench.Stat([1.0]))
+    assert main(["bench", "--quick", "--engines", "cpu", "--comparators", "none"]) == 0
+    assert seen.get("scale", 1.0) == 1.0 and seen["steps"] is None and seen["repeats"] == 3
+    assert bench_cli.PROFILE_NAMES == __import__("handprop.bench.profiles",
+                                                 fromlist=["x"]).PROFILE_NAMES

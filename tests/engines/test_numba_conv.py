@@ -205,6 +205,41 @@ def test_window_products_give_the_same_bits_on_any_number_of_threads(nb, rng, mo
     assert [lib["num_threads"] for lib in threadpool_info()] == blas_threads
 
 
+@pytest.mark.parametrize("blas_threads", [1, 2])
+def test_each_tile_product_runs_on_one_blas_thread_whatever_the_kernel_threads(
+        nb, rng, monkeypatch, blas_threads):
+    """The property the bits rest on: every BLAS product inside a shared kernel call runs on
+    one BLAS thread, on one kernel thread as on several, so a tile's product is computed the
+    same way however the call is split (OpenBLAS's AVX2 kernel gives other bits when it
+    splits one product between its threads). BLAS gets its thread count back after."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    x = rng.standard_normal((12, 8, 10, 10)).astype("float32")
+    w = rng.standard_normal((8 * 9, 8)).astype("float32")
+    monkeypatch.setattr(nb, "direct_convolution", False)  # the tiled GEMMs, any CPU
+    seen = []
+    kernel = numba_conv_kernels.im2col_matmul
+
+    def recording(*args):
+        seen.append({lib["num_threads"] for lib in threadpool_info()
+                     if lib["internal_api"] == "openblas"})
+        return kernel(*args)
+
+    nb.im2col_matmul(x, w, (3, 3), (1, 1), (1, 1, 1, 1))  # loads the BLAS the kernels call
+    monkeypatch.setattr(numba_conv_kernels, "im2col_matmul", recording)
+    monkeypatch.setattr(numba_conv_kernels, "PARALLEL_MIN_ELEMENTS", 1)
+    results = []
+    with threadpool_limits(limits=blas_threads, user_api="blas"):
+        before = [lib["num_threads"] for lib in threadpool_info()]
+        for threads in (1, 2, 3):
+            monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda t=threads: t)
+            results.append(nb.im2col_matmul(x, w, (3, 3), (1, 1), (1, 1, 1, 1)))
+        assert [lib["num_threads"] for lib in threadpool_info()] == before
+    assert seen and all(counts == {1} for counts in seen), seen
+    for other in results[1:]:
+        np.testing.assert_array_equal(results[0], other)
+
+
 def test_conv_kernels_are_serial_cached_and_not_fastmath():
     for name in CONV_KERNELS:
         kernel = getattr(numba_conv_kernels, name)

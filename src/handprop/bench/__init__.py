@@ -42,7 +42,7 @@ from .runners import CeilingRunner, CnnCeilingRunner, HandpropRunner, ceiling_ru
 from .stats import Stat, throughput, time_call
 from .torch_runner import TorchLoop, TorchRunner, torch_cnn, torch_mlp, torch_optimizer
 from .workload import (BATCHES, BENCH_OPTIMIZERS, CLASSES, CNN_MODEL, CNN_PLAN, INPUT_DIM,
-                       LEARNING_RATES, MODELS, PLAN, SAMPLES_PER_TIMING, bench_data, bench_engines,
+                       LEARNING_RATES, MIN_EPOCH_SAMPLES, MODELS, PLAN, SAMPLES_PER_TIMING, bench_data, bench_engines,
                        bench_model, default_steps, handprop_cnn, handprop_model, is_cnn,
                        jax_available, mlp_name, mnist_slice, model_dims, model_name,
                        model_step_flops, plan_configs, resolve_model, step_flops,
@@ -50,7 +50,7 @@ from .workload import (BATCHES, BENCH_OPTIMIZERS, CLASSES, CNN_MODEL, CNN_PLAN, 
 
 __all__ = [
     "BATCHES", "BENCH_OPTIMIZERS", "CLASSES", "CNN_MODEL", "CNN_PLAN", "INPUT_DIM",
-    "LEARNING_RATES", "MODELS", "ROW_KEY", "SAMPLES_PER_TIMING", "CeilingRunner",
+    "LEARNING_RATES", "MIN_EPOCH_SAMPLES", "MODELS", "ROW_KEY", "SAMPLES_PER_TIMING", "CeilingRunner",
     "CnnCeilingRunner", "HandpropRunner", "Stat", "TorchLoop", "bench_data", "bench_model",
     "ceiling_runner", "handprop_cnn", "is_cnn", "model_name", "model_step_flops", "torch_cnn",
     "TorchRunner", "bench_engines", "blas_kernel", "blas_threads", "compare_rows",

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from .runners import Runner
+from .runners import Runner, epoch_seconds
 from .workload import (LEARNING_RATES, bench_data, bench_model, epoch_orders, is_cnn,
                        model_name, resolve_model)
 
@@ -146,11 +146,19 @@ class JaxRunner(Runner):
         self.losses: list[float] = []
         self.correct: list[int] = []
 
-    def run(self) -> float:
+    def epochs(self, count: int) -> list[float]:
+        """``count`` consecutive epoch calls, each read back (its losses and correct count)
+        before the clock is read at its end."""
+        ends = [time.perf_counter()]
+        for _ in range(count):
+            self._epoch()
+            ends.append(time.perf_counter())
+        return epoch_seconds(ends)
+
+    def _epoch(self) -> None:
         import jax
         import jax.numpy as jnp
 
-        started = time.perf_counter()
         order = jnp.asarray(next(self.orders).astype(np.int32).reshape(self.steps, self.batch))
         if self.scan:
             self.params, self.opt_state, losses, correct = self.epoch_fn(
@@ -163,13 +171,11 @@ class JaxRunner(Runner):
                 losses.append(loss)
                 correct.append(right)
         losses, correct = jax.device_get((losses, correct))
-        seconds = time.perf_counter() - started
         losses = np.asarray(losses, dtype=np.float64).ravel().tolist()
         self.losses.extend(losses)
         self.correct.append(int(np.sum(correct)))
         if not math.isfinite(sum(losses)):
             raise RuntimeError(f"{self.label}: training diverged")
-        return seconds
 
     def batch_losses(self) -> list[float]:
         return list(self.losses)

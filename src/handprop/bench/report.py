@@ -8,7 +8,7 @@ from pathlib import Path
 from ..errors import ConfigError
 
 #: key fields that identify a row (for --compare)
-ROW_KEY = ("engine", "model", "batch", "optimizer")
+ROW_KEY = ("engine", "model", "batch", "optimizer", "profile")
 
 
 def fmt(value, spec=",.0f", none="-"):
@@ -36,43 +36,54 @@ def _present(rows, key) -> bool:
     return any(r.get(key) is not None for r in rows)
 
 
+def rate_cell(row: dict, key: str) -> str:
+    """``median [min-max]`` of a samples/s figure."""
+    if row.get(key) is None:
+        return "-"
+    return f"{fmt(row[key])} [{fmt(row.get(key + '_min'))}-{fmt(row.get(key + '_max'))}]"
+
+
+def ratio_cell(row: dict, key: str, scale: float = 1.0, spec: str = ".2f") -> str:
+    """``median [min-max]`` of a per-round ratio."""
+    if row.get(key) is None:
+        return "-"
+    low, high = row.get(key + "_min"), row.get(key + "_max")
+    text = format(row[key] * scale, spec)
+    if low is not None and high is not None:
+        text += f" [{low * scale:{spec}}-{high * scale:{spec}}]"
+    return text
+
+
+def noise_mark(row: dict) -> str:
+    return f"{100 * row.get('spread', 0):.0f} %" + (" noisy" if row.get("noisy") else "")
+
+
 def format_training_table(rows: list[dict], markdown: bool = False) -> str:
-    """engine, model, batch, optimizer, samples/s (median [min-max]), ratios, shares;
-    "x NAME" is this row's median over NAME's, measured side by side."""
+    """engine, model, batch, optimizer, samples/s (median [min-max]) and its spread, then
+    ratios: the median [min-max] of the per-round ratios against every runner measured in
+    the same rounds; a row whose own spread is over 25 % is marked noisy."""
+    has_cpu = _present(rows, "ratio_to_cpu")
     has_torch = _present(rows, "torch_samples_per_s")
     has_ceiling = _present(rows, "ceiling_samples_per_s")
     extras = [(key, name) for key, name in EXTRA_COMPARATORS
               if _present(rows, f"{key}_samples_per_s")]
-    best = _present(rows, "ratio_to_cpu_best")
-    mark = " (best)" if best else ""
-    head = ["engine", "model", "batch", "opt", "samples/s median [min-max]", "x cpu" + mark]
-    if has_torch:
-        head += ["torch samples/s median [min-max]", "x torch" + mark]
-    head += [f"x {name}" + mark for _, name in extras]
+    head = ["engine", "model", "batch", "opt", "samples/s median [min-max]", "spread"]
+    head += ["x cpu"] if has_cpu else []
+    head += ["x torch"] if has_torch else []
+    head += [f"x {name}" for _, name in extras]
     if has_ceiling:
-        head += ["GEMM ceiling samples/s median [min-max]", "% ceiling" + mark, "GFLOP/s",
-                 "% sgemm"]
+        head += ["% GEMM ceiling", "GFLOP/s", "% sgemm"]
     body = []
     for r in rows:
-        def spread(key):
-            return (f"{fmt(r.get(key))} [{fmt(r.get(key + '_min'))}-"
-                    f"{fmt(r.get(key + '_max'))}]") if r.get(key) is not None else "-"
-
-        def ratio(key, scale=1.0, spec=".2f"):
-            v, b = r.get(key), r.get(key + "_best")
-            text = fmt(None if v is None else v * scale, spec)
-            return text + (f" ({b * scale:{spec}})" if b is not None else "")
-
         cells = [r["engine"], r["model"], str(r["batch"]), r.get("optimizer", "-"),
-                 spread("samples_per_s"), ratio("ratio_to_cpu")]
-        if has_torch:
-            cells += [spread("torch_samples_per_s"), ratio("ratio_to_torch")]
-        cells += [ratio(f"ratio_to_{key}") for key, _ in extras]
+                 rate_cell(r, "samples_per_s"), noise_mark(r)]
+        cells += [ratio_cell(r, "ratio_to_cpu")] if has_cpu else []
+        cells += [ratio_cell(r, "ratio_to_torch")] if has_torch else []
+        cells += [ratio_cell(r, f"ratio_to_{key}") for key, _ in extras]
         if has_ceiling:
-            cells += [spread("ceiling_samples_per_s"), ratio("ceiling_share", 100, ".0f"),
-                      fmt(r.get("gflops"), ".1f"),
-                      fmt(None if r.get("sgemm_share") is None else 100 * r["sgemm_share"],
-                          ".0f")]
+            share = r.get("sgemm_share")
+            cells += [ratio_cell(r, "ceiling_share", 100, ".0f"), fmt(r.get("gflops"), ".1f"),
+                      fmt(None if share is None else 100 * share, ".0f")]
         body.append(cells)
     return table(head, body, markdown)
 
@@ -125,7 +136,8 @@ def probe_note(rows: list[dict]) -> str:
 
 
 def row_key(row: dict) -> tuple:
-    return tuple(row.get(k) for k in ROW_KEY)
+    """A row's identity; rows saved before CPU profiles ran as the environment stood."""
+    return tuple(row.get(k, "as-is" if k == "profile" else None) for k in ROW_KEY)
 
 
 def compare_rows(rows: list[dict], saved: list[dict], threshold: float = 0.10) -> list[dict]:

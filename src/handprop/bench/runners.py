@@ -17,26 +17,38 @@ from .workload import (CLASSES, CNN_GEMMS, INPUT_DIM, LEARNING_RATES, bench_data
                        step_flops)
 
 
+#: Epochs each contender runs per round: a lead-in, then the timed one.
+LEAD_EPOCHS = 1
+
+
 class Runner:
-    """One contestant: ``label`` names its row or column; ``run()`` trains (or does the
-    GEMMs of) one more epoch of ``steps`` mini-batches of ``batch`` and returns its
-    seconds; ``warmup(epochs)`` runs untimed epochs first (JIT, compilation, first
-    allocations) and keeps their seconds in ``warmup_seconds``; ``batch_losses()``
-    is every mini-batch's loss so far; ``close()`` frees what the runner holds."""
+    """One contestant: ``label`` names its row or column. Every contender is timed by the
+    same clock over the same unit of work: ``epochs(count)`` runs ``count`` consecutive
+    epochs of ``steps`` mini-batches of ``batch`` as its user runs them and returns the
+    wall-clock seconds from the call's start to the first epoch's end, then between
+    consecutive epoch ends. ``run()`` is one round: a lead-in epoch, then the timed epoch
+    (whose seconds it returns), so once-per-call costs (handprop's input checks, a
+    comparator's first-call overhead) fall on the lead-in. ``warmup(epochs)`` runs untimed
+    epochs first (JIT, compilation, first allocations) and keeps their seconds in
+    ``warmup_seconds`` and ``warmup_epochs``; ``batch_losses()`` is every mini-batch's loss
+    so far; ``close()`` frees what the runner holds."""
 
     label: str
     batch: int
     steps: int
     warmup_seconds: float | None = None
+    warmup_epochs: list | None = None
 
     def warmup(self, epochs: int = 1) -> None:
         started = time.perf_counter()
-        for _ in range(epochs):
-            self.run()
+        self.warmup_epochs = self.epochs(LEAD_EPOCHS + max(1, int(epochs)))
         self.warmup_seconds = time.perf_counter() - started
 
-    def run(self) -> float:
+    def epochs(self, count: int) -> list[float]:
         raise NotImplementedError
+
+    def run(self) -> float:
+        return self.epochs(LEAD_EPOCHS + 1)[-1]
 
     def batch_losses(self) -> list[float]:
         raise NotImplementedError(f"{self.label} does not train")
@@ -45,8 +57,14 @@ class Runner:
         pass
 
 
+def epoch_seconds(ends: list[float]) -> list[float]:
+    """Seconds between consecutive clock readings (a start, then each epoch's end)."""
+    return [b - a for a, b in zip(ends, ends[1:])]
+
+
 class HandpropRunner(Runner):
-    """Times epochs of ``steps`` mini-batches through ``Trainer.fit``.
+    """Times epochs of ``steps`` mini-batches through ``Trainer.fit``: ``epochs(n)`` is one
+    ``fit`` call of ``n`` epochs, read at each epoch end (its ``on_epoch_end`` hook).
 
     ``compile`` is passed to the trainer only when it is not None (the trainer's
     default otherwise); ``label`` names the row (default: the engine's name).
@@ -55,9 +73,8 @@ class HandpropRunner(Runner):
     (``gradient_probe=0``), so a timed epoch is only the training steps.
     """
 
-    #: The trainer's per-epoch gradient-norm probe, off: no comparator computes
-    #: gradient norms, and on the CNN's 2,048-sample timing epoch the default
-    #: 1,024-sample probe would add half as much work again to handprop's rows only.
+    #: The trainer's per-epoch gradient-norm probe, off: no comparator computes gradient
+    #: norms.
     gradient_probe = 0
 
     def __init__(self, engine: str, model, batch: int, optimizer: str, steps: int,
@@ -75,22 +92,25 @@ class HandpropRunner(Runner):
         self.model = bench_model(model, engine=self.engine, seed=seed)
         opt = make_optimizer(optimizer, lr=lr or LEARNING_RATES[optimizer])
         options = {} if compile is None else {"compile": compile}
+        self._ends: list[float] = []
         self.trainer = (trainer_class or Trainer)(
             self.model, "softmax_cross_entropy", opt, batch_size=self.batch, epochs=1,
             seed=seed, checkpoint_dir=None, progress=False, gradient_probe=self.gradient_probe,
+            on_epoch_end=lambda _trainer, _row: self._ends.append(time.perf_counter()),
             **options)
 
     def warmup(self, epochs: int = 1) -> None:
         self.engine.warmup()
         super().warmup(epochs)
 
-    def run(self) -> float:
-        """Train one more epoch; return its seconds as the trainer measured them."""
-        self.trainer.fit(self.x, self.y, more_epochs=1)
-        row = self.trainer.history.rows[-1]
-        if not math.isfinite(row["train_loss"]):
+    def epochs(self, count: int) -> list[float]:
+        """One ``Trainer.fit`` of ``count`` more epochs, timed between epoch ends."""
+        self._ends = [time.perf_counter()]
+        self.trainer.fit(self.x, self.y, more_epochs=count)
+        rows = self.trainer.history.rows[-count:]
+        if not all(math.isfinite(row["train_loss"]) for row in rows):
             raise RuntimeError(f"{self.label}: training diverged")
-        return float(row["seconds"])
+        return epoch_seconds(self._ends)
 
     def batch_losses(self) -> list[float]:
         return list(self.trainer.batch_losses)
@@ -150,11 +170,18 @@ class CeilingRunner(Runner):
             if i > 0:
                 dz[i] @ W[i].T
 
-    def run(self) -> float:
-        started = time.perf_counter()
-        for _ in range(self.steps):
-            self.step()
-        return time.perf_counter() - started
+    def epochs(self, count: int) -> list[float]:
+        return step_epochs(self.step, self.steps, count)
+
+
+def step_epochs(step, steps: int, count: int) -> list[float]:
+    """``count`` epochs of ``steps`` calls of ``step``, timed between epoch ends."""
+    ends = [time.perf_counter()]
+    for _ in range(count):
+        for _ in range(steps):
+            step()
+        ends.append(time.perf_counter())
+    return epoch_seconds(ends)
 
 
 class CnnCeilingRunner(Runner):
@@ -193,11 +220,8 @@ class CnnCeilingRunner(Runner):
             if layer["dcols"] is not None:
                 mm(layer["dz"], layer["W"], out=layer["dcols"])
 
-    def run(self) -> float:
-        started = time.perf_counter()
-        for _ in range(self.steps):
-            self.step()
-        return time.perf_counter() - started
+    def epochs(self, count: int) -> list[float]:
+        return step_epochs(self.step, self.steps, count)
 
 
 def ceiling_runner(model, batch: int, steps: int, seed: int = 0) -> Runner:

@@ -53,3 +53,16 @@ def time_call(fn, min_seconds: float = 0.05, repeats: int = 5, synchronize=None)
             synchronize()
         stat.values.append((time.perf_counter() - started) / loops)
     return stat
+
+
+def ratio_stat(numerator: Stat, denominator: Stat) -> Stat:
+    """Round by round, ``numerator / denominator`` (for seconds: how many times faster the
+    denominator's contender ran than the numerator's in the same round)."""
+    if len(numerator.values) != len(denominator.values):
+        raise ValueError("a per-round ratio needs the same rounds on both sides")
+    return Stat([a / b for a, b in zip(numerator.values, denominator.values)])
+
+
+def spread(stat: Stat) -> float:
+    """(max - min) / median: how far one contender's rounds disagree with each other."""
+    return (stat.max - stat.min) / stat.median if stat.values and stat.median else 0.0

@@ -16,7 +16,7 @@ import time
 
 import numpy as np
 
-from .runners import Runner
+from .runners import Runner, epoch_seconds
 from .workload import (CLASSES, INPUT_DIM, LEARNING_RATES, bench_data, epoch_orders,
                        handprop_cnn, handprop_model, is_cnn, model_name, resolve_model)
 
@@ -167,11 +167,15 @@ class TorchRunner(Runner):
         self.loop = TorchLoop(net, opt, x, y, self.batch, seed, compile=compile,
                               channels_last=is_cnn(model))
 
-    def run(self) -> float:
-        seconds, _ = self.loop.epoch()
-        if not math.isfinite(sum(self.loop.losses[-self.steps:])):
-            raise RuntimeError(f"{self.label}: training diverged")
-        return seconds
+    def epochs(self, count: int) -> list[float]:
+        """``count`` consecutive epochs of the training loop, with its loss reads."""
+        ends = [time.perf_counter()]
+        for _ in range(count):
+            self.loop.epoch()
+            ends.append(time.perf_counter())
+            if not math.isfinite(sum(self.loop.losses[-self.steps:])):
+                raise RuntimeError(f"{self.label}: training diverged")
+        return epoch_seconds(ends)
 
     def batch_losses(self) -> list[float]:
         return list(self.loop.losses)

@@ -21,7 +21,7 @@ from .runners import Runner
 #: runner kind -> (module, class) a worker may build; nothing else is imported.
 KINDS = {"jax": ("handprop.bench.jax_runner", "JaxRunner"),
          "torch": ("handprop.bench.torch_runner", "TorchRunner")}
-METHODS = ("warmup", "run", "batch_losses")
+METHODS = ("warmup", "epochs", "run", "batch_losses")
 
 
 def serve(requests, replies) -> None:
@@ -47,7 +47,8 @@ def serve(requests, replies) -> None:
             if request["method"] not in METHODS:
                 raise ValueError(f"unknown request {request['method']!r}")
             value = getattr(runner, request["method"])(*request["args"])
-            reply(value=value, warmup_seconds=runner.warmup_seconds)
+            reply(value=value, warmup_seconds=runner.warmup_seconds,
+                  warmup_epochs=runner.warmup_epochs)
         except BaseException:
             reply(error=traceback.format_exc())
 
@@ -84,10 +85,14 @@ class ProcessRunner(Runner):
         self._send({"method": method, "args": list(args)})
         reply = self._receive()
         self.warmup_seconds = reply["warmup_seconds"]
+        self.warmup_epochs = reply.get("warmup_epochs")
         return reply["value"]
 
     def warmup(self, epochs: int = 1) -> None:
         self._call("warmup", epochs)
+
+    def epochs(self, count: int) -> list[float]:
+        return self._call("epochs", count)
 
     def run(self) -> float:
         return self._call("run")

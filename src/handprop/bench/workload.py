@@ -3,6 +3,7 @@ engines and comparators can run here."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import math
 
@@ -21,9 +22,18 @@ BATCHES = (64, 128, 1024)
 BENCH_OPTIMIZERS = ("sgd", "adam")
 LEARNING_RATES = {"sgd": 0.1, "adam": 0.001}
 INPUT_DIM, CLASSES = 784, 10
-#: samples per timed epoch (full run); the number of steps is this / batch.
-SAMPLES_PER_TIMING = {"784-100-10 sigmoid": 16384, "784-256-256-10 relu": 8192,
-                      "784-300-10 sigmoid": 2048}
+#: The fewest samples a timed epoch has, in every plan (``--quick`` included).
+MIN_EPOCH_SAMPLES, MIN_CNN_EPOCH_SAMPLES = 16384, 4096
+#: The shortest a timed epoch may last: a shorter one is lengthened (``measure_config``),
+#: as a fixed per-call cost (JAX's, for one) would otherwise weigh on its rate.
+MIN_EPOCH_SECONDS = 0.25
+#: samples per timed epoch by model; the number of steps is this / batch.
+SAMPLES_PER_TIMING = {"784-100-10 sigmoid": MIN_EPOCH_SAMPLES,
+                      "784-256-256-10 relu": MIN_EPOCH_SAMPLES,
+                      "784-300-10 sigmoid": MIN_EPOCH_SAMPLES}
+#: (model, batch) -> samples per timed epoch where the fastest contender needs more to
+#: last ``MIN_EPOCH_SECONDS`` (so that the plan rarely has to rebuild its runners).
+EPOCH_SAMPLES: dict[tuple[str, int], int] = {}
 #: The standard configurations: (model, batches, optimizers).
 PLAN = (("784-100-10 sigmoid", (64, 128, 1024), ("sgd", "adam")),
         ("784-256-256-10 relu", (128,), ("sgd", "adam")),
@@ -32,7 +42,7 @@ PLAN = (("784-100-10 sigmoid", (64, 128, 1024), ("sgd", "adam")),
 #: same, relu, maxpool 2, flatten, dense 10 (``handprop bench --cnn``).
 CNN_MODEL = "cnn 16c5-32c5-10 relu"
 CNN_PLAN = ((CNN_MODEL, (64, 128), ("sgd", "adam")),)
-SAMPLES_PER_TIMING[CNN_MODEL] = 2048
+SAMPLES_PER_TIMING[CNN_MODEL] = MIN_CNN_EPOCH_SAMPLES
 IMAGE_SHAPE = (1, 28, 28)
 
 
@@ -89,6 +99,14 @@ def mnist_slice(n: int, dtype: str = "float32") -> tuple[np.ndarray, np.ndarray]
     x, y = _MNIST[dtype]
     if n <= len(x):
         return x[:n], y[:n]
+    return _repeated(n, dtype)
+
+
+@functools.lru_cache(maxsize=1)
+def _repeated(n: int, dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """The set repeated to ``n`` samples, once for all the runners of one configuration
+    (long epochs of the largest batches hold hundreds of MB)."""
+    x, y = _MNIST[dtype]
     reps = math.ceil(n / len(x))
     return np.concatenate([x] * reps)[:n], np.concatenate([y] * reps)[:n]
 
@@ -173,8 +191,12 @@ def step_flops(dims: list[int], batch: int) -> int:
 
 
 def default_steps(model_name: str, batch: int, scale: float = 1.0) -> int:
-    samples = SAMPLES_PER_TIMING.get(model_name, 16384) * scale
-    return max(4, int(round(samples / batch)))
+    """Steps of a timed epoch: the plan's samples (times ``scale``, never below the
+    minimum) over ``batch``."""
+    least = MIN_CNN_EPOCH_SAMPLES if is_cnn(model_name) else MIN_EPOCH_SAMPLES
+    planned = EPOCH_SAMPLES.get((model_name, batch), SAMPLES_PER_TIMING.get(model_name, least))
+    samples = max(least, planned * scale)
+    return max(4, math.ceil(samples / batch))
 
 
 def handprop_model(hidden, activation, engine="cpu", seed: int = 0):

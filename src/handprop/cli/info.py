@@ -63,10 +63,21 @@ def collect() -> dict:
             "blas": host.thread_pools(),
             "numba": host.numba_threads(),
         },
+        "kernels": _kernels(),
         "versions": host.library_versions(),
         "platform": host.platform_facts(),
         "environment": host.environment_variables(),
     }
+
+
+def _kernels() -> dict:
+    """The vector kernels that run here: BLAS's, Numba's target CPU, direct convolutions."""
+    from ..bench.profiles import direct_convolutions, numba_target
+
+    from .. import host
+
+    return {"blas": host.blas_kernel(), "numba_cpu": numba_target(),
+            "direct_convolutions": direct_convolutions()}
 
 
 def _rows(rows, indent="  ") -> list[str]:
@@ -104,6 +115,13 @@ def format_info(info: dict) -> str:
         rows.append(("blas", "no BLAS thread pool found (threadpoolctl missing?)"))
     rows.append(("numba", "not installed" if t["numba"] is None else t["numba"]))
     out += _rows(rows)
+
+    k = info["kernels"]
+    direct = {True: "on", False: "off: tiled GEMMs (the target CPU has no AVX-512)",
+              None: "numba engine unavailable"}[k["direct_convolutions"]]
+    out += ["", "kernels"]
+    out += _rows([("blas", k["blas"]), ("numba target cpu", k["numba_cpu"] or "not installed"),
+                  ("direct convolutions", direct)])
 
     out += ["", "versions"]
     out += _rows([(k, v or "not installed") for k, v in info["versions"].items()])

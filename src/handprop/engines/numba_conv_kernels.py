@@ -155,19 +155,17 @@ def share_units(kernel, units: int, work: int, args) -> list:
     units of ``work`` elements, all at once (this one and workers), each taking the next
     unit from ``counter`` until none is left: a thread that starts late or runs slower
     takes fewer units instead of making the others wait (splitting the batch in fixed
-    halves left the calling thread waiting 8 of a 42 ms step of the MNIST CNN). Each unit
-    writes only its own outputs, so the results do not depend on which thread took it.
+    halves left the calling thread waiting). Each unit writes only its own outputs.
 
-    While more than one thread runs, every OpenBLAS in the process is held to one thread
-    (already so inside ``NumbaEngine.threads_for``), so each thread's products run on its
-    own core: two 196x400x32 products asking for the whole pool at once took 59 us each
-    here, with one BLAS thread each, side by side, 42 us."""
+    For the whole call, on one kernel thread as on several, every OpenBLAS in the process
+    is held to one thread (already so inside ``NumbaEngine.threads_for``): each unit's
+    products then run the same way however the call is split (OpenBLAS's Haswell kernel
+    gives other bits when it shares one product between its threads), and each thread's
+    products run on its own core instead of competing for the whole pool."""
     global _openblas_libs
     counter = np.zeros(1, dtype=np.int64)
     threads = len(batch_chunks(units, work))
     chunks, args_of = [(0, units)] * threads, lambda _a, _b: (*args, counter)
-    if threads == 1:
-        return over_batch(kernel, chunks, args_of)
     if _openblas_libs is None:
         from threadpoolctl import ThreadpoolController
 
