@@ -33,7 +33,9 @@ SAMPLES_PER_TIMING = {"784-100-10 sigmoid": MIN_EPOCH_SAMPLES,
                       "784-300-10 sigmoid": MIN_EPOCH_SAMPLES}
 #: (model, batch) -> samples per timed epoch where the fastest contender needs more to
 #: last ``MIN_EPOCH_SECONDS`` (so that the plan rarely has to rebuild its runners).
-EPOCH_SAMPLES: dict[tuple[str, int], int] = {}
+EPOCH_SAMPLES: dict[tuple[str, int], int] = {
+    **{("784-100-10 sigmoid", batch): 131072 for batch in (64, 128, 1024)},
+    ("784-256-256-10 relu", 128): 49152, ("784-300-10 sigmoid", 1): 24576}
 #: The standard configurations: (model, batches, optimizers).
 PLAN = (("784-100-10 sigmoid", (64, 128, 1024), ("sgd", "adam")),
         ("784-256-256-10 relu", (128,), ("sgd", "adam")),
