@@ -189,12 +189,13 @@ def test_quick_epochs_are_as_long_as_the_full_plans(monkeypatch):
     seen = {}
 
     def fake(*args, **kwargs):
-        seen.update(kwargs)
+        seen.update(kwargs, models=args[0])
         return []
 
     monkeypatch.setattr(bench, "measure_training", fake)
     monkeypatch.setattr(bench, "sgemm_gflops", lambda **_: bench.Stat([1.0]))
     assert main(["bench", "--quick", "--engines", "cpu", "--comparators", "none"]) == 0
     assert seen.get("scale", 1.0) == 1.0 and seen["steps"] is None and seen["repeats"] == 3
+    assert seen["models"] == ["784-100-10 sigmoid", "784-256-256-10 relu"]  # fewer rows
     assert bench_cli.PROFILE_NAMES == __import__("handprop.bench.profiles",
                                                  fromlist=["x"]).PROFILE_NAMES
