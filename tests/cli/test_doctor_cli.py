@@ -6,8 +6,8 @@ import pytest
 
 from handprop.cli import main
 from handprop.engines import engine_status, get_engine, registry
-from handprop.engines.cupy_engine import CupyEngine
-from handprop.engines.numpy_engine import NumpyEngine
+from handprop.engines.cuda.engine import CupyEngine
+from handprop.engines.cpu import NumpyEngine
 
 
 def test_cpu_against_itself_passes(capsys):
@@ -19,7 +19,7 @@ def test_cpu_against_itself_passes(capsys):
                  "avg_pool_backward", "act_backward_weight_grad[relu]"):
         assert name in out
     assert "MISMATCH" not in out
-    assert out.strip().splitlines()[-1].startswith("PASS: all 34 checks match the cpu reference on cpu (host CPU")
+    assert out.strip().splitlines()[-1].startswith("PASS: all 40 checks match the cpu reference on cpu (host CPU")
 
 
 class _BrokenSigmoid(NumpyEngine):
@@ -38,7 +38,7 @@ def test_a_wrong_primitive_fails_with_exit_1(monkeypatch, capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if "MISMATCH" in line]
     assert [r.split()[0] for r in rows] == ["bias_act[sigmoid]", "bias_act[sigmoid]"]
-    assert out.strip().splitlines()[-1].startswith("FAIL: 2 of 68 checks differ")
+    assert out.strip().splitlines()[-1].startswith("FAIL: 2 of 80 checks differ")
 
 
 def test_unusable_engine_exits_2_with_the_reason(monkeypatch, capsys):

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from handprop.engines import ACTIVATIONS, get_engine
+from handprop.engines.cases import LAYOUTS, all_cases, trials
 from handprop.errors import HandpropError
 
 DTYPES = ["float32", "float64"]
@@ -649,3 +650,51 @@ def test_conv_shape_errors_match_the_reference(fused_engine):
         for eng, arr in ((fused_engine, x), (CPU, np.zeros((2, 3, 4, 4), np.float32))):
             with pytest.raises(HandpropError, match=message):
                 call(eng, arr)
+
+
+# ------------------------------------------------------ the primitive table
+def _case_ids(cases):
+    return [case.name for case in cases]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", all_cases(), ids=_case_ids(all_cases()))
+def test_every_case_of_the_primitive_table(fused_engine, case, dtype):
+    """The table ``handprop doctor`` and ``warmup`` read, in every input layout: each case's
+    outputs agree with the reference's to the doctor's tolerance."""
+    from handprop.engines.selfcheck import Check, compare
+
+    check = Check(case.name, dtype)
+    for label, inputs in trials(case, dtype, layouts=LAYOUTS):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            mine = case.call(fused_engine, lambda a: fused_engine.asarray(np.array(a)), inputs)
+            ref = case.call(CPU, lambda a: np.array(a), inputs)
+        scales = case.scale(inputs) if case.scale else [None] * len(mine)
+        for (name, a), (_, r), scale in zip(mine, ref, scales):
+            a, r = host(fused_engine, a), np.asarray(r)
+            compare(check, f"{label}{name}", a if scale is None else a / scale,
+                    r if scale is None else r / scale)
+    assert check.ok, check.errors[:3]
+
+
+NOT_PRIMITIVES = {"asarray", "to_numpy", "to_float", "synchronize", "describe", "warmup",
+                  "unavailable_reason", "compiled_epoch", "compiled_epoch_unavailable",
+                  "threads_for", "window_implementation", "window_implementations", "matmul"}
+
+
+def test_the_table_covers_every_primitive_an_engine_fuses():
+    """A primitive that an engine overrides is one the doctor checks and warmup compiles."""
+    from handprop.engines.base import Engine
+
+    covered = {case.name.split("[")[0] for case in all_cases()}
+    for name in ("numba", "cuda"):
+        from handprop.engines.registry import _engine_class
+
+        try:
+            cls = _engine_class(name)
+        except ImportError:
+            continue
+        overridden = {m for m in vars(Engine) if not m.startswith("_") and callable(getattr(
+            Engine, m)) and getattr(cls, m) is not getattr(Engine, m)} - NOT_PRIMITIVES
+        assert overridden <= covered, (name, sorted(overridden - covered))

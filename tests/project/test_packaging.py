@@ -1,8 +1,8 @@
-"""The wheel ships the CUDA kernel sources, and the loader finds them both ways.
+"""The wheel ships the CUDA kernel sources as package data, and the loader finds them.
 
 Builds a wheel from a copy of the project (so the checkout gets no build/ or
 egg-info litter), looks inside it, then imports handprop from the unpacked
-wheel in a subprocess to prove the installed-package path is taken first.
+wheel in a subprocess to prove the installed package reads its own copy.
 """
 
 from __future__ import annotations
@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 
 import handprop
-from handprop.engines import cuda_source
+from handprop.engines.cuda import source as cuda_source
 
 ROOT = Path(__file__).resolve().parents[2]
-KERNEL_NAMES = sorted(p.name for p in (ROOT / "kernels").iterdir() if p.suffix in (".cu", ".cuh"))
+KERNEL_DIR = ROOT / "src" / "handprop" / "engines" / "cuda" / "kernels"
+KERNEL_NAMES = sorted(p.name for p in KERNEL_DIR.iterdir() if p.suffix in (".cu", ".cuh"))
+MEMBER_DIR = "handprop/engines/cuda/kernels"
 
 
 @pytest.fixture(scope="module")
@@ -30,13 +32,12 @@ def wheel(tmp_path_factory) -> Path:
     project = work / "project"
     project.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
-    for name in ("pyproject.toml", "setup.py", "README.md", "LICENSE"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         if (ROOT / name).exists():
             shutil.copy2(ROOT / name, project / name)
     if not (project / "README.md").exists():  # pyproject names it; the build refuses without it
         (project / "README.md").write_text("handprop\n")
     shutil.copytree(ROOT / "src", project / "src", ignore=ignore)
-    shutil.copytree(ROOT / "kernels", project / "kernels", ignore=ignore)
     dist = work / "dist"
     if importlib.util.find_spec("build") is not None:
         # -x: the build requirements (setuptools, wheel) are checked by setuptools itself.
@@ -59,10 +60,10 @@ def test_wheel_contains_every_kernel_source_unchanged(wheel):
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
         for name in KERNEL_NAMES:
-            member = f"handprop/kernels/{name}"
+            member = f"{MEMBER_DIR}/{name}"
             assert member in names, f"{member} missing from {wheel.name}"
-            assert zf.read(member) == (ROOT / "kernels" / name).read_bytes()
-        # The copy lives only under the package, never as a top-level kernels/ entry.
+            assert zf.read(member) == (KERNEL_DIR / name).read_bytes()
+        # One copy, beside its launcher: no top-level kernels/ entry.
         assert not any(n.startswith("kernels/") for n in names)
 
 
@@ -71,7 +72,7 @@ def test_installed_wheel_loads_kernels_from_the_package(wheel, tmp_path):
     with zipfile.ZipFile(wheel) as zf:
         zf.extractall(site)
     code = (
-        "import handprop.engines.cuda_source as s; "
+        "import handprop.engines.cuda.source as s; "
         "print(s.kernel_dir()); print(len(s.kernel_source('activations.cu')))"
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -80,12 +81,12 @@ def test_installed_wheel_loads_kernels_from_the_package(wheel, tmp_path):
                           cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr
     found, length = proc.stdout.split()
-    assert Path(found) == site / "handprop" / "kernels"
+    assert Path(found) == site / MEMBER_DIR
     assert int(length) > 0
 
 
-def test_checkout_loads_kernels_from_top_level_dir():
+def test_checkout_loads_kernels_beside_the_launcher():
     if not Path(handprop.__file__).resolve().is_relative_to(ROOT / "src"):
         pytest.skip(f"handprop is imported from {handprop.__file__}, not this checkout's src/")
-    assert not (ROOT / "src" / "handprop" / "kernels").exists()  # the copy is made only in builds
-    assert cuda_source.kernel_dir() == ROOT / "kernels"
+    assert not (ROOT / "kernels").exists() and not (ROOT / "setup.py").exists()  # no copy hook
+    assert cuda_source.kernel_dir() == KERNEL_DIR

@@ -27,8 +27,8 @@ from pathlib import Path
 import array_api_compat.numpy as np_xp
 import numpy as np
 
-from handprop.engines.cuda_source import KERNEL_FILES, entry_points, kernel_dir
-from handprop.engines.cupy_engine import CudaKernelEngine
+from handprop.engines.cuda.source import KERNEL_FILES, entry_points, kernel_dir
+from handprop.engines.cuda.engine import CudaKernelEngine
 
 HOST_DIR = Path(__file__).resolve().parent / "cuda_host"
 HEADER = HOST_DIR / "cuda_host_emulation.h"
@@ -176,7 +176,7 @@ class EmulatedCudaEngine(CudaKernelEngine):
         return self.grid, self.block
 
     def _launch(self, kernel: str, grid: int, block: int, args: tuple) -> None:
-        from handprop.engines.cuda_source import kernel_file_of
+        from handprop.engines.cuda.source import kernel_file_of
 
         self.launches.append((kernel, grid, block))
         load_module(kernel_file_of(kernel)).get_function(kernel)(grid, block, args)

@@ -341,12 +341,12 @@ def test_the_compiled_gemms_run_in_numpys_own_blas():
     calls (its wheels export scipy_sgemm_64_), so no second thread pool spins against it."""
     from threadpoolctl import threadpool_info
 
-    from handprop.engines import numba_training, numba_training_kernels
+    from handprop.engines.numba import blas
 
     numpy_pools = [p for p in threadpool_info() if p["internal_api"] == "openblas"
                    and "numpy" in p["filepath"]]
     assert numpy_pools, "this test expects NumPy's wheel, which ships its own OpenBLAS"
-    found = numba_training.numpy_blas_gemm()
+    found = blas.numpy_blas_gemm()
     assert found and found["float32"] and found["float64"] and found["float32"] != found["float64"]
-    numba_training.register_blas()
-    assert numba_training_kernels.BLAS_INT_BITS == [64]
+    blas.register_blas()
+    assert blas.BLAS_INT_BITS == [64]

@@ -10,8 +10,8 @@ their kernels do not handle.
 Layers, losses and optimizers call ``engine.xp`` and these primitives only;
 nothing above this package asks which engine it runs on.
 
-Conventions shared by every engine (the kernels in ``numba_kernels.py`` and
-``kernels/*.cu`` follow them too):
+Conventions shared by every engine (the kernels in ``numba/kernels.py`` and
+``cuda/kernels/*.cu`` follow them too):
 
 * ``z``/``out``/``grad`` are 2-D ``(batch, units)``; ``b`` is 1-D ``(units,)``.
 * Images are NCHW ``(batch, channels, height, width)``. ``kernel``, ``size`` and
@@ -156,11 +156,16 @@ class Engine:
         return {"name": self.name, "is_gpu": self.is_gpu, "fused_kernels": self.fused_kernels}
 
     # ---------------------------------------------------------- compiled training
-    def compiled_epoch(self, model, loss, optimizer, l2: float, batch_size: int):
-        """A runner for whole chunks of an epoch's training steps, as ``(runner, "")``, or
-        ``(None, reason)`` when this engine has none for the configuration; the trainer
-        then runs layer by layer. The reference has none."""
-        return None, f"the {self.name} engine runs the layer-by-layer path only"
+    def compiled_epoch_unavailable(self) -> str:
+        """Why this engine runs no compiled epoch ("" when it can run one). The reference
+        runs none."""
+        return f"the {self.name} engine runs the layer-by-layer path only"
+
+    def compiled_epoch(self, plan):
+        """A runner for whole chunks of an epoch's training steps of ``plan`` (an
+        ``engines.plan.EpochPlan``, lowered by ``train/compile.py``), as ``(runner, "")``,
+        or ``(None, reason)``; the trainer then runs layer by layer."""
+        return None, self.compiled_epoch_unavailable()
 
     def threads_for(self, model):
         """A context in which ``model`` trains or predicts with this engine's threads set up

@@ -20,9 +20,9 @@ ENV_VAR = "HANDPROP_BACKEND"
 
 # name -> "module:Class". Adding an engine is one line here plus its file.
 ENGINE_CLASSES = {
-    "cpu": "handprop.engines.numpy_engine:NumpyEngine",
-    "numba": "handprop.engines.numba_engine:NumbaEngine",
-    "cuda": "handprop.engines.cupy_engine:CupyEngine",
+    "cpu": "handprop.engines.cpu:NumpyEngine",
+    "numba": "handprop.engines.numba.engine:NumbaEngine",
+    "cuda": "handprop.engines.cuda.engine:CupyEngine",
 }
 ENGINE_NAMES = tuple(ENGINE_CLASSES)
 #: ``auto`` tries these in order.

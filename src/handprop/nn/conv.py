@@ -80,6 +80,8 @@ class Conv2D(Layer):
     convolution followed by BatchNorm.
     """
 
+    image_layer = True
+
     weight_keys = ("W",)
 
     def __init__(self, filters: int, kernel_size, stride=1, padding=0,
@@ -180,6 +182,8 @@ def _pair_text(pair) -> str:
 
 class _Pool2D(Layer):
     """Shared shape handling of the pooling layers; ``stride`` defaults to the window."""
+
+    image_layer = True
 
     def __init__(self, pool_size, stride=None):
         super().__init__()

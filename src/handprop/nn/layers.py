@@ -37,6 +37,9 @@ class Layer:
     """
 
     weight_keys: tuple[str, ...] = ()
+    #: Works on images (convolution, pooling): an engine may then share its kernels' work
+    #: between threads of its own (``Sequential.has_image_layers``).
+    image_layer = False
 
     def __init__(self):
         self.params: dict = {}

@@ -55,6 +55,11 @@ class Sequential:
         if input_dim is not None or input_shape is not None:
             self.build(input_dim if input_shape is None else input_shape)
 
+    @property
+    def has_image_layers(self) -> bool:
+        """Whether any layer works on images (an engine's threads for it, ``threads_for``)."""
+        return any(layer.image_layer for layer in self.layers)
+
     # ----------------------------------------------------------------- building
     def build(self, input_shape) -> Sequential:
         """Build every layer for samples of ``input_shape``: a width N or a tuple such as (C, H, W)."""

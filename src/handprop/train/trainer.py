@@ -9,7 +9,7 @@ weights); ``resume`` continues from it exactly.
 Two paths run an epoch. The layer-by-layer loop below (each layer's forward
 and backward, one engine call per primitive) is the reference. When the
 engine offers a compiled epoch for the configuration
-(``Engine.compiled_epoch``), chunks of mini-batches of a fraction of a second
+(``train.compile.compiled_epoch``), chunks of mini-batches of a fraction of a second
 each run in one call instead, with the same batches, masks, learning rates,
 per-batch losses and accuracy counts; ``compile=False`` keeps the layer path.
 """
@@ -31,6 +31,7 @@ from ..nn.losses import check_inputs, check_targets, get_loss
 from ..nn.model import Sequential
 from ..optim.optimizers import Optimizer
 from ..progress import progress_bar
+from .compile import compiled_epoch
 from .run_folder import CHECKPOINT as CHECKPOINT_NAME
 
 #: Training samples (the first ones) on which per-layer gradient norms are taken
@@ -192,8 +193,8 @@ class Trainer:
         if key == self._path_key:
             return
         if self.compile:
-            self.compiled, self.compile_reason = self.engine.compiled_epoch(
-                self.model, self.loss, self.optimizer, self.l2, self.batch_size)
+            self.compiled, self.compile_reason = compiled_epoch(
+                self.engine, self.model, self.loss, self.optimizer, self.l2, self.batch_size)
         else:
             self.compiled, self.compile_reason = None, "compiling was turned off (--no-compile)"
         self._path_key = key

@@ -80,7 +80,7 @@ def test_labels_out_of_range_on_the_gpu_poison_the_loss():
 
 
 def test_kernels_compile_once_and_are_reused():
-    from handprop.engines.cupy_engine import CupyEngine
+    from handprop.engines.cuda.engine import CupyEngine
 
     engine = get_engine("cuda")
     z = engine.asarray(np.ones((2, 3), dtype=np.float32))

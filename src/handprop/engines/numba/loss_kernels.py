@@ -1,5 +1,5 @@
 """Losses and accuracy counts of the compiled training path (``train_steps`` in
-``numba_training_kernels.py`` calls them).
+``epoch_kernels.py`` calls them).
 
 Each returns the batch-mean loss of the first ``m`` rows of the outputs and
 writes the gradient with respect to them, as the layer path's loss does
@@ -14,7 +14,8 @@ import math
 
 from numba import njit
 
-from .numba_training_math import exp_nonpositive
+from .kernels import xent_finish, xent_shift
+from .math_kernels import exp_nonpositive
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
 
@@ -34,41 +35,18 @@ def target(labels, targets, use_labels, row, j, k, dt):
 
 
 @_jit
-def softmax_xent(out, labels, order, start, m, grad, picked):
-    """Batch-mean softmax cross-entropy of ``out[:m]``; ``grad = (softmax - onehot) / m``
-    (``numba_kernels.xent_shift``, NumPy's exp, ``xent_finish``)."""
+def softmax_xent(out, labels, order, start, m, grad, picked, batch_labels):
+    """Batch-mean softmax cross-entropy of ``out`` (``m`` rows); ``grad = (softmax - onehot)
+    / m``: the layer path's ``xent_shift`` and ``xent_finish``, with the exponential between
+    them in place (``exp_nonpositive``, where the layer path calls NumPy's)."""
+    for i in range(m):
+        batch_labels[i] = labels[order[start + i]]
+    xent_shift(out, batch_labels, grad, picked)
     k = out.shape[1]
     for i in range(m):
-        lab = labels[order[start + i]]
-        mx = out[i, 0]
-        for j in range(1, k):
-            x = out[i, j]
-            if x > mx or x != x:
-                mx = x
         for j in range(k):
-            grad[i, j] = exp_nonpositive(out[i, j] - mx)
-        picked[i] = out[i, lab] - mx
-    loss = 0.0
-    inv_n = 1.0 / m
-    for i in range(m):
-        lab = labels[order[start + i]]
-        s0 = 0.0
-        s1 = 0.0
-        j = 0
-        while j + 2 <= k:
-            s0 += grad[i, j]
-            s1 += grad[i, j + 1]
-            j += 2
-        if j < k:
-            s0 += grad[i, j]
-        s = s0 + s1
-        loss += math.log(s) - picked[i]
-        inv_s = 1.0 / s
-        e_lab = grad[i, lab]
-        for j in range(k):
-            grad[i, j] = grad[i, j] * inv_s * inv_n
-        grad[i, lab] = (e_lab * inv_s - 1.0) * inv_n
-    return loss * inv_n
+            grad[i, j] = exp_nonpositive(grad[i, j])
+    return xent_finish(grad, batch_labels, picked)
 
 
 @_jit

@@ -1,5 +1,5 @@
 """Register-blocked multiply-add loops written as explicit 512-bit vectors, for the direct
-convolutions in ``numba_conv_kernels``.
+convolutions in ``direct_kernels``.
 
 Numba's loops vectorise one at a time; a small matrix product needs more than that: a
 block of outputs held in vector registers for the whole sum, each input value loaded once
@@ -8,7 +8,7 @@ is written out, so these intrinsics emit it: a block of accumulators of one 64-b
 vector each (16 float32 or 8 float64 lanes), with the weights and inputs they need within
 AVX-512's 32 registers. On the MNIST CNN's second convolution the kernels built on them
 run at 91-154 GFLOP/s on one core of the benchmark machine, 1.5-2.4x OpenBLAS on the
-same products after an im2col tile (``bench/results/notes_cnn.md``).
+same products after an im2col tile .
 
 All take flat arrays and element offsets; the caller guarantees every index is in bounds
 (nothing here checks). Sums run over their terms in a fixed order, with one fused

@@ -1,22 +1,17 @@
-"""Numba kernels of the compiled training path (``numba_training.py`` drives them).
+"""Numba kernels of the compiled training path (``epoch.py`` drives them).
 
 ``train_steps`` runs many optimizer steps of an epoch in one call: gather,
 forward GEMMs, bias + activation, dropout, loss and its gradient, accuracy,
-backward GEMMs, L2, the optimizer update. Each element-wise operation is the
-one the layer path's primitive does (``numba_kernels.py``, ``base.py``,
-``nn/losses.py``), in the same order and precision, so the two paths differ
-only by the order of sums (inside BLAS, and in the first layer of small
-batches, which skips zero inputs) and by exp/tanh (``numba_training_math``)
-against NumPy's. Losses and accuracy counts are in ``numba_training_losses``.
+backward GEMMs, L2, the optimizer update. The activation backward pass, the bias
+gradient and the softmax cross-entropy's two passes are the layer path's own
+kernels (``kernels.py``); the rest does what the layer path's primitives do, in the
+same order and precision, so the two paths differ only by the order of sums (inside
+BLAS, and in the first layer of small batches, which skips zero inputs) and by exp/tanh
+(``math_kernels``) against NumPy's. Losses and accuracy counts are in ``loss_kernels``;
+the products call BLAS from compiled code (``blas``).
 
 Numba's cache of ``train_steps`` does not notice edits to the functions it
 calls in the other modules: after changing one, delete ``__pycache__`` here.
-
-The matrix products call BLAS ``?gemm`` from compiled code (``gemm`` below):
-``numba_training.py`` registers NumPy's own OpenBLAS ``gemm`` (64-bit integers)
-or else SciPy's ``cython_blas`` ones under the symbol names in ``BLAS_SYMBOLS``,
-which the cached machine code refers to by name, so ``cache=True`` keeps
-working across processes.
 """
 
 from __future__ import annotations
@@ -24,73 +19,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
-from .base import LECUN_A, LECUN_S
-from .numba_kernels import LEAKY_RELU, LECUN_TANH, RELU, SIGMOID, TANH
-from .numba_training_losses import MSE, XENT, bce, count_correct, mse, softmax_xent
-from .numba_training_math import exp_nonpositive, tanh
+from ..base import LECUN_A, LECUN_S
+from .blas import N, T, gemm
+from .kernels import LEAKY_RELU, LECUN_TANH, RELU, SIGMOID, TANH, act_backward, bias_grad
+from .loss_kernels import MSE, XENT, bce, count_correct, mse, softmax_xent
+from .math_kernels import exp_nonpositive, tanh
 
 _jit = njit(cache=True, nogil=True, error_model="numpy")
 
-#: The symbols the kernels call, by integer width of the BLAS behind them: NumPy's own
-#: OpenBLAS (64-bit integers, as NumPy's wheels ship it) or SciPy's (32-bit). Two names, so a
-#: kernel cached for one never calls the other with the wrong integer size.
-BLAS_SYMBOLS = {64: {"float32": "handprop_sgemm_ilp64", "float64": "handprop_dgemm_ilp64"},
-                32: {"float32": "handprop_sgemm", "float64": "handprop_dgemm"}}
-#: Which of them ``register_blas`` found (set before the first kernel compiles).
-BLAS_INT_BITS = [32]
 SGD, MOMENTUM, NESTEROV, ADAM = 0, 1, 2, 3
-N, T = ord("N"), ord("T")
-
-
-@intrinsic
-def gemm(typingctx, transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
-    """Row-major ``c[:m, :n] = alpha * op(a) @ op(b) + beta * c`` (``op`` transposes
-    where ``trans`` is ``T``). Arrays go by their data pointer with explicit leading
-    dimensions, so a product may use only the first rows of a buffer."""
-    if not (isinstance(c, types.Array) and c.dtype in (types.float32, types.float64)
-            and isinstance(a, types.Array) and isinstance(b, types.Array)
-            and a.dtype == c.dtype and b.dtype == c.dtype):
-        return None
-    sig = types.void(transa, transb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-
-    def codegen(context, builder, signature, args):
-        kinds = signature.args
-        flt = context.get_value_type(c.dtype)
-        bits = BLAS_INT_BITS[0]
-        i8, i32 = ir.IntType(8), ir.IntType(bits)
-
-        def on_stack(i, to_type, llty):
-            slot = cgutils.alloca_once(builder, llty)
-            builder.store(context.cast(builder, args[i], kinds[i], to_type), slot)
-            return slot
-
-        def data(i):
-            return context.make_array(kinds[i])(context, builder, args[i]).data
-
-        def char(i):
-            return on_stack(i, types.int8, i8)
-
-        def int_(i):
-            return on_stack(i, types.int64 if bits == 64 else types.int32, i32)
-
-        def real(i):
-            return on_stack(i, c.dtype, flt)
-
-        fp, ip, cp = flt.as_pointer(), i32.as_pointer(), i8.as_pointer()
-        fnty = ir.FunctionType(ir.VoidType(), [cp, cp, ip, ip, ip, fp, fp, ip, fp, ip, fp, fp, ip])
-        fn = cgutils.get_or_insert_function(builder.module, fnty,
-                                            BLAS_SYMBOLS[bits][str(c.dtype)])
-        # Column-major BLAS sees a row-major matrix transposed: c^T = op(b)^T op(a)^T.
-        builder.call(fn, [char(1), char(0), int_(3), int_(2), int_(4), real(5), data(8), int_(9),
-                          data(6), int_(7), real(10), data(11), int_(12)])
-        return context.get_dummy_value()
-
-    return sig, codegen
 
 
 # ------------------------------------------------------------ element-wise
@@ -129,34 +68,6 @@ def activate(z, b, has_bias, code, alpha, m):
 
 
 @_jit
-def act_backward(g, out, code, alpha, m):
-    """``g[:m] *= f'`` in place, written in terms of ``out = f(z)``
-    (``numba_kernels.act_backward``)."""
-    k = g.shape[1]
-    dt = g.dtype.type
-    zero, one, alpha = dt(0), dt(1), dt(alpha)
-    lecun_a, lecun_as = dt(LECUN_A), dt(LECUN_A * LECUN_S)
-    for i in range(m):
-        gr, o = g[i], out[i]
-        if code == SIGMOID:
-            for j in range(k):
-                gr[j] = gr[j] * o[j] * (one - o[j])
-        elif code == TANH:
-            for j in range(k):
-                gr[j] = gr[j] * (one - o[j] * o[j])
-        elif code == RELU:
-            for j in range(k):
-                gr[j] = gr[j] if o[j] > zero else zero
-        elif code == LEAKY_RELU:
-            for j in range(k):
-                gr[j] = gr[j] if o[j] > zero else gr[j] * alpha
-        elif code == LECUN_TANH:
-            for j in range(k):
-                t = o[j] / lecun_a
-                gr[j] = gr[j] * lecun_as * (one - t * t)
-
-
-@_jit
 def dropout(a, u, offset, rate, scale, out, m):
     """``out[:m] = a * mask`` with ``mask = scale`` where the host-drawn uniform
     ``u[offset + i*k + j] >= rate``, else 0 (``Dropout.forward``); ``out`` may be
@@ -171,19 +82,6 @@ def dropout(a, u, offset, rate, scale, out, m):
 
 
 # ------------------------------------------------------------- optimizers
-@_jit
-def bias_grad(g, m, out, acc):
-    """Column sums of ``g[:m]`` accumulated in float64 (``numba_kernels.bias_grad``)."""
-    k = g.shape[1]
-    for j in range(k):
-        acc[j] = 0.0
-    for i in range(m):
-        for j in range(k):
-            acc[j] += g[i, j]
-    for j in range(k):
-        out[j] = acc[j]
-
-
 @_jit
 def update(kind, p, g, s1, s2, lr, sqrt_bc2, momentum, beta1, beta2, eps, weight_decay, l2):
     """One optimizer step on the 1-D ``p`` (``numba_kernels.sgd_update``,
@@ -306,7 +204,7 @@ LAYOUT_COLUMNS = 11
 
 @_jit
 def train_steps(xs, labels, targets, use_labels, order, first, count, batch_size,
-                layout, alphas, rates, scales, masks, work, picked, acc, nz, row,
+                layout, alphas, rates, scales, masks, work, picked, batch_labels, nz, row,
                 flat_p, flat_g, s1, s2, loss_kind, threshold, kind, hyper,
                 momentum, beta1, beta2, eps, weight_decay, l2, batch_loss, correct):
     """Run optimizer steps for batches ``first .. first + count - 1`` of ``order``.
@@ -318,8 +216,8 @@ def train_steps(xs, labels, targets, use_labels, order, first, count, batch_size
     layer 0's input is the gathered batch. ``masks[layout[l, MASK_AT]:]`` holds the
     uniforms of layer ``l``'s dropout masks for the chunk, batch after batch.
     ``hyper[s]`` is step ``s``'s learning rate (Adam: ``lr / (1 - beta1**t)``) and
-    Adam's ``sqrt(1 - beta2**t)``. ``nz`` (input width) and ``row`` (widest layer)
-    are scratch. Writes ``batch_loss[s]``/``correct[s]``; stops after the first
+    Adam's ``sqrt(1 - beta2**t)``. ``picked``, ``batch_labels`` (batch), ``nz`` (input
+    width) and ``row`` (widest layer) are scratch. Writes ``batch_loss[s]``/``correct[s]``; stops after the first
     step whose loss is not finite. Returns the steps done.
     """
     n = order.shape[0]
@@ -357,7 +255,7 @@ def train_steps(xs, labels, targets, use_labels, order, first, count, batch_size
         out = work[layout[last, A_AT]:layout[last, A_AT] + m * k].reshape(m, k)
         grad = work[layout[last, G_AT]:layout[last, G_AT] + m * k].reshape(m, k)
         if loss_kind == XENT:
-            loss = softmax_xent(out, labels, order, start, m, grad, picked)
+            loss = softmax_xent(out, labels, order, start, m, grad, picked, batch_labels)
         elif loss_kind == MSE:
             loss = mse(out, labels, targets, use_labels, order, start, m, grad)
         else:
@@ -365,7 +263,9 @@ def train_steps(xs, labels, targets, use_labels, order, first, count, batch_size
         batch_loss[s] = loss
         correct[s] = count_correct(out, labels, targets, use_labels, order, start, m,
                                    threshold)
-        act_backward(grad, out, layout[last, CODE], alphas[last], m)
+        g_last = work[layout[last, G_AT]:layout[last, G_AT] + m * k]
+        act_backward(g_last, work[layout[last, A_AT]:layout[last, A_AT] + m * k],
+                     layout[last, CODE], alphas[last], g_last)
         lr = hyper[s, 0]
         for l in range(last, -1, -1):
             fan_in, units = layout[l, FAN_IN], layout[l, UNITS]
@@ -378,12 +278,13 @@ def train_steps(xs, labels, targets, use_labels, order, first, count, batch_size
                 gemm(N, T, m, fan_in, units, 1.0, g, units, W, units, 0.0, g_in, fan_in)
                 if rates[p] > 0.0:
                     dropout(g_in, masks, mask_at[p], rates[p], scales[p], g_in, m)
-                a_in = work[layout[p, A_AT]:layout[p, A_AT] + m * fan_in].reshape(m, fan_in)
-                act_backward(g_in, a_in, layout[p, CODE], alphas[p], m)
+                g_flat = work[layout[p, G_AT]:layout[p, G_AT] + m * fan_in]
+                act_backward(g_flat, work[layout[p, A_AT]:layout[p, A_AT] + m * fan_in],
+                             layout[p, CODE], alphas[p], g_flat)
             lo_b = layout[l, B_AT]
             hi_b = lo_b + (units if layout[l, HAS_BIAS] != 0 else 0)
             if hi_b > lo_b:
-                bias_grad(g, m, flat_g[lo_b:hi_b], acc)
+                bias_grad(g, flat_g[lo_b:hi_b])
             lo_w, hi_w = layout[l, W_AT], layout[l, W_AT] + fan_in * units
             if fold and l == 0 and sparse:
                 sparse_sgd(xb, m, nz, nonzero, g, lr, W, row)

@@ -13,7 +13,7 @@ if not engine_status("numba").available:
 
 from numba import njit  # noqa: E402
 
-from handprop.engines.numba_training_math import exp_nonpositive, expm1_nonpositive, tanh  # noqa: E402
+from handprop.engines.numba.math_kernels import exp_nonpositive, expm1_nonpositive, tanh  # noqa: E402
 
 
 @njit

@@ -25,8 +25,8 @@ from cupy_standin import DEVICE_NAME, make_standin  # noqa: E402
 
 from handprop.cli import main  # noqa: E402
 from handprop.engines import engine_status, get_engine, registry  # noqa: E402
-from handprop.engines.cuda_source import KERNEL_FILES, kernel_source  # noqa: E402
-from handprop.engines.cupy_engine import CupyEngine  # noqa: E402
+from handprop.engines.cuda.source import KERNEL_FILES, kernel_source  # noqa: E402
+from handprop.engines.cuda.engine import CupyEngine  # noqa: E402
 from handprop.errors import NumericalError  # noqa: E402
 from handprop.nn import mlp  # noqa: E402
 from handprop.optim import SGD, Adam  # noqa: E402
@@ -60,7 +60,7 @@ def test_engine_builds_and_describes_its_device(standin):
 def test_doctor_passes_and_each_kernel_file_compiles_once(standin, capsys):
     assert main(["doctor", "--backend", "cuda"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last == f"PASS: all 68 checks match the cpu reference on cuda ({DEVICE_NAME})"
+    assert last == f"PASS: all 80 checks match the cpu reference on cuda ({DEVICE_NAME})"
 
     rec = standin.recorder
     # One RawModule per .cu file, built from the self-contained source, no options.

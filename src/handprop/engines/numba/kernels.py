@@ -1,11 +1,11 @@
-"""Numba kernels behind the ``numba`` engine (see ``numba_engine.py``).
+"""Numba kernels behind the ``numba`` engine's dense and element-wise primitives (``engine.py``).
 
 Each kernel follows the conventions of ``base.py`` and computes what the
 reference computes, in the same order, so results agree to float tolerance
 (often bit for bit). Rules kept here:
 
 * Arrays arrive C-contiguous with matching float32/float64 dtypes; the
-  wrapper in ``numba_engine.py`` checks that. Numba specialises each kernel on
+  wrapper in ``engine.py`` checks that. Numba specialises each kernel on
   the dtype. Scalars arrive as Python floats (computed in float64; typing a
   Python float costs Numba's dispatcher a third of an ``np.float32``) and are
   cast to the array dtype first thing, as NumPy casts its weak Python
@@ -27,7 +27,8 @@ import math
 import numpy as np
 from numba import njit
 
-from .base import LECUN_A, LECUN_S
+from ..base import LECUN_A, LECUN_S
+from .threads import unit
 
 # Codes from base.ACTIVATION_CODES (duplicated as literals so the kernels do
 # not import the engine package; a test checks they agree).
@@ -147,19 +148,24 @@ def bias_grad(grad, res):
 
 
 @_jit
-def bias_grad_blocks(grad, block_rows, b0, b1, partial):
+def bias_grad_blocks(grad, block_rows, partial, counter):
     """``partial[blk]`` (float64) = column sums of rows ``blk*block_rows ..`` of ``grad``, for
-    the blocks ``b0 .. b1``: ``bias_grad`` in fixed blocks, so threads can share them and
-    the caller's in-order sum of the blocks does not depend on how many threads ran."""
+    the blocks taken from ``counter``: ``bias_grad`` in fixed blocks, so threads can share
+    them and the caller's in-order sum of the blocks does not depend on how many threads
+    ran."""
     n, k = grad.shape
-    for blk in range(b0, b1):
-        acc = partial[blk]
-        for j in range(k):
-            acc[j] = 0.0
-        for i in range(blk * block_rows, min((blk + 1) * block_rows, n)):
-            row = grad[i]
+    while True:
+        b0, stop = unit(counter, 1, partial.shape[0])
+        if b0 >= partial.shape[0]:
+            break
+        for blk in range(b0, stop):
+            acc = partial[blk]
             for j in range(k):
-                acc[j] += row[j]
+                acc[j] = 0.0
+            for i in range(blk * block_rows, min((blk + 1) * block_rows, n)):
+                row = grad[i]
+                for j in range(k):
+                    acc[j] += row[j]
 
 
 @_jit

@@ -1,7 +1,9 @@
-"""The numba engine's convolution and pooling kernels: which inputs take them, which fall back
+"""The numba engine's window and pooling primitives and their kernels: which inputs take them, which fall back
 to the reference, warm-up, kernel flags, and a convolutional training run against ``cpu``."""
 
 from __future__ import annotations
+
+import types
 
 import numpy as np
 import pytest
@@ -12,9 +14,18 @@ if not engine_status("numba").available:
     pytest.skip(f"numba engine unavailable: {engine_status('numba').reason}",
                 allow_module_level=True)
 
-from handprop.engines import numba_conv_kernels  # noqa: E402
+from numba.core.registry import CPUDispatcher  # noqa: E402
+
+from handprop.engines.numba import (direct_kernels, engine as numba_engine,  # noqa: E402
+                                    pool_kernels, simd, threads as numba_threads,
+                                    window_kernels)
 
 CPU = get_engine("cpu")
+KERNEL_MODULES = (window_kernels, pool_kernels, direct_kernels)
+#: Every kernel of the window and pooling primitives, by name, with the module holding it.
+KERNELS = {name: module for module in KERNEL_MODULES for name, obj in vars(module).items()
+           if isinstance(obj, CPUDispatcher) and not name.startswith("_")
+           and obj.py_func.__module__ == module.__name__}
 CONV_KERNELS = {"im2col", "col2im", "max_pool_forward", "max_pool_forward_2x2",
                 "max_pool_forward_2x2_nhwc", "max_pool_forward_nan", "max_pool_backward",
                 "max_pool_backward_nhwc", "max_pool_backward_tiled_nhwc", "avg_pool_forward",
@@ -32,27 +43,19 @@ def nb(monkeypatch):
     return engine
 
 
-class Spy:
-    def __init__(self):
-        self.calls = []
-
-    def __getattr__(self, name):
-        kernel = getattr(numba_conv_kernels, name)
-        if name not in CONV_KERNELS:  # the batch-splitting helpers
-            return kernel
-
-        def call(*args):
-            self.calls.append(name)
-            return kernel(*args)
-
-        return call
-
-
 @pytest.fixture
 def spy(nb, monkeypatch):
-    s = Spy()
-    monkeypatch.setattr(nb, "conv_kernels", s)
-    return s
+    """Records the name of every window or pooling kernel called, in order."""
+    calls = []
+    for name, module in KERNELS.items():
+        kernel = getattr(module, name)
+
+        def call(*args, name=name, kernel=kernel):
+            calls.append(name)
+            return kernel(*args)
+
+        monkeypatch.setattr(module, name, call)
+    return types.SimpleNamespace(calls=calls)
 
 
 def run_all(engine, x):
@@ -94,17 +97,16 @@ def test_views_reach_the_kernels_without_a_copy(nb, monkeypatch, rng):
     seen = {}
 
     def recorder(name):
+        kernel = getattr(pool_kernels, name)
+
         def record(x, *args):
             seen[name] = x
-            return getattr(numba_conv_kernels, name)(x, *args)
-        return staticmethod(record)
+            return kernel(x, *args)
+        return record
 
-    names = ("max_pool_forward_2x2", "max_pool_forward_2x2_nhwc")
-    fake = {n: recorder(n) for n in names}
-    fake.update({name: staticmethod(getattr(numba_conv_kernels, name))
-                 for name in ("over_batch", "batch_chunks", "channels_last", "share_units",
-                              "images_per_unit")})
-    monkeypatch.setattr(nb, "conv_kernels", type("K", (), fake))
+    for name in ("max_pool_forward_2x2", "max_pool_forward_2x2_nhwc"):
+        monkeypatch.setattr(pool_kernels, name, recorder(name))
+
     def same_memory(a, b):
         return a.ctypes.data == b.ctypes.data and a.strides == b.strides and a.shape == b.shape
 
@@ -154,14 +156,10 @@ def test_mixed_dtypes_and_int32_argmax(nb, spy, rng):
 
 def test_warmup_compiles_every_conv_kernel_for_each_dtype(nb):
     nb.warmup(dtypes=("float32", "float64"))
-    from numba.core.registry import CPUDispatcher
-
     # (helpers named with a leading underscore are compiled into the kernels that call them)
-    kernels = {name for name, obj in vars(numba_conv_kernels).items()
-               if isinstance(obj, CPUDispatcher) and not name.startswith("_")}
-    assert kernels == CONV_KERNELS
-    for name in kernels:
-        sigs = " ".join(str(s) for s in getattr(numba_conv_kernels, name).signatures)
+    assert set(KERNELS) == CONV_KERNELS
+    for name, module in KERNELS.items():
+        sigs = " ".join(str(s) for s in getattr(module, name).signatures)
         assert "float32" in sigs and "float64" in sigs, name
 
 
@@ -186,18 +184,19 @@ def test_window_products_give_the_same_bits_on_any_number_of_threads(nb, rng, mo
         return [nb.im2col_matmul(x, w, *window), nb.im2col_t_matmul(x, g, *window),
                 nb.matmul_col2im(g, np.ascontiguousarray(w.T), x.shape, *window)]
 
-    monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 1)
+    monkeypatch.setattr(numba_threads, "kernel_threads", lambda: 1)
     serial = everything()
     # (after the first call, which loads the BLAS the kernels call if nothing had yet)
     blas_threads = [lib["num_threads"] for lib in threadpool_info()]
-    monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 3)
-    threads, kernel = set(), getattr(numba_conv_kernels, weight_grad_kernel)
+    monkeypatch.setattr(numba_threads, "kernel_threads", lambda: 3)
+    module = KERNELS[weight_grad_kernel]
+    threads, kernel = set(), getattr(module, weight_grad_kernel)
 
     def recording(*args):
         threads.add(__import__("threading").get_ident())
         return kernel(*args)
 
-    monkeypatch.setattr(numba_conv_kernels, weight_grad_kernel, recording)
+    monkeypatch.setattr(module, weight_grad_kernel, recording)
     split = everything()
     assert len(threads) == 3  # 20 images: 3 groups of 8, one per thread
     for a, b in zip(serial, split):
@@ -218,7 +217,7 @@ def test_each_tile_product_runs_on_one_blas_thread_whatever_the_kernel_threads(
     w = rng.standard_normal((8 * 9, 8)).astype("float32")
     monkeypatch.setattr(nb, "direct_convolution", False)  # the tiled GEMMs, any CPU
     seen = []
-    kernel = numba_conv_kernels.im2col_matmul
+    kernel = window_kernels.im2col_matmul
 
     def recording(*args):
         seen.append({lib["num_threads"] for lib in threadpool_info()
@@ -226,13 +225,13 @@ def test_each_tile_product_runs_on_one_blas_thread_whatever_the_kernel_threads(
         return kernel(*args)
 
     nb.im2col_matmul(x, w, (3, 3), (1, 1), (1, 1, 1, 1))  # loads the BLAS the kernels call
-    monkeypatch.setattr(numba_conv_kernels, "im2col_matmul", recording)
-    monkeypatch.setattr(numba_conv_kernels, "PARALLEL_MIN_ELEMENTS", 1)
+    monkeypatch.setattr(window_kernels, "im2col_matmul", recording)
+    monkeypatch.setattr(numba_threads, "PARALLEL_MIN_ELEMENTS", 1)
     results = []
     with threadpool_limits(limits=blas_threads, user_api="blas"):
         before = [lib["num_threads"] for lib in threadpool_info()]
         for threads in (1, 2, 3):
-            monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda t=threads: t)
+            monkeypatch.setattr(numba_threads, "kernel_threads", lambda t=threads: t)
             results.append(nb.im2col_matmul(x, w, (3, 3), (1, 1), (1, 1, 1, 1)))
         assert [lib["num_threads"] for lib in threadpool_info()] == before
     assert seen and all(counts == {1} for counts in seen), seen
@@ -241,8 +240,8 @@ def test_each_tile_product_runs_on_one_blas_thread_whatever_the_kernel_threads(
 
 
 def test_conv_kernels_are_serial_cached_and_not_fastmath():
-    for name in CONV_KERNELS:
-        kernel = getattr(numba_conv_kernels, name)
+    for name, module in KERNELS.items():
+        kernel = getattr(module, name)
         assert not kernel.targetoptions.get("parallel"), name
         assert not kernel.targetoptions.get("fastmath"), name
         assert kernel._cache.__class__.__name__ == "FunctionCache", name
@@ -266,20 +265,21 @@ def test_big_calls_split_over_the_batch_and_give_the_same_bits(nb, rng, monkeypa
             results += [avg, nb.avg_pool_backward(avg, x.shape, (3, 3), (2, 2))]
         return results
 
-    monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 1)
+    monkeypatch.setattr(numba_threads, "kernel_threads", lambda: 1)
     serial = everything()
-    assert numba_conv_kernels.batch_chunks(7, x.size * 25) == [(0, 7)]
-    monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 3)
-    assert numba_conv_kernels.batch_chunks(7, x.size * 25) == [(0, 2), (2, 4), (4, 7)]
-    assert numba_conv_kernels.batch_chunks(7, 1000) == [(0, 7)]  # small: one thread
+    assert numba_threads.threads_for_units(7, x.size * 25) == 1
+    monkeypatch.setattr(numba_threads, "kernel_threads", lambda: 3)
+    assert numba_threads.threads_for_units(7, x.size * 25) == 3
+    assert numba_threads.threads_for_units(7, 1000) == 1  # small: one thread
+    assert numba_threads.threads_for_units(2, x.size * 25) == 2  # never more than the units
     threads = set()
-    kernel = numba_conv_kernels.im2col
+    kernel = window_kernels.im2col
 
     def im2col(*args):
         threads.add(__import__("threading").get_ident())
         return kernel(*args)
 
-    monkeypatch.setattr(numba_conv_kernels, "im2col", im2col)
+    monkeypatch.setattr(window_kernels, "im2col", im2col)
     split = everything()
     assert len(threads) == 3
     for a, b in zip(serial, split):
@@ -293,17 +293,18 @@ def test_kernel_threads_follow_numba_num_threads(monkeypatch):
 
     cores = len(os.sched_getaffinity(0))
     monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
-    assert numba_conv_kernels.kernel_threads() == 1
+    assert numba_threads.kernel_threads() == 1
     monkeypatch.setenv("NUMBA_NUM_THREADS", "64")
-    assert numba_conv_kernels.kernel_threads() == min(64, cores)  # never more than the cores
+    assert numba_threads.kernel_threads() == min(64, cores)  # never more than the cores
 
 
 FORK_CHILD = """
 import multiprocessing, sys
 import numpy as np
-from handprop.engines import get_engine, numba_conv_kernels
+from handprop.engines import get_engine
+from handprop.engines.numba import threads
 
-numba_conv_kernels.kernel_threads = lambda: 2
+threads.kernel_threads = lambda: 2
 x = np.random.default_rng(0).standard_normal((4, 16, 28, 28)).astype("float32")
 engine = get_engine("numba")
 want = engine.im2col(x, (5, 5), (1, 1), (2, 2, 2, 2))  # the parent's pool exists now
@@ -343,7 +344,7 @@ def test_a_conv_model_runs_with_blas_on_one_thread_and_a_dense_model_keeps_its_t
     from handprop.nn import Conv2D, Dense, Flatten, MaxPool2D, Sequential
     from handprop.train.trainer import Trainer
 
-    monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 2)
+    monkeypatch.setattr(numba_threads, "kernel_threads", lambda: 2)
     before = _blas_threads()
     conv = Sequential([Conv2D(2, 3, activation="relu"), MaxPool2D(2), Flatten(), Dense(3)],
                       input_shape=(1, 6, 6), engine=nb, seed=0)
@@ -367,7 +368,7 @@ def test_a_conv_model_runs_with_blas_on_one_thread_and_a_dense_model_keeps_its_t
     trainer.fit(rng.random((8, 1, 6, 6)).astype("float32"), rng.integers(0, 3, 8))
     assert seen and all(set(threads) == {1} for threads in seen)
     assert _blas_threads() == before
-    monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 1)
+    monkeypatch.setattr(numba_threads, "kernel_threads", lambda: 1)
     with nb.threads_for(conv):  # nothing to share the cores with
         assert _blas_threads() == before
 
@@ -376,12 +377,10 @@ def test_a_big_bias_gradient_sums_fixed_blocks_on_any_number_of_threads(nb, rng,
     """A convolution's bias gradient (column sums of 100,000 rows) is summed in fixed blocks
     shared between threads: the same bits on one thread or three, and the reference's
     value."""
-    from handprop.engines import numba_engine
-
     grad = rng.standard_normal((3 * numba_engine.BIAS_BLOCK_ROWS + 5, 16)).astype("float32")
-    monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 1)
+    monkeypatch.setattr(numba_threads, "kernel_threads", lambda: 1)
     serial = nb.bias_grad(grad)
-    monkeypatch.setattr(numba_conv_kernels, "kernel_threads", lambda: 3)
+    monkeypatch.setattr(numba_threads, "kernel_threads", lambda: 3)
     threads, kernel = set(), nb.kernels.bias_grad_blocks
 
     def recording(*args):
@@ -482,8 +481,6 @@ def test_the_direct_convolutions_follow_the_cpu_the_kernels_are_compiled_for(mon
     import numba
     from llvmlite import binding
 
-    from handprop.engines import numba_simd
-
     host = bool(binding.get_host_cpu_features().get("avx512f"))
     for name, features, want in [(None, None, host), ("host", None, host),
                                  ("generic", None, False), ("skylake-avx512", None, False),
@@ -491,7 +488,7 @@ def test_the_direct_convolutions_follow_the_cpu_the_kernels_are_compiled_for(mon
                                  (None, "+avx2,+avx512f", True)]:
         monkeypatch.setattr(numba.config, "CPU_NAME", name)
         monkeypatch.setattr(numba.config, "CPU_FEATURES", features)
-        assert numba_simd.wide_vectors() is want, (name, features)
+        assert simd.wide_vectors() is want, (name, features)
 
 
 def test_convolution_outputs_start_on_a_cache_line(nb, rng):

@@ -1,4 +1,4 @@
-"""The ``cuda`` engine: CuPy arrays, cuBLAS GEMMs and the fused kernels of ``kernels/*.cu``.
+"""The ``cuda`` engine: CuPy arrays, cuBLAS GEMMs and the fused kernels of ``cuda/kernels/*.cu``.
 
 Two layers live here:
 
@@ -22,10 +22,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, EngineUnavailableError, ShapeError
-from .base import Engine, activation_code
-from .cuda_conv import CudaConvKernels
-from .cuda_source import kernel_file_of, kernel_source
+from ...errors import ConfigError, DataError, EngineUnavailableError, ShapeError
+from ..base import Engine, activation_code
+from .windows import CudaConvKernels
+from .source import kernel_file_of, kernel_source
 
 _INT32_MAX = 2**31 - 1
 _KERNEL_DTYPES = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
@@ -38,7 +38,7 @@ CUPY_MISSING = (
 
 class CudaKernelEngine(CudaConvKernels, Engine):
     """Wrappers around the ``kernels/*.cu`` entry points, independent of how they launch
-    (those of ``conv.cu`` in ``cuda_conv.py``).
+    (those of ``conv.cu`` in ``windows.py``).
 
     Subclasses set ``_array_type`` (the one array class they accept),
     ``_raw`` (``numpy`` or ``cupy``, for allocation) and implement ``_launch``.

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 import types
 
 import pytest
 
-from handprop.engines import cuda_source, engine_status, get_engine, registry
-from handprop.engines.cupy_engine import CUPY_MISSING, CupyEngine, probe_gpu
+from handprop.engines import engine_status, get_engine, registry
+from handprop.engines.cuda import source as cuda_source
+from handprop.engines.cuda.engine import CUPY_MISSING, CupyEngine, probe_gpu
 from handprop.errors import EngineUnavailableError
 
 
@@ -89,9 +91,9 @@ def test_explicit_cuda_without_a_gpu_is_an_error_naming_the_reason(monkeypatch):
     assert registry.resolve_name("auto") != "cuda"
 
 
-def test_loader_finds_every_kernel_file_from_the_checkout_or_package():
+def test_loader_finds_every_kernel_file_beside_its_launcher():
     directory = cuda_source.kernel_dir()
-    assert directory in cuda_source.kernel_dir_candidates()
+    assert directory == Path(cuda_source.__file__).parent / "kernels"
     for name in cuda_source.KERNEL_FILES:
         assert (directory / name).is_file()
 
@@ -106,14 +108,15 @@ def test_loader_inlines_the_common_header():
 
 
 def test_loader_reports_missing_sources(monkeypatch, tmp_path):
-    monkeypatch.setattr(cuda_source, "kernel_dir_candidates", lambda: (tmp_path / "a", tmp_path / "b"))
-    with pytest.raises(EngineUnavailableError, match="were not found"):
+    monkeypatch.setattr(cuda_source, "KERNEL_DIR", tmp_path / "kernels")
+    with pytest.raises(EngineUnavailableError, match="activations.cu, .* are missing from .*"
+                                                     "reinstall it"):
         cuda_source.kernel_dir()
 
 
 def test_cuda_engine_module_does_not_import_cupy():
     import subprocess
 
-    code = "import sys, handprop.engines.cupy_engine; print('cupy' in sys.modules)"
+    code = "import sys, handprop.engines.cuda.engine; print('cupy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

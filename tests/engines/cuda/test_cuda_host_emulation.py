@@ -18,7 +18,7 @@ import pytest
 
 from handprop.engines import get_engine
 from handprop.engines.base import ACTIVATIONS
-from handprop.engines.cuda_source import kernel_dir
+from handprop.engines.cuda.source import kernel_dir
 from handprop.errors import ConfigError, DataError, ShapeError
 
 cuda_emulation = pytest.importorskip("cuda_emulation")
@@ -249,7 +249,7 @@ ASAN_SCRIPT = textwrap.dedent(
     import numpy as np
     sys.path.insert(0, {tests!r})
     import cuda_emulation as ce
-    from handprop.engines.cuda_source import KERNEL_FILES, kernel_dir
+    from handprop.engines.cuda.source import KERNEL_FILES, kernel_dir
 
     if sys.argv[1] == "buggy":
         kernel = ce.EmulatedModule(ce.build_library(Path(sys.argv[2]), sanitize=True)).get_function("copy_off_by_one")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from handprop.engines.base import ACTIVATION_CODES
-from handprop.engines.cuda_source import KERNEL_FILES, entry_points, kernel_dir, kernel_source
+from handprop.engines.cuda.source import KERNEL_FILES, entry_points, kernel_dir, kernel_source
 
 # (option, what to fetch): PTX for the virtual arch, cubins for the real ones.
 TARGETS = [

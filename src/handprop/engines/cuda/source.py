@@ -1,9 +1,4 @@
-"""Find and read the CUDA C sources in ``kernels/``.
-
-The ``.cu`` files live at the top level of the repository. The wheel ships
-them as ``handprop/kernels/`` (``setup.py`` copies them in at build time), so
-the loader looks inside the installed package first and falls back to the
-checkout's ``kernels/`` (an editable install or ``PYTHONPATH=src``).
+"""Find and read the CUDA C sources, shipped as package data in ``kernels/`` beside this file.
 
 ``#include "common.cuh"`` is inlined here, so the string handed to NVRTC is
 self-contained and CuPy's on-disk cache (keyed by the source text) notices a
@@ -16,35 +11,27 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from ..errors import EngineUnavailableError
+from ...errors import EngineUnavailableError
 
 #: One fused kernel family per file.
 KERNEL_FILES = ("activations.cu", "softmax_xent.cu", "optimizers.cu", "reductions.cu",
                 "batch_norm.cu", "conv.cu")
 
-_PACKAGE_DIR = Path(__file__).resolve().parent.parent / "kernels"
-# src/handprop/engines/cuda_source.py -> the repository root is three levels up.
-_CHECKOUT_DIR = Path(__file__).resolve().parents[3] / "kernels"
+#: The sources, next to their launcher (package data).
+KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
 
 _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.MULTILINE)
 _ENTRY_POINT = re.compile(r'extern\s+"C"\s+__global__\s+void\s+(\w+)\s*\(')
 
 
-def kernel_dir_candidates() -> tuple[Path, ...]:
-    """Where the loader looks, in order: installed package, then checkout."""
-    return (_PACKAGE_DIR, _CHECKOUT_DIR)
-
-
 def kernel_dir() -> Path:
-    """The first directory that holds every kernel file."""
-    for candidate in kernel_dir_candidates():
-        if all((candidate / name).is_file() for name in KERNEL_FILES):
-            return candidate
-    looked = ", ".join(str(p) for p in kernel_dir_candidates())
-    raise EngineUnavailableError(
-        f"the CUDA kernel sources ({', '.join(KERNEL_FILES)}) were not found; looked in {looked}. "
-        "Reinstall handprop (the wheel ships them) or run from a full checkout."
-    )
+    """The directory of the kernel sources; an install without them is named as broken."""
+    missing = [name for name in KERNEL_FILES if not (KERNEL_DIR / name).is_file()]
+    if missing:
+        raise EngineUnavailableError(
+            f"the CUDA kernel sources {', '.join(missing)} are missing from {KERNEL_DIR}: this "
+            "install of handprop is incomplete; reinstall it (the wheel ships them)")
+    return KERNEL_DIR
 
 
 @lru_cache(maxsize=None)

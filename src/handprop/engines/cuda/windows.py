@@ -1,5 +1,5 @@
 """The Python side of ``kernels/conv.cu``: checks, arguments and launches of the convolution
-gathers and pooling kernels, mixed into ``CudaKernelEngine`` (see ``cupy_engine.py``).
+gathers and pooling kernels, mixed into ``CudaKernelEngine`` (see ``engine.py``).
 
 Like the other wrappers, each one refuses arrays of another library, raises the
 reference's ``ShapeError`` for shapes that do not fit, and hands anything but
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import _check_images, window_output_size
+from ..base import _check_images, window_output_size
 
 
 def _ints(*values) -> tuple:
