@@ -41,6 +41,20 @@ def format_table(checks) -> str:
     return "\n".join(out)
 
 
+def format_implementations(engine) -> str:
+    """Which implementation runs each window product on the checked image geometries."""
+    from ..engines.cases import IMAGES, filters_for
+
+    lines = [f"window products on {engine.name} (x shape, window, stride, padding: "
+             f"forward / weight gradient / first layer's backward / input gradient)"]
+    for x_shape, window, stride, padding in IMAGES:
+        chosen = engine.window_implementations(filters_for(x_shape), x_shape[1], window, stride,
+                                               padding)
+        lines.append(f"  {x_shape} {window} {stride} {padding}, {filters_for(x_shape)} filters: "
+                     + " / ".join(chosen.values()))
+    return "\n".join(lines)
+
+
 def run(args) -> int:
     from ..engines import get_engine
     from ..engines.selfcheck import device_name, run_checks
@@ -50,6 +64,8 @@ def run(args) -> int:
     dtypes = ("float32", "float64") if args.dtype == "both" else (args.dtype,)
     checks = run_checks(engine, reference, dtypes)
     print(format_table(checks))
+    print()
+    print(format_implementations(engine))
     failed = [c for c in checks if not c.ok]
     where = f"on {engine.name} ({device_name(engine)})"
     if failed:

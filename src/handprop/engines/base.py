@@ -41,6 +41,11 @@ import numpy as np
 
 from ..errors import ConfigError, ShapeError
 
+#: A convolution's products: forward, weight gradient, a first layer's fused backward, input
+#: gradient (the engines' window primitives).
+WINDOW_PRODUCTS = ("im2col_matmul", "im2col_t_matmul", "act_backward_weight_grad",
+                   "matmul_col2im")
+
 # Integer codes shared with the Numba and CUDA kernels.
 ACTIVATION_CODES = {
     "identity": 0,
@@ -156,6 +161,15 @@ class Engine:
         return {"name": self.name, "is_gpu": self.is_gpu, "fused_kernels": self.fused_kernels}
 
     # ---------------------------------------------------------- compiled training
+    #: What runs a window product here when the engine has one implementation of it.
+    window_implementation_name = "reference"
+
+    def window_implementations(self, filters, channels, kernel, stride, padding,
+                               dtype="float32") -> dict[str, str]:
+        """Which implementation runs each of a convolution's products for this geometry
+        (``handprop doctor`` and the run header print it)."""
+        return dict.fromkeys(WINDOW_PRODUCTS, self.window_implementation_name)
+
     def compiled_epoch_unavailable(self) -> str:
         """Why this engine runs no compiled epoch ("" when it can run one). The reference
         runs none."""

@@ -393,6 +393,7 @@ class CupyEngine(CudaKernelEngine):
 
     name = "cuda"
     is_gpu = True
+    window_implementation_name = "cuda kernels"
 
     _reason: ClassVar[str | None] = None
     # Compiled once per process and shared by every instance.

@@ -13,7 +13,8 @@ import numpy as np
 from numba import njit
 
 from .kernels import RELU
-from .simd import VECTOR_BYTES, fma_reduce, fma_rows, fma_slide, fma_slide_reduce
+from .simd import (BLOCK_SIZES, SLIDE_TAPS, VECTOR_BYTES, fma_reduce, fma_rows, fma_slide,
+                   fma_slide_reduce)
 from .threads import claim
 from .window_kernels import SHORT_RUN, _bias_act_rows, _pad_channels_last, _padded_shape
 
@@ -29,66 +30,6 @@ def _zeros_aligned(shape, dtype):
     return raw[start:start + size].reshape(shape)
 
 
-#: Block sizes the output rows are cut into: the largest first, any remainder in at most
-#: four more blocks (13 = 8 + 4 + 1).
-BLOCK_SIZES = (14, 8, 4, 2, 1)
-
-
-@_jit
-def _rows_block(size, two, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out,
-                out_off, out_step):
-    """``fma_rows`` with a block size from ``BLOCK_SIZES`` and one or two vectors, as a
-    literal (each pair is its own register-blocked loop)."""
-    if two:
-        if size == 14:
-            fma_rows(14, 2, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
-        elif size == 8:
-            fma_rows(8, 2, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
-        elif size == 4:
-            fma_rows(4, 2, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
-        elif size == 2:
-            fma_rows(2, 2, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
-        else:
-            fma_rows(1, 2, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
-    elif size == 14:
-        fma_rows(14, 1, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
-    elif size == 8:
-        fma_rows(8, 1, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
-    elif size == 4:
-        fma_rows(4, 1, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
-    elif size == 2:
-        fma_rows(2, 1, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
-    else:
-        fma_rows(1, 1, a, a_off, a_step, i_count, i_step, t_count, b, b_off, b_step, out, out_off, out_step)
-
-
-@_jit
-def _reduce_block(size, two, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step,
-                  g_row_step, out, out_off, out_step, accumulate):
-    """``fma_reduce`` with a block size from ``BLOCK_SIZES`` and one or two vectors."""
-    if two:
-        if size == 14:
-            fma_reduce(14, 2, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
-        elif size == 8:
-            fma_reduce(8, 2, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
-        elif size == 4:
-            fma_reduce(4, 2, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
-        elif size == 2:
-            fma_reduce(2, 2, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
-        else:
-            fma_reduce(1, 2, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
-    elif size == 14:
-        fma_reduce(14, 1, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
-    elif size == 8:
-        fma_reduce(8, 1, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
-    elif size == 4:
-        fma_reduce(4, 1, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
-    elif size == 2:
-        fma_reduce(2, 1, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
-    else:
-        fma_reduce(1, 1, a, a_off, a_step, a_row_step, rows, cols, g, g_off, g_step, g_row_step, out, out_off, out_step, accumulate)
-
-
 @_jit
 def _conv_row(a, a_off, a_step, i_count, i_step, t_count, b, f, out, out_off, pixels):
     """One output row of ``pixels`` pixels and ``f`` columns (rows of ``out`` ``f`` apart):
@@ -100,8 +41,8 @@ def _conv_row(a, a_off, a_step, i_count, i_step, t_count, b, f, out, out_off, pi
         q = 0
         for size in BLOCK_SIZES:
             while pixels - q >= size:
-                _rows_block(size, two, a, a_off + q * a_step, a_step, i_count, i_step, t_count,
-                            b, f0, f, out, out_off + q * f + f0, f)
+                fma_rows(size, 2 if two else 1, a, a_off + q * a_step, a_step, i_count, i_step,
+                         t_count, b, f0, f, out, out_off + q * f + f0, f)
                 q += size
         f0 += 2 * width if two else width
 
@@ -118,8 +59,8 @@ def _reduce_rows(a, a_off, a_step, a_row_step, oh, ow, g, g_off, f, values, out,
         k = 0
         for size in BLOCK_SIZES:
             while values - k >= size:
-                _reduce_block(size, two, a, a_off + k, a_step, a_row_step, oh, ow, g, g_off + f0,
-                              f, ow * f, out, out_off + k * f + f0, f, accumulate)
+                fma_reduce(size, 2 if two else 1, a, a_off + k, a_step, a_row_step, oh, ow, g,
+                           g_off + f0, f, ow * f, out, out_off + k * f + f0, f, accumulate)
                 k += size
         f0 += 2 * width if two else width
 
@@ -194,47 +135,6 @@ def direct_conv_weight_grad(x, g, kh, kw, sh, sw, top, left, oh, ow, per_group, 
                                b * rows * f, f, out, b == first)
 
 
-#: Window widths with a sliding-window kernel (``fma_slide``, one per width and block size).
-SLIDE_TAPS = (5, 3)
-
-
-@_jit
-def _slide_block(size, taps, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
-                 out_off, out_step):
-    """``fma_slide`` for one vector of columns, with a block size from ``BLOCK_SIZES`` and a
-    width from ``SLIDE_TAPS`` as literals."""
-    if taps == 5 and size == 14:
-        fma_slide(14, 5, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
-                  out_off, out_step)
-    elif taps == 5 and size == 8:
-        fma_slide(8, 5, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
-                  out_off, out_step)
-    elif taps == 5 and size == 4:
-        fma_slide(4, 5, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
-                  out_off, out_step)
-    elif taps == 5 and size == 2:
-        fma_slide(2, 5, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
-                  out_off, out_step)
-    elif taps == 5 and size == 1:
-        fma_slide(1, 5, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
-                  out_off, out_step)
-    elif taps == 3 and size == 14:
-        fma_slide(14, 3, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
-                  out_off, out_step)
-    elif taps == 3 and size == 8:
-        fma_slide(8, 3, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
-                  out_off, out_step)
-    elif taps == 3 and size == 4:
-        fma_slide(4, 3, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
-                  out_off, out_step)
-    elif taps == 3 and size == 2:
-        fma_slide(2, 3, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
-                  out_off, out_step)
-    elif taps == 3 and size == 1:
-        fma_slide(1, 3, 1, a, a_off, a_step, i_count, i_step, c_count, b, b_off, b_step, out,
-                  out_off, out_step)
-
-
 @_jit
 def _slide_row(a, a_off, kh, kw, i_step, c, b, f, out, out_off, pixels):
     """One stride-1 output row of ``pixels`` pixels and ``f`` columns from a padded
@@ -244,46 +144,9 @@ def _slide_row(a, a_off, kh, kw, i_step, c, b, f, out, out_off, pixels):
         q = 0
         for size in BLOCK_SIZES:
             while pixels - q >= size:
-                _slide_block(size, kw, a, a_off + q * c, c, kh, i_step, c, b, f0, f, out,
-                             out_off + q * f + f0, f)
+                fma_slide(size, kw, 1, a, a_off + q * c, c, kh, i_step, c, b, f0, f, out,
+                          out_off + q * f + f0, f)
                 q += size
-
-
-@_jit
-def _slide_reduce_block(size, taps, a, a_off, a_step, a_row_step, rows, blocks, g, g_off,
-                        g_step, g_row_step, out, out_off, out_step, accumulate):
-    """``fma_slide_reduce`` with a block size from ``BLOCK_SIZES`` and a width from
-    ``SLIDE_TAPS`` as literals."""
-    if taps == 5 and size == 14:
-        fma_slide_reduce(14, 5, a, a_off, a_step, a_row_step, rows, blocks, g, g_off, g_step,
-                         g_row_step, out, out_off, out_step, accumulate)
-    elif taps == 5 and size == 8:
-        fma_slide_reduce(8, 5, a, a_off, a_step, a_row_step, rows, blocks, g, g_off, g_step,
-                         g_row_step, out, out_off, out_step, accumulate)
-    elif taps == 5 and size == 4:
-        fma_slide_reduce(4, 5, a, a_off, a_step, a_row_step, rows, blocks, g, g_off, g_step,
-                         g_row_step, out, out_off, out_step, accumulate)
-    elif taps == 5 and size == 2:
-        fma_slide_reduce(2, 5, a, a_off, a_step, a_row_step, rows, blocks, g, g_off, g_step,
-                         g_row_step, out, out_off, out_step, accumulate)
-    elif taps == 5 and size == 1:
-        fma_slide_reduce(1, 5, a, a_off, a_step, a_row_step, rows, blocks, g, g_off, g_step,
-                         g_row_step, out, out_off, out_step, accumulate)
-    elif taps == 3 and size == 14:
-        fma_slide_reduce(14, 3, a, a_off, a_step, a_row_step, rows, blocks, g, g_off, g_step,
-                         g_row_step, out, out_off, out_step, accumulate)
-    elif taps == 3 and size == 8:
-        fma_slide_reduce(8, 3, a, a_off, a_step, a_row_step, rows, blocks, g, g_off, g_step,
-                         g_row_step, out, out_off, out_step, accumulate)
-    elif taps == 3 and size == 4:
-        fma_slide_reduce(4, 3, a, a_off, a_step, a_row_step, rows, blocks, g, g_off, g_step,
-                         g_row_step, out, out_off, out_step, accumulate)
-    elif taps == 3 and size == 2:
-        fma_slide_reduce(2, 3, a, a_off, a_step, a_row_step, rows, blocks, g, g_off, g_step,
-                         g_row_step, out, out_off, out_step, accumulate)
-    elif taps == 3 and size == 1:
-        fma_slide_reduce(1, 3, a, a_off, a_step, a_row_step, rows, blocks, g, g_off, g_step,
-                         g_row_step, out, out_off, out_step, accumulate)
 
 
 @_jit
@@ -300,10 +163,10 @@ def _slide_weight_grad(padded, kh, kw, sh, oh, ow, g_flat, g_off, f, out, first)
                 for size in BLOCK_SIZES:
                     blocks = (ow - q) // size
                     if blocks > 0:
-                        _slide_reduce_block(size, kw, flat, i * wp * c + q * c + ch, c,
-                                            sh * wp * c, oh, blocks, g_flat, g_off + q * f + f0,
-                                            f, ow * f, out, (i * kw * c + ch) * f + f0, c * f,
-                                            not (first and q == 0))
+                        fma_slide_reduce(size, kw, flat, i * wp * c + q * c + ch, c,
+                                         sh * wp * c, oh, blocks, g_flat, g_off + q * f + f0,
+                                         f, ow * f, out, (i * kw * c + ch) * f + f0, c * f,
+                                         not (first and q == 0))
                         q += blocks * size
 
 

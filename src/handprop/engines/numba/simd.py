@@ -115,19 +115,70 @@ def _accumulators(builder, vector, accumulate, load, out_ptr, out_at):
     return acc
 
 
-def _literal_block(pixels, vectors):
-    if not (isinstance(pixels, types.IntegerLiteral) and isinstance(vectors, types.IntegerLiteral)):
-        return None
-    p, v = pixels.literal_value, vectors.literal_value
-    if not (p >= 1 and v >= 1 and p * v <= MAX_ACCUMULATORS):
-        return None
-    return p, v
-
-
 def _float_arrays(*arrays):
     first = arrays[0]
     return (isinstance(first, types.Array) and first.dtype in (types.float32, types.float64)
             and all(isinstance(a, types.Array) and a.dtype == first.dtype for a in arrays))
+
+
+#: Output blocks the kernels cut rows into (the largest first, any remainder in at most four
+#: more blocks: 13 = 8 + 4 + 1), and the window widths with a sliding-window block.
+BLOCK_SIZES = (14, 8, 4, 2, 1)
+SLIDE_TAPS = (5, 3)
+#: The blocks each intrinsic is generated for when its sizes come at run time:
+#: (pixels or values, vectors), (pixels, taps, vectors) and (pixels, taps).
+ROWS_BLOCKS = tuple((size, vectors) for size in BLOCK_SIZES for vectors in (1, 2))
+SLIDE_BLOCKS = tuple((size, taps, 1) for size in BLOCK_SIZES for taps in SLIDE_TAPS)
+SLIDE_REDUCE_BLOCKS = tuple((size, taps) for size in BLOCK_SIZES for taps in SLIDE_TAPS)
+
+
+def _sizes(*sizes, table):
+    """The literal block sizes as a tuple; None where any is a runtime integer (then every
+    entry of ``table`` is emitted, and the call picks one at run time); False for anything
+    else, which is refused."""
+    if all(isinstance(v, types.IntegerLiteral) for v in sizes):
+        return tuple(v.literal_value for v in sizes)
+    if all(isinstance(v, types.Integer) for v in sizes):
+        return None
+    return False
+
+
+def _emit_blocks(context, builder, signature, args, table, positions, emit):
+    """``emit(*block)`` for the block of ``table`` that the runtime integers at ``positions``
+    of ``args`` name, through one switch: the register-block ladder, generated from the
+    table. Other values do nothing."""
+    i64 = ir.IntType(64)
+    key = ir.Constant(i64, 0)
+    for k in positions:
+        value = context.cast(builder, args[k], signature.args[k], types.int64)
+        key = builder.add(builder.mul(key, ir.Constant(i64, 256)), value)
+    end = builder.append_basic_block("blocks.end")
+    switch = builder.switch(key, end)
+    for block in table:
+        number = 0
+        for v in block:
+            number = number * 256 + v
+        case = builder.append_basic_block(f"block.{'x'.join(map(str, block))}")
+        switch.add_case(ir.Constant(i64, number), case)
+        builder.position_at_end(case)
+        emit(*block)
+        builder.branch(end)
+    builder.position_at_end(end)
+
+
+def _intrinsic_body(sizes, table, positions, emit):
+    """The codegen of an intrinsic whose block sizes are literal (one block) or runtime
+    integers (every block of ``table``, chosen at run time)."""
+
+    def codegen(context, builder, signature, args):
+        if sizes is None:
+            _emit_blocks(context, builder, signature, args, table, positions,
+                         lambda *block: emit(context, builder, signature, args, *block))
+        else:
+            emit(context, builder, signature, args, *sizes)
+        return context.get_dummy_value()
+
+    return codegen
 
 
 @intrinsic(prefer_literal=True)
@@ -141,14 +192,15 @@ def fma_rows(typingctx, pixels, vectors, a, a_off, a_step, i_count, i_step, t_co
 
     summed over i, then t. A convolution's output row: ``a`` a padded channels-last
     image, each pixel's window i*i_step + t, ``b`` the weights in (i, j, c) rows."""
-    block = _literal_block(pixels, vectors)
-    if block is None or not _float_arrays(a, b, out):
+    sizes = _sizes(pixels, vectors, table=ROWS_BLOCKS)
+    if sizes is False or not _float_arrays(a, b, out):
         return None
-    p_count, v_count = block
+    if sizes and not (min(sizes) >= 1 and sizes[0] * sizes[1] <= MAX_ACCUMULATORS):
+        return None
     sig = types.void(pixels, vectors, a, a_off, a_step, i_count, i_step, t_count, b, b_off,
                      b_step, out, out_off, out_step)
 
-    def codegen(context, builder, signature, args):
+    def emit(context, builder, signature, args, p_count, v_count):
         kinds = signature.args
         i64 = ir.IntType(64)
         vector, width, fma, broadcast, load, store = _vector_ops(context, builder,
@@ -177,9 +229,8 @@ def fma_rows(typingctx, pixels, vectors, a, a_off, a_step, i_count, i_step, t_co
         for px in range(p_count):
             for v in range(v_count):
                 store(builder.load(acc[px][v]), out_ptr, out_at[px][v])
-        return context.get_dummy_value()
 
-    return sig, codegen
+    return sig, _intrinsic_body(sizes, ROWS_BLOCKS, (0, 1), emit)
 
 
 @intrinsic(prefer_literal=True)
@@ -194,14 +245,15 @@ def fma_reduce(typingctx, values, vectors, a, a_off, a_step, a_row_step, rows, c
     summed over r, then s, onto the values already in ``out`` where ``accumulate``. A
     convolution's weight gradient: ``a`` a padded channels-last image, ``g`` the output
     gradient's rows of that image."""
-    block = _literal_block(values, vectors)
-    if block is None or not _float_arrays(a, g, out):
+    sizes = _sizes(values, vectors, table=ROWS_BLOCKS)
+    if sizes is False or not _float_arrays(a, g, out):
         return None
-    k_count, v_count = block
+    if sizes and not (min(sizes) >= 1 and sizes[0] * sizes[1] <= MAX_ACCUMULATORS):
+        return None
     sig = types.void(values, vectors, a, a_off, a_step, a_row_step, rows, cols, g, g_off,
                      g_step, g_row_step, out, out_off, out_step, accumulate)
 
-    def codegen(context, builder, signature, args):
+    def emit(context, builder, signature, args, k_count, v_count):
         kinds = signature.args
         i64 = ir.IntType(64)
         vector, width, fma, broadcast, load, store = _vector_ops(context, builder,
@@ -229,15 +281,8 @@ def fma_reduce(typingctx, values, vectors, a, a_off, a_step, a_row_step, rows, c
         for k in range(k_count):
             for v in range(v_count):
                 store(builder.load(acc[k][v]), out_ptr, out_at[k][v])
-        return context.get_dummy_value()
 
-    return sig, codegen
-
-
-def _literal_ints(*values):
-    if not all(isinstance(v, types.IntegerLiteral) for v in values):
-        return None
-    return [v.literal_value for v in values]
+    return sig, _intrinsic_body(sizes, ROWS_BLOCKS, (0, 1), emit)
 
 
 @intrinsic(prefer_literal=True)
@@ -254,17 +299,15 @@ def fma_slide(typingctx, pixels, taps, vectors, a, a_off, a_step, i_count, i_ste
     is loaded once and multiplied by all ``taps`` weights it meets (held in registers):
     pixels + taps - 1 loads and taps * vectors weight loads for pixels * taps * vectors
     multiply-adds, against one load per multiply-add in ``fma_rows`` when ``vectors`` is 1."""
-    sizes = _literal_ints(pixels, taps, vectors)
-    if sizes is None or not _float_arrays(a, b, out):
+    sizes = _sizes(pixels, taps, vectors, table=SLIDE_BLOCKS)
+    if sizes is False or not _float_arrays(a, b, out):
         return None
-    p_count, j_count, v_count = sizes
-    if not (p_count >= 1 and j_count >= 1 and v_count >= 1
-            and v_count * (p_count + j_count) + 1 <= 32):
+    if sizes and not (min(sizes) >= 1 and sizes[2] * (sizes[0] + sizes[1]) + 1 <= 32):
         return None
     sig = types.void(pixels, taps, vectors, a, a_off, a_step, i_count, i_step, c_count, b, b_off,
                      b_step, out, out_off, out_step)
 
-    def codegen(context, builder, signature, args):
+    def emit(context, builder, signature, args, p_count, j_count, v_count):
         kinds = signature.args
         i64 = ir.IntType(64)
         vector, width, fma, broadcast, load, store = _vector_ops(context, builder,
@@ -300,9 +343,8 @@ def fma_slide(typingctx, pixels, taps, vectors, a, a_off, a_step, i_count, i_ste
         for px in range(p_count):
             for v in range(v_count):
                 store(builder.load(acc[px][v]), out_ptr, out_at[px][v])
-        return context.get_dummy_value()
 
-    return sig, codegen
+    return sig, _intrinsic_body(sizes, SLIDE_BLOCKS, (0, 1, 2), emit)
 
 
 @intrinsic(prefer_literal=True)
@@ -318,16 +360,15 @@ def fma_slide_reduce(typingctx, pixels, taps, a, a_off, a_step, a_row_step, rows
     The block's gradient rows stay in registers while each input value is loaded once and
     multiplied into every tap it meets. Each tap sums even and odd pixels of a block in two
     accumulators (twice the multiply-adds in flight), added once at the end."""
-    sizes = _literal_ints(pixels, taps)
-    if sizes is None or not _float_arrays(a, g, out):
+    sizes = _sizes(pixels, taps, table=SLIDE_REDUCE_BLOCKS)
+    if sizes is False or not _float_arrays(a, g, out):
         return None
-    p_count, j_count = sizes
-    if not (p_count >= 1 and j_count >= 1 and p_count + 2 * j_count + 1 <= 32):
+    if sizes and not (min(sizes) >= 1 and sizes[0] + 2 * sizes[1] + 1 <= 32):
         return None
     sig = types.void(pixels, taps, a, a_off, a_step, a_row_step, rows, blocks, g, g_off, g_step,
                      g_row_step, out, out_off, out_step, accumulate)
 
-    def codegen(context, builder, signature, args):
+    def emit(context, builder, signature, args, p_count, j_count):
         kinds = signature.args
         i64 = ir.IntType(64)
         vector, width, fma, broadcast, load, store = _vector_ops(context, builder,
@@ -361,6 +402,5 @@ def fma_slide_reduce(typingctx, pixels, taps, a, a_off, a_step, a_row_step, rows
         for j in range(j_count):
             store(builder.fadd(builder.load(sums[j][0]), builder.load(sums[j][1])), out_ptr,
                   out_at[j][0])
-        return context.get_dummy_value()
 
-    return sig, codegen
+    return sig, _intrinsic_body(sizes, SLIDE_REDUCE_BLOCKS, (0, 1), emit)

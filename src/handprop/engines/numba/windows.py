@@ -69,7 +69,7 @@ def always(engine, call: WindowCall) -> bool:
 
 
 #: primitive -> its implementations, in the order they are tried: (name, predicate).
-IMPLEMENTATIONS = {
+IMPLEMENTATIONS = {  # in the order of base.WINDOW_PRODUCTS
     "im2col_matmul": (("direct", direct_products), ("tiled", always)),
     "im2col_t_matmul": (("direct", direct_products), ("tiled", always)),
     "act_backward_weight_grad": (("direct", direct_products), ("reference", always)),
