@@ -105,7 +105,7 @@ def numba_threads() -> int | str | None:
 
     ``numba.config``, not ``numba.get_num_threads()``: the latter launches Numba's
     threading layer (an OpenMP runtime), whose threads then fight PyTorch's
-    libgomp in the same process (it made ``torch.optim.Adam`` 3-4x slower)."""
+    libgomp in the same process (it slowed ``torch.optim.Adam`` several times over)."""
     import importlib.util
 
     if importlib.util.find_spec("numba") is None:

@@ -74,8 +74,7 @@ class TorchLoop:
     ``scheduler`` (a ``torch.optim.lr_scheduler``) steps after every batch.
     ``channels_last=True`` (for a convolutional ``net``) keeps the model and every batch
     in ``torch.channels_last`` memory format, as PyTorch's CPU performance guide advises
-    for CNNs: oneDNN's convolutions run faster in it (the MNIST CNN's step by 5-45 % in
-    three side-by-side runs on the machine of ``bench/RESULTS.md``, ``bench/conv_speed.py``).
+    for CNNs: oneDNN's convolutions run faster in it (``bench/conv_speed.py`` times both).
     """
 
     def __init__(self, net, optimizer, x, y, batch: int, seed: int = 0, *, scheduler=None,

@@ -2,10 +2,9 @@
 faults.
 
 Every training step allocates and frees the same large arrays (a convolution's output
-rows: 6.4 MB at batch 128 in the MNIST CNN). glibc gives allocations above its mmap
-threshold fresh pages from the kernel and returns freed memory at the top of its heap, so
-each step touches new pages: about 1,000 page faults a step there, and 12 of its 64 ms on
-one thread on this project's test machine. Raising both thresholds keeps freed memory in
+rows, megabytes at a CNN's batch sizes). glibc gives allocations above its mmap threshold
+fresh pages from the kernel and returns freed memory at the top of its heap, so each step
+touches new pages, a thousand page faults a step. Raising both thresholds keeps freed memory in
 the process for the next allocation. It is process-wide and set once, when the first
 NumPy-backed engine is made; the cost is that the process's resident memory stays near
 its peak. ``HANDPROP_KEEP_FREED_MEMORY=0`` leaves malloc as it is. Other C libraries and

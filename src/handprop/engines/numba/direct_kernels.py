@@ -99,8 +99,8 @@ def _image_weight_grad(x, b, top, left, padded, kh, kw, sh, sw, oh, ow, g_flat, 
     """Image ``b``'s terms of a weight gradient into ``out`` (kh*kw*C*F, rows in (i, j, c)
     order), from its output-gradient rows at ``g_flat[g_off:]``; ``first``: the image that
     starts the sums. Short window rows (kw*C < SHORT_RUN) at stride 1 of a width in
-    ``SLIDE_TAPS`` take ``fma_slide_reduce`` (with 16 channels ``fma_reduce`` ran 1.4x faster
-    here), the others ``fma_reduce``."""
+    ``SLIDE_TAPS`` take ``fma_slide_reduce`` (with 16 channels ``fma_reduce`` is faster),
+    the others ``fma_reduce``."""
     hp, wp, c = padded.shape
     run = kw * c
     _pad_channels_last(x, b, top, left, padded)

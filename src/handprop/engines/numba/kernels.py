@@ -15,8 +15,8 @@ reference computes, in the same order, so results agree to float tolerance
 * No ``fastmath``: it would let LLVM assume no NaN/Inf (``isnan`` becomes
   False) and reorder sums. Serial only: ``parallel=True`` made whole training
   steps much slower at these sizes on small machines, fighting BLAS threads.
-* ``exp``/``tanh`` are not here. Without SVML Numba calls scalar libm
-  (measured 5x slower than NumPy's SIMD ``tanh``), so the wrapper applies
+* ``exp``/``tanh`` are not here. Without SVML Numba calls scalar libm, far slower than
+  NumPy's SIMD ``tanh``, so the wrapper applies
   NumPy's ufunc in place on the kernel's output between two fused passes.
 """
 

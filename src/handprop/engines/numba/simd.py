@@ -6,16 +6,17 @@ block of outputs held in vector registers for the whole sum, each input value lo
 and broadcast against a row of weights. LLVM keeps such a block in registers only when it
 is written out, so these intrinsics emit it: a block of accumulators of one 64-byte
 vector each (16 float32 or 8 float64 lanes), with the weights and inputs they need within
-AVX-512's 32 registers. On the MNIST CNN's second convolution the kernels built on them
-run at 91-154 GFLOP/s on one core of the benchmark machine, 1.5-2.4x OpenBLAS on the
-same products after an im2col tile .
+AVX-512's 32 registers (their speed against OpenBLAS is in ``bench/RESULTS.md``).
 
 All take flat arrays and element offsets; the caller guarantees every index is in bounds
 (nothing here checks). Sums run over their terms in a fixed order, with one fused
 multiply-add per term, so results do not depend on the thread that computes them.
 
-Numba's cache of the kernels that use these does not notice edits here (it follows each
-kernel's own file): after changing one, delete ``__pycache__`` in this folder.
+Each intrinsic takes its block sizes as literals (one block) or as runtime integers, for
+which it emits every block of its table behind one switch: the register-block ladder is
+generated, not written out. Numba's cache of the kernels that use these does not notice
+edits here (it follows each kernel's own file): after changing one, delete
+``__pycache__`` in this folder.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ TILE_ELEMENTS = 1 << 16
 #: Windows with rows shorter than this (kw * C values) are gathered into a transposed tile.
 SHORT_RUN = 16
 #: Images per partial sum of a weight gradient: a fixed grouping, whatever the thread count
-#: (small, as a group is the unit threads take: 4 images of the MNIST CNN are 0.3 ms).
+#: (small, as a group is the unit threads take).
 IMAGES_PER_GROUP = 4
 
 
@@ -150,8 +150,8 @@ def _windows_into(padded, kh, kw, sh, sw, oh, ow, tile, row0):
             row = tile[r]
             for i in range(kh):
                 start = ((p * sh + i) * wp + q * sw) * c
-                # Copies between views indexed from 0 vectorize (10x faster here than
-                # offsets added to the indices, which Numba's negative-index handling stops).
+                # Copies between views indexed from 0 vectorize (offsets added to the
+                # indices do not: Numba's negative-index handling stops it).
                 source, target = flat[start:start + run], row[i * run:(i + 1) * run]
                 for t in range(run):
                     target[t] = source[t]
@@ -202,7 +202,7 @@ def _bias_act_rows(z, r0, r1, bias_rows, has_bias, code, alpha):
     """Rows ``r0 .. r1`` of z get ``f(z + bias)`` in place for the activations without a
     transcendental (identity, relu, leaky_relu), as ``bias_act_direct`` computes them.
     ``bias_rows`` is the bias repeated for a whole number of rows: the rows are then one
-    long run, which vectorises (a loop per row of 16 values costs 3x as much)."""
+    long run, which vectorises (a loop per row of 16 values does not)."""
     n, f = z.shape
     zero, alpha = z.dtype.type(0), z.dtype.type(alpha)
     flat, run = z.reshape(n * f), bias_rows.shape[0]
@@ -341,8 +341,8 @@ def act_backward_bias_grad_blocks(grad, out, code, alpha, block_rows, run_rows, 
     """For the blocks of ``block_rows`` rows taken from ``counter``: ``res = grad * f'``
     (relu or leaky_relu, from ``out = f(z)``, as ``act_backward``) and ``partial[blk]``
     (float64) = the column sums of those rows of ``res``, in one pass. The rows are taken
-    ``run_rows`` at a time as one long run (which vectorises; a loop per row of 16 values
-    costs 3x as much), summed into a run of partial sums, whose rows are then added into
+    ``run_rows`` at a time as one long run (which vectorises, where a loop per row of 16
+    values does not), summed into a run of partial sums, whose rows are then added into
     ``partial[blk]`` in order."""
     n, k = grad.shape
     zero, alpha = grad.dtype.type(0), grad.dtype.type(alpha)
