@@ -54,13 +54,19 @@ def measure(part, engines, out: Path, args, profile: str):
     wait = lambda: wait_for_quiet(args.wait_load, 60)  # noqa: E731
     t0 = time.time()
     if part == "sgemm":
+        from handprop.bench.peak import fma_peak_gflops
+
         data = {str(n): vars(hb.sgemm_gflops(n=n, repeats=5)) for n in (2048, 4096)}
+        data["fma"] = {"values": [fma_peak_gflops() for _ in range(5)]}
     elif part in ("training", "cnn"):
-        sgemm = hb.sgemm_gflops(n=2048, repeats=5)
+        from handprop.bench.peak import fma_peak_gflops
+
+        sgemm, peak = hb.sgemm_gflops(n=2048, repeats=5), fma_peak_gflops()
+        env["fma_peak_gflops"] = peak
         models = [hb.CNN_MODEL] if part == "cnn" else None
         data = hb.measure_training(models, engines=engines, repeats=args.repeats,
                                    scale=args.scale, sgemm=sgemm, log=print,
-                                   comparators=comparators, before_config=wait)
+                                   comparators=comparators, before_config=wait, fma_peak=peak)
         for row in data:
             row.update(profile=profile, kernels=env["kernels"])
     elif part == "primitives":
@@ -153,18 +159,25 @@ def summary_section(out: Path) -> list[str]:
 
 
 def sgemm_section(out: Path) -> list[str]:
+    """The machine's limits by profile: OpenBLAS sgemm at two sizes and the FMA peak."""
     md = []
     for profile in PROFILE_NAMES:
         result = _load(out, f"sgemm_{profile}")
         if not result:
             continue
         if not md:
-            md = ["## Machine limit: sgemm", "", "| profile | n | GFLOP/s median | min | max |"
-                  " kernel |", "|---|---|---|---|---|---|"]
+            md = ["## Machine limits: sgemm and the FMA peak", "",
+                  "sgemm: OpenBLAS `sgemm` at n x n, preallocated, 2 threads; fma: a loop of "
+                  "fused multiply-adds only on every core (`handprop.bench.peak`), in the "
+                  "widest vectors Numba's target CPU has.", "",
+                  "| profile | what | GFLOP/s median | min | max | kernels |",
+                  "|---|---|---|---|---|---|"]
+        kernels = describe_kernels(result["env"]["kernels"])
         for n, stat in result["data"].items():
             values = sorted(stat["values"])
-            md.append(f"| `{profile}` | {n} | {values[len(values) // 2]:.1f} | {values[0]:.1f} "
-                      f"| {values[-1]:.1f} | {result['env']['blas_kernel']} |")
+            what = "fma" if n == "fma" else f"sgemm {n}"
+            md.append(f"| `{profile}` | {what} | {values[len(values) // 2]:.1f} | "
+                      f"{values[0]:.1f} | {values[-1]:.1f} | {kernels} |")
     return md + [""] if md else []
 
 

@@ -136,7 +136,8 @@ def measure_training(models=None, batches=None, optimizers=None, engines=None, *
                      repeats: int = 5, steps: int | None = None, scale: float = 1.0,
                      with_torch: bool | None = None, comparators=None,
                      with_ceiling: bool = True, sgemm: Stat | None = None, log=None,
-                     before_config=None, min_seconds: float | None = None) -> list[dict]:
+                     before_config=None, min_seconds: float | None = None,
+                     fma_peak: float | None = None) -> list[dict]:
     """One row per handprop row label and (model, batch, optimizer) of the plan (see
     ``plan_configs``): samples/s round by round (median, min, max, spread), and every
     comparator's and the GEMM-only ceiling's figures measured in the same rounds, with
@@ -145,7 +146,8 @@ def measure_training(models=None, batches=None, optimizers=None, engines=None, *
     ``steps`` pins the epoch length (for tests: then epochs may be shorter than
     ``min_seconds``, which defaults to ``MIN_EPOCH_SECONDS`` otherwise and 0 with it);
     ``scale`` multiplies the plan's samples per epoch. ``comparators`` defaults to
-    PyTorch eager when ``with_torch`` (default: when installed)."""
+    PyTorch eager when ``with_torch`` (default: when installed). ``fma_peak`` (GFLOP/s,
+    ``peak.fma_peak_gflops``) adds each row's share of it."""
     engines = bench_engines(engines)
     if comparators is None:
         if with_torch is None:
@@ -183,5 +185,8 @@ def measure_training(models=None, batches=None, optimizers=None, engines=None, *
                 row["ceiling_gflops"] = row["ceiling_samples_per_s"] * flops / 1e9
                 row["sgemm_gflops"] = sgemm.median
                 row["sgemm_share"] = row["gflops"] / sgemm.median
+            if fma_peak:
+                row["fma_peak_gflops"] = fma_peak
+                row["fma_share"] = row["samples_per_s"] * flops / 1e9 / fma_peak
             rows.append(row)
     return rows

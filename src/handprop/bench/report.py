@@ -71,8 +71,10 @@ def format_training_table(rows: list[dict], markdown: bool = False) -> str:
     head += ["x cpu"] if has_cpu else []
     head += ["x torch"] if has_torch else []
     head += [f"x {name}" for _, name in extras]
+    has_peak = _present(rows, "fma_share")
     if has_ceiling:
         head += ["% GEMM ceiling", "GFLOP/s", "% sgemm"]
+    head += ["% FMA peak"] if has_peak else []
     body = []
     for r in rows:
         cells = [r["engine"], r["model"], str(r["batch"]), r.get("optimizer", "-"),
@@ -84,6 +86,9 @@ def format_training_table(rows: list[dict], markdown: bool = False) -> str:
             share = r.get("sgemm_share")
             cells += [ratio_cell(r, "ceiling_share", 100, ".0f"), fmt(r.get("gflops"), ".1f"),
                       fmt(None if share is None else 100 * share, ".0f")]
+        if has_peak:
+            peak = r.get("fma_share")
+            cells.append(fmt(None if peak is None else 100 * peak, ".0f"))
         body.append(cells)
     return table(head, body, markdown)
 

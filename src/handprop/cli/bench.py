@@ -207,10 +207,11 @@ def _measure_here(args, plan: dict, profile: str) -> list[dict]:
         sgemm = bench.sgemm_gflops(n=n, repeats=3 if args.quick else 5,
                                    calls=1 if args.steps else None)
         print(f"sgemm {n}^2: {sgemm.median:.1f} GFLOP/s [{sgemm.min:.1f}-{sgemm.max:.1f}]")
+    peak = _fma_peak(args)
     rows = bench.measure_training(
         plan["models"], plan["batches"], plan["optimizers"], plan["engines"],
         repeats=plan["repeats"], steps=args.steps, comparators=comparators,
-        with_ceiling=not args.no_ceiling, sgemm=sgemm, log=print)
+        with_ceiling=not args.no_ceiling, sgemm=sgemm, log=print, fma_peak=peak)
     for row in rows:
         row.update(profile=profile, kernels=kernels, blas_kernel=env["blas_kernel"],
                    machine=env["machine"], date=env["date"],
@@ -224,8 +225,22 @@ def _measure_here(args, plan: dict, profile: str) -> list[dict]:
           "row's own rounds ('noisy' over 25 %); x NAME: median [min-max] of the per-round "
           "ratios, each round timing every contender's epoch (wall clock between epoch ends, "
           "after a lead-in epoch) in turn; % GEMM ceiling: share of the GEMM-only ceiling; "
-          "% sgemm: achieved GEMM GFLOP/s over large-sgemm GFLOP/s.")
+          "% sgemm: achieved GEMM GFLOP/s over large-sgemm GFLOP/s; % FMA peak: over an "
+          "FMA-only loop on every core.")
     return rows
+
+
+def _fma_peak(args) -> float | None:
+    """The FMA peak on every core (printed), where Numba runs and the ceiling is measured."""
+    from ..engines import engine_status
+
+    if args.no_ceiling or not engine_status("numba").available:
+        return None
+    from ..bench.peak import fma_peak_gflops
+
+    peak = fma_peak_gflops(seconds=0.05 if args.steps else 0.3)
+    print(f"FMA peak (an FMA-only loop on every core): {peak:.1f} GFLOP/s")
+    return peak
 
 
 def _child_argv(args) -> list[str]:
