@@ -1,7 +1,7 @@
 """Shared fixtures: the engines every parity test runs on (``support/engine_cases.py``).
 
 ``tests/`` mirrors the package: one folder per package of ``src/handprop``
-(``teaching/`` holds ``gradcheck`` and ``trace``, ``project/`` the README,
+(``teach/`` holds ``gradcheck`` and ``trace``, ``project/`` the README,
 packaging and error-message checks), and ``support/`` the CUDA host emulator,
 the CuPy stand-in that the CPU suite runs the cuda engine on and
 ``real_data.py``, which finds the real Fashion-MNIST files (``--data-dir``).

@@ -93,3 +93,28 @@ def test_conv_run_evaluates_alike_on_numba(tmp_path, capsys):
     other = json.loads(capsys.readouterr().out)
     assert other["confusion_matrix"] == on_cpu["confusion_matrix"]
     assert other["loss"] == pytest.approx(on_cpu["loss"], rel=1e-4)
+
+
+def test_feature_maps_and_first_weights_are_library_functions():
+    from handprop.train.evaluation import feature_maps, first_weights
+
+    model = Sequential([Conv2D(3, 3, activation="relu"), MaxPool2D(2), Conv2D(2, 2), Flatten(),
+                        Dense(4)], input_shape=(1, 8, 8), engine="cpu", seed=1)
+    sample = np.random.default_rng(0).normal(size=(1, 8, 8))
+    maps = feature_maps(model, sample)
+    assert [(label, m.shape) for label, m in maps] == [("layer 0", (3, 6, 6)),
+                                                      ("layer 2", (2, 2, 2))]
+    h = model.engine.asarray(sample[None], model.dtype)
+    for layer in model.layers[:3]:
+        h = layer.forward(h)
+    np.testing.assert_array_equal(maps[1][1], h[0])
+    kind, weights = first_weights(model)
+    assert kind == "filters" and weights.shape == (3, 1, 3, 3)
+    dense = Sequential([Flatten(), Dense(2)], input_shape=(3, 2, 4), engine="cpu")
+    kind, weights = first_weights(dense)
+    w = dense.layers[1].params["W"]
+    assert kind == "weights"
+    np.testing.assert_array_equal(weights[:, 1].reshape(2, 4, 3),
+                                  w[:, 1].reshape(3, 2, 4).transpose(1, 2, 0))
+    assert feature_maps(dense, np.zeros((3, 2, 4))) == []
+    assert first_weights(Sequential([Flatten()], input_shape=(1, 2, 2), engine="cpu")) == (None, None)

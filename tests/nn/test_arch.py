@@ -178,3 +178,64 @@ def test_dense_arch_is_the_hidden_mlp_weight_for_weight(cpu):
 def test_uses_images():
     assert uses_images(ISSUE_CNN) and uses_images("flatten,dense:3")
     assert not uses_images("dense:100,sigmoid") and not uses_images("batchnorm,dense:3")
+
+
+@pytest.mark.parametrize("text, shape", [
+    (ISSUE_CNN, (1, 28, 28)),
+    ("conv:8:3:2,tanh,avgpool:3:1,conv:4:3:1:2,flatten,dropout:0.5,dense:32,leaky_relu", (3, 17, 13)),
+    ("conv:6:5:1:same,batchnorm,relu,maxpool:2:1,flatten,dense:64,batchnorm,sigmoid", (2, 9, 9)),
+    ("batchnorm,dense:3,relu,dropout:0.1", (7,)),
+])
+def test_check_shapes_is_what_building_gives(cpu, text, shape):
+    from handprop.nn.arch import _groups, check_shapes
+
+    groups = _groups(arch_tokens(text), "auto")
+    shapes = check_shapes(groups, shape)
+    model = arch_model(text, shape, engine=cpu)
+    assert shapes == [l.output_shape for l in model.layers]
+
+
+def test_a_misfit_is_the_layers_own_shape_error_in_arch_words():
+    from handprop.nn.layers import InputShapeError
+
+    with pytest.raises(InputShapeError) as info:
+        MaxPool2D(3).build((2, 4, 2), "unused engine", "float32", np.random.default_rng(0))
+    assert (info.value.needs, info.value.shape, info.value.window, info.value.padded) == (
+        "window", (2, 4, 2), (3, 3), None)
+    with pytest.raises(InputShapeError) as info:
+        Conv2D(1, 5, padding=1).build((1, 2, 6), None, "float32", np.random.default_rng(0))
+    assert (info.value.needs, info.value.padded) == ("window", (4, 8))
+    assert "a 5x5 window does not fit inputs of shape (1, 2, 6) (4x8 after padding)" in str(
+        info.value)
+    for layer, shape, needs in [(Dense(2), (1, 2, 2), "flat"), (Conv2D(1, 1), (4,), "images"),
+                                (BatchNorm(), (2, 3), "features")]:
+        with pytest.raises(InputShapeError) as info:
+            layer.build(shape, None, "float32", np.random.default_rng(0))
+        assert (info.value.needs, info.value.shape) == (needs, shape)
+
+
+def test_zero_sized_inputs_are_the_models_config_error():
+    with pytest.raises(ConfigError, match=r"positive whole numbers; got \(0,\)"):
+        arch_model("dense:3,batchnorm,relu", (0,), 10, engine="cpu")
+
+
+def test_each_layer_writes_its_own_tokens_and_format_arch_joins_them():
+    from handprop.nn import Layer
+
+    assert Conv2D(4, 3, stride=2, padding=1, activation="relu").arch_tokens() == [
+        "conv:4:3:2:1", "relu"]
+    assert Conv2D(4, 3, padding="same").arch_tokens() == ["conv:4:3:1:same"]
+    assert MaxPool2D(2).arch_tokens() == ["maxpool:2"]
+    assert AvgPool2D(3, 1).arch_tokens() == ["avgpool:3:1"]
+    assert Dense(5, "tanh").arch_tokens() == ["dense:5", "tanh"]
+    assert [Flatten().arch_tokens(), Dropout(0.25).arch_tokens(), BatchNorm().arch_tokens(),
+            Activation("sigmoid").arch_tokens()] == [["flatten"], ["dropout:0.25"],
+                                                     ["batchnorm"], ["sigmoid"]]
+
+    class Twice(Layer):
+        def arch_tokens(self):
+            return ["relu", "relu"]
+
+    assert format_arch([Twice(), Dense(3)]) == "relu,relu,dense:3"
+    with pytest.raises(ConfigError, match="Layer has no arch token"):
+        format_arch([Layer()])

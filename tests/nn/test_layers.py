@@ -296,7 +296,7 @@ def test_dense_config_errors():
 
 
 def test_layer_config_round_trip():
-    from handprop.nn.layers import layer_from_config
+    from handprop.nn.model import layer_from_config
 
     d = Dense(7, "leaky_relu", init="he_uniform", bias_init=0.1, alpha=0.2)
     rebuilt = layer_from_config(d.config())

@@ -283,3 +283,26 @@ def test_gather_grads_copies_a_fresh_gradient_into_its_view(engine):
     assert layer.grads["b"] is view
     offset = dict((n, o) for n, o, _ in model.param_layout)["layer2.b"]
     np.testing.assert_array_equal(engine.to_numpy(model.flat_grads)[offset:offset + 3], [1, 2, 3])
+
+
+def test_one_registry_names_every_layer_type_a_model_file_holds(cpu, tmp_path):
+    import handprop.nn as nn
+    from handprop.nn.model import LAYER_TYPES, layer_from_config
+
+    layer_classes = {getattr(nn, name) for name in nn.__all__
+                     if isinstance(getattr(nn, name), type) and issubclass(getattr(nn, name), nn.Layer)}
+    assert set(LAYER_TYPES.values()) == layer_classes - {nn.Layer}
+    layers = [nn.Conv2D(2, 3, padding="same", use_bias=False), nn.BatchNorm(), nn.Activation("relu"),
+              nn.MaxPool2D(2), nn.AvgPool2D(2, 1), nn.Flatten(), nn.Dropout(0.1), nn.Dense(3)]
+    for layer in layers:
+        assert LAYER_TYPES[layer.config()["type"]] is type(layer)
+        assert layer_from_config(layer.config()).config() == layer.config()
+    model = Sequential(layers, input_shape=(1, 6, 6), engine=cpu, seed=2)
+    model.save(tmp_path / "m.npz")
+    loaded = Sequential.load(tmp_path / "m.npz", engine=cpu)
+    assert loaded.config() == model.config()
+    for name, value in model.get_weights().items():
+        np.testing.assert_array_equal(loaded.get_weights()[name], value)
+    with pytest.raises(ConfigError, match="unknown layer type 'Conv'; known types: Dense, "
+                                          "Activation, Dropout, BatchNorm, Conv2D, MaxPool2D"):
+        layer_from_config({"type": "Conv"})

@@ -102,7 +102,7 @@ def _draw(args, model, loss, data, samples, x, truth, pred, mistakes, matrix,
 
     import numpy as np
 
-    from ..nn.conv import Conv2D
+    from ..train.evaluation import feature_maps, first_weights
     from ..train.plots import (is_image_shape, plot_confusion, plot_decision_regions,
                                plot_feature_maps, plot_filters, plot_mistakes, plot_weights)
 
@@ -118,25 +118,14 @@ def _draw(args, model, loss, data, samples, x, truth, pred, mistakes, matrix,
                                      run_dir / f"mistakes-{args.split}.png",
                                      title=f"most confident mistakes on the {args.split} split "
                                            f"({int((pred != truth).sum()):,} in all; true → predicted)"))
-        first = next((layer for layer in model.layers if "W" in getattr(layer, "params", {})), None)
-        if isinstance(first, Conv2D):
-            engine = model.engine
-            written.append(plot_filters(engine.to_numpy(first.params["W"]),
-                                        run_dir / "filters-layer1.png"))
-            # The first sample of the split through the layers, keeping each convolution's maps.
-            h, layer_maps = engine.asarray(x[:1], model.dtype), []
-            for i, layer in enumerate(model.layers):
-                h = layer.forward(h, training=False)
-                if isinstance(layer, Conv2D):
-                    layer_maps.append((f"layer {i}", engine.to_numpy(h)[0]))
+        kind, weights = first_weights(model)
+        if kind == "filters":
+            written.append(plot_filters(weights, run_dir / "filters-layer1.png"))
             written.append(plot_feature_maps(
-                np.asarray(x[0]), layer_maps, run_dir / f"feature-maps-{args.split}.png",
+                np.asarray(x[0]), feature_maps(model, x[0]),
+                run_dir / f"feature-maps-{args.split}.png",
                 title=f"{args.split} sample 0 (true {names[truth[0]]}, predicted "
                       f"{names[pred[0]]}): what each convolution makes of it"))
-        elif first is not None:
-            weights = model.engine.to_numpy(first.params["W"])
-            if len(model.input_shape) == 3:  # flattened (C, H, W) rows: back to (H, W, C) order
-                c, h, w = model.input_shape
-                weights = weights.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1)
+        elif kind == "weights":
             written.append(plot_weights(weights, data.input_shape, run_dir / "weights-layer1.png"))
     return [str(path) for path in written]

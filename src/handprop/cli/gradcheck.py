@@ -50,9 +50,9 @@ def register(subparsers):
 def run(args) -> int:
     from ..engines import get_engine
     from ..errors import ConfigError
-    from ..gradcheck import (CONV_INPUT_SHAPE, default_conv_network, default_network,
-                             default_problem, gradcheck)
     from ..nn.model import mlp
+    from ..teach.gradcheck import (CONV_INPUT_SHAPE, default_conv_network, default_network,
+                                   default_problem, gradcheck)
 
     mlp_flags = [flag for flag, given in (("--hidden", args.hidden is not None),
                                           ("--activation", args.activation is not None),

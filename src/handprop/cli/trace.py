@@ -28,7 +28,8 @@ def register(subparsers):
 
 def run(args) -> int:
     from ..engines import get_engine
-    from ..trace import load_net, trace
+    from ..teach.net_file import load_net
+    from ..teach.trace import trace
 
     net = load_net(args.net)  # validate the file before possibly starting a GPU engine
     result = trace(net, engine=get_engine(args.backend))

@@ -1,6 +1,6 @@
 """Layers, losses, initializers and the Sequential model."""
 
-from .conv import AvgPool2D, Conv2D, Flatten, MaxPool2D
+from .image import AvgPool2D, Conv2D, Flatten, MaxPool2D
 from .layers import (
     ACTIVATIONS,
     Activation,

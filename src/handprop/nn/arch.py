@@ -26,7 +26,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass
 
-from ..errors import ConfigError, ShapeError
+from ..errors import ConfigError, HandpropError, ShapeError
 
 #: (token, meaning) rows, for help texts and the README table.
 GRAMMAR = (
@@ -149,21 +149,35 @@ def uses_images(arch) -> bool:
     return any(t.kind in (*IMAGE_KINDS, "flatten") for t in arch_tokens(arch))
 
 
+def _layer_makers() -> dict:
+    """Token kind -> ``make(args, activation, init, use_bias)``, the layer of that token."""
+    from .image import AvgPool2D, Conv2D, Flatten, MaxPool2D
+    from .layers import Activation, BatchNorm, Dense, Dropout
+
+    return {"conv": lambda args, act, init, bias: Conv2D(*args, activation=act, init=init,
+                                                          use_bias=bias),
+            "dense": lambda args, act, init, bias: Dense(args[0], act, init=init, use_bias=bias),
+            "maxpool": lambda args, *_: MaxPool2D(*args),
+            "avgpool": lambda args, *_: AvgPool2D(*args),
+            "flatten": lambda args, *_: Flatten(),
+            "activation": lambda args, *_: Activation(args[0]),
+            "dropout": lambda args, *_: Dropout(args[0]),
+            "batchnorm": lambda args, *_: BatchNorm()}
+
+
 def _groups(tokens: list[Token], init: str) -> list[tuple[str, object]]:
     """``(what, layer)`` per layer, ``what`` naming its tokens for messages: a conv or dense
     takes the activation token after it."""
-    from .conv import AvgPool2D, Conv2D, Flatten, MaxPool2D
     from .init import resolve_init
-    from .layers import Activation, BatchNorm, Dense, Dropout
 
-    groups, i = [], 0
+    makers, groups, i = _layer_makers(), [], 0
     while i < len(tokens):
         token, start = tokens[i], i
         following = tokens[i + 1:i + 3]
-        text = token.text
+        text, activation, layer_init, normed = token.text, "identity", None, False
         try:
             if token.kind in ("conv", "dense"):
-                activation, feeds = "identity", "identity"
+                feeds = "identity"
                 normed = bool(following) and following[0].kind == "batchnorm"
                 if following and following[0].kind == "activation":
                     activation = feeds = following[0].args[0]
@@ -171,24 +185,7 @@ def _groups(tokens: list[Token], init: str) -> list[tuple[str, object]]:
                 elif normed and len(following) > 1 and following[1].kind == "activation":
                     feeds = following[1].args[0]
                 layer_init = resolve_init(init, feeds)
-                if token.kind == "conv":
-                    filters, kernel, stride, padding = token.args
-                    layer = Conv2D(filters, kernel, stride, padding, activation=activation,
-                                   init=layer_init, use_bias=not normed)
-                else:
-                    layer = Dense(token.args[0], activation, init=layer_init, use_bias=not normed)
-            elif token.kind == "maxpool":
-                layer = MaxPool2D(*token.args)
-            elif token.kind == "avgpool":
-                layer = AvgPool2D(*token.args)
-            elif token.kind == "flatten":
-                layer = Flatten()
-            elif token.kind == "activation":
-                layer = Activation(token.args[0])
-            elif token.kind == "dropout":
-                layer = Dropout(token.args[0])
-            else:
-                layer = BatchNorm()
+            layer = makers[token.kind](token.args, activation, layer_init, not normed)
         except ConfigError as exc:
             raise ConfigError(f"arch token {text!r}: {exc}") from None
         groups.append((f"arch token {text!r} (token {start + 1})", layer))
@@ -207,54 +204,60 @@ def _shape_text(shape) -> str:
 
 
 def check_shapes(groups, input_shape) -> list[tuple]:
-    """The output shape after each ``(what, layer)`` for samples of ``input_shape``, or a
-    ``ShapeError`` that names ``what`` (the token) and the shapes; no layer is built."""
-    from .conv import Conv2D, Flatten, _Pool2D
-    from .layers import BatchNorm, Dense
+    """The output shape after each ``(what, layer)`` for samples of ``input_shape``, found by
+    building each layer for the shape before it on the cpu engine; a misfit is a
+    ``ShapeError`` that names ``what`` (the token) and the shapes."""
+    import numpy as np
 
+    from ..engines import get_engine
+    from .layers import InputShapeError
+
+    engine, rng = get_engine("cpu"), np.random.default_rng(0)
     shape, shapes, flattened = tuple(int(d) for d in input_shape), [], False
     for what, layer in groups:
-        if isinstance(layer, (Conv2D, _Pool2D)):
-            if len(shape) != 3:
-                where = ("it comes after flatten; image layers (conv, maxpool, avgpool) go "
-                         "before flatten" if flattened else
-                         "the inputs are not images; use dense layers")
-                raise ShapeError(f"{what} needs images (channels, height, width) "
-                                 f"but gets flat samples of {shape[0]} features: {where}")
-            channels, height, width = shape
-            kernel = layer.kernel if isinstance(layer, Conv2D) else layer.size
-            top, bottom, left, right = layer.padding if isinstance(layer, Conv2D) else (0,) * 4
-            ph, pw = height + top + bottom, width + left + right
-            oh = (ph - kernel[0]) // layer.stride[0] + 1
-            ow = (pw - kernel[1]) // layer.stride[1] + 1
-            if oh < 1 or ow < 1:
-                padded = f" ({ph}x{pw} after padding)" if (top, bottom, left, right) != (0,) * 4 else ""
-                raise ShapeError(f"{what}: its {kernel[0]}x{kernel[1]} window is "
-                                 f"larger than its input {_shape_text(shape)}{padded}, so the "
-                                 f"output size would be below 1; use a smaller window, padding "
-                                 f"or fewer poolings before it")
-            shape = (layer.filters if isinstance(layer, Conv2D) else channels, oh, ow)
-        elif isinstance(layer, Dense):
-            if len(shape) != 1:
-                fix = ("end the arch with flatten" if what.startswith("the output layer")
-                       else "add flatten before it")
-                raise ShapeError(f"{what} needs flat inputs but gets images "
-                                 f"{_shape_text(shape)}: {fix}")
-            shape = (layer.units,)
-        elif isinstance(layer, Flatten):
-            shape, flattened = (int(_product(shape)),), True
-        elif isinstance(layer, BatchNorm) and len(shape) not in (1, 3):
-            raise ShapeError(f"{what} normalizes features or image channels; it "
-                             f"gets samples of shape {_shape_text(shape)}")
+        try:
+            shape = tuple(int(d) for d in layer.build(shape, engine, "float32", rng))
+        except InputShapeError as exc:
+            raise ShapeError(_misfit(what, exc, flattened)) from None
+        except (ArithmeticError, ValueError) as exc:
+            if isinstance(exc, HandpropError) or min(shape, default=1) >= 1:
+                raise
+            # No weights fit an empty or negative size: refused as the model itself refuses it.
+            from .model import check_input_shape
+
+            check_input_shape(input_shape)
+            raise
+        flattened = flattened or _is_flatten(layer)
         shapes.append(shape)
     return shapes
 
 
-def _product(shape) -> int:
-    out = 1
-    for d in shape:
-        out *= int(d)
-    return out
+def _is_flatten(layer) -> bool:
+    try:
+        return layer.arch_tokens() == ["flatten"]
+    except ConfigError:  # a layer the grammar cannot write is no flatten token either
+        return False
+
+
+def _misfit(what: str, exc, flattened: bool) -> str:
+    """The ``--arch`` wording of a layer's ``InputShapeError``, naming the token ``what``."""
+    shape = exc.shape
+    if exc.needs == "images":
+        where = ("it comes after flatten; image layers (conv, maxpool, avgpool) go "
+                 "before flatten" if flattened else "the inputs are not images; use dense layers")
+        return (f"{what} needs images (channels, height, width) but gets flat samples of "
+                f"{shape[0]} features: {where}")
+    if exc.needs == "window":
+        padded = "" if exc.padded is None else f" ({exc.padded[0]}x{exc.padded[1]} after padding)"
+        return (f"{what}: its {exc.window[0]}x{exc.window[1]} window is larger than its input "
+                f"{_shape_text(shape)}{padded}, so the output size would be below 1; use a "
+                f"smaller window, padding or fewer poolings before it")
+    if exc.needs == "flat":
+        fix = ("end the arch with flatten" if what.startswith("the output layer")
+               else "add flatten before it")
+        return f"{what} needs flat inputs but gets images {_shape_text(shape)}: {fix}"
+    return (f"{what} normalizes features or image channels; it gets samples of shape "
+            f"{_shape_text(shape)}")
 
 
 def arch_model(arch, input_shape, outputs: int | None = None, output_activation="identity",
@@ -277,68 +280,26 @@ def arch_model(arch, input_shape, outputs: int | None = None, output_activation=
                       dtype=dtype, seed=seed)
 
 
-def _square(layer, what: str, pair) -> int:
-    if pair[0] != pair[1]:
-        raise ConfigError(f"{layer.describe()}: the arch grammar writes square {what}s only, "
-                          f"not {pair[0]}x{pair[1]}")
-    return pair[0]
-
-
 def format_arch(layers) -> str:
-    """The arch text of ``layers`` (the inverse of ``parse_arch``); a ``ConfigError`` for a
-    layer the grammar cannot write (non-square kernels, a bias-free layer without BatchNorm
-    after it, non-default leaky_relu alpha or BatchNorm settings)."""
-    from .conv import AvgPool2D, Conv2D, Flatten, MaxPool2D
-    from .layers import Activation, BatchNorm, Dense, Dropout
-
+    """The arch text of ``layers`` (the inverse of ``parse_arch``), each layer writing its own
+    tokens (``Layer.arch_tokens``); a ``ConfigError`` for a layer the grammar cannot write
+    (non-square kernels, a bias-free layer without BatchNorm after it, non-default leaky_relu
+    alpha or BatchNorm settings)."""
     tokens = []
     for i, layer in enumerate(layers):
         nxt = layers[i + 1] if i + 1 < len(layers) else None
         if getattr(layer, "alpha", 0.01) != 0.01:
             raise ConfigError(f"{layer.describe()}: the arch grammar writes leaky_relu with its "
                               f"default alpha 0.01 only")
-        if isinstance(layer, (Conv2D, Dense)):
-            if not layer.use_bias and not isinstance(nxt, BatchNorm):
-                raise ConfigError(f"{layer.describe()}: the arch grammar drops a bias only "
-                                  f"before batchnorm")
-            if layer.use_bias and isinstance(nxt, BatchNorm):
-                raise ConfigError(f"{layer.describe()}: before batchnorm the arch grammar "
-                                  f"writes a layer without bias")
-            if isinstance(layer, Conv2D):
-                fields = [layer.filters, _square(layer, "kernel", layer.kernel)]
-                stride = _square(layer, "stride", layer.stride)
-                if layer.same:
-                    fields += [stride, "same"]
-                elif any(layer.padding):
-                    if len(set(layer.padding)) != 1:
-                        raise ConfigError(f"{layer.describe()}: the arch grammar writes the same "
-                                          f"padding on every side only")
-                    fields += [stride, layer.padding[0]]
-                elif stride != 1:
-                    fields.append(stride)
-                tokens.append(":".join(map(str, ["conv", *fields])))
-            else:
-                tokens.append(f"dense:{layer.units}")
-            if layer.activation != "identity":
-                tokens.append(layer.activation)
-        elif isinstance(layer, (MaxPool2D, AvgPool2D)):
-            name = "maxpool" if isinstance(layer, MaxPool2D) else "avgpool"
-            size = _square(layer, "window", layer.size)
-            stride = _square(layer, "stride", layer.stride)
-            tokens.append(f"{name}:{size}" + ("" if stride == size else f":{stride}"))
-        elif isinstance(layer, Flatten):
-            tokens.append("flatten")
-        elif isinstance(layer, Activation):
-            tokens.append(layer.kind)
-        elif isinstance(layer, Dropout):
-            tokens.append(f"dropout:{layer.rate:g}")
-        elif isinstance(layer, BatchNorm):
-            if (layer.momentum, layer.eps) != (0.9, 1e-5):
-                raise ConfigError("the arch grammar writes BatchNorm with its default momentum "
-                                  "0.9 and eps 1e-5 only")
-            tokens.append("batchnorm")
-        else:
-            raise ConfigError(f"{layer.describe()} has no arch token")
+        # Which layers have no bias is the grammar's choice: exactly those before batchnorm.
+        use_bias, normed = getattr(layer, "use_bias", None), getattr(nxt, "absorbs_bias", False)
+        if use_bias is False and not normed:
+            raise ConfigError(f"{layer.describe()}: the arch grammar drops a bias only "
+                              f"before batchnorm")
+        if use_bias and normed:
+            raise ConfigError(f"{layer.describe()}: before batchnorm the arch grammar "
+                              f"writes a layer without bias")
+        tokens += layer.arch_tokens()
     return ",".join(tokens)
 
 

@@ -27,6 +27,26 @@ def shape_text(shape) -> str:
     return "x".join(str(d) for d in shape)
 
 
+class InputShapeError(ShapeError):
+    """A layer's ``build`` refusing the ``shape`` of its input samples; ``needs`` says why.
+
+    ``needs`` is ``"images"`` (C, H, W), ``"flat"`` (features,), ``"features"`` (either of
+    them) or ``"window"``: the layer's ``window`` (h, w) is larger than its input, ``padded``
+    (h, w) after padding or None without padding. Callers such as the ``--arch`` check word
+    their own message from these; ``str()`` is the layer's own.
+    """
+
+    def __init__(self, message: str, needs: str, shape, window=None, padded=None):
+        super().__init__(message)
+        self.needs, self.shape = needs, tuple(shape)
+        self.window, self.padded = window, padded
+
+
+def activation_tokens(activation: str) -> list[str]:
+    """The arch token of an activation fused into a layer: none for ``identity``."""
+    return [] if activation == "identity" else [activation]
+
+
 class Layer:
     """Base class: no parameters, shape-preserving.
 
@@ -40,6 +60,18 @@ class Layer:
     #: Works on images (convolution, pooling): an engine may then share its kernels' work
     #: between threads of its own (``Sequential.has_image_layers``).
     image_layer = False
+
+    def window_geometry(self):
+        """``(filters, channels, kernel, stride, padding)`` of a built convolution, which an
+        engine chooses its window products' implementations by; None for other layers."""
+        return None
+
+    def fuses_first_backward(self) -> bool:
+        """Whether, as a first layer, its backward pass is one fused primitive."""
+        return False
+
+    #: Its own shift makes a bias in the layer before it redundant (BatchNorm).
+    absorbs_bias = False
 
     def __init__(self):
         self.params: dict = {}
@@ -70,8 +102,9 @@ class Layer:
         """The width of flat input samples, or a ``ShapeError`` for images."""
         shape = as_shape(input_shape)
         if len(shape) != 1:
-            raise ShapeError(f"{self.describe()} needs flat inputs (features,) but gets samples "
-                             f"of shape {shape}; put Flatten() before it")
+            raise InputShapeError(f"{self.describe()} needs flat inputs (features,) but gets "
+                                  f"samples of shape {shape}; put Flatten() before it",
+                                  "flat", shape)
         return shape[0]
 
     def forward(self, x, training: bool = False):
@@ -90,6 +123,11 @@ class Layer:
 
     def set_rng_state(self, state: dict) -> None:
         """Restore what ``rng_state`` returned."""
+
+    def arch_tokens(self) -> list[str]:
+        """This layer as ``--arch`` tokens (``handprop.nn.arch``), or a ``ConfigError`` when
+        the grammar cannot write it."""
+        raise ConfigError(f"{self.describe()} has no arch token")
 
     def describe(self) -> str:
         return type(self).__name__
@@ -155,6 +193,9 @@ class Dense(Layer):
                 "init": self.init, "bias_init": self.bias_init, "alpha": self.alpha,
                 "use_bias": self.use_bias}
 
+    def arch_tokens(self):
+        return [f"dense:{self.units}", *activation_tokens(self.activation)]
+
     def describe(self):
         return f"Dense({self.units}, {self.activation}{'' if self.use_bias else ', no bias'})"
 
@@ -179,6 +220,9 @@ class Activation(Layer):
 
     def config(self):
         return {"type": "Activation", "kind": self.kind, "alpha": self.alpha}
+
+    def arch_tokens(self):
+        return [self.kind]
 
     def describe(self):
         return f"Activation({self.kind})"
@@ -225,6 +269,9 @@ class Dropout(Layer):
     def config(self):
         return {"type": "Dropout", "rate": self.rate}
 
+    def arch_tokens(self):
+        return [f"dropout:{self.rate:g}"]
+
     def describe(self):
         return f"Dropout({self.rate:g})"
 
@@ -243,6 +290,8 @@ class BatchNorm(Layer):
     the same primitives run on the (N*H*W, C) view.
     """
 
+    absorbs_bias = True
+
     def __init__(self, momentum: float = 0.9, eps: float = 1e-5):
         super().__init__()
         if not 0.0 <= momentum < 1.0:
@@ -254,8 +303,9 @@ class BatchNorm(Layer):
     def build(self, input_shape, engine, dtype, rng):
         shape = as_shape(input_shape)
         if len(shape) not in (1, 3):
-            raise ShapeError(f"BatchNorm normalizes features (features,) or image channels "
-                             f"(channels, height, width); got samples of shape {shape}")
+            raise InputShapeError(f"BatchNorm normalizes features (features,) or image channels "
+                                  f"(channels, height, width); got samples of shape {shape}",
+                                  "features", shape)
         features = shape[0]
         self.params = {"gamma": engine.asarray(np.ones(features), dtype),
                        "beta": engine.asarray(np.zeros(features), dtype)}
@@ -288,6 +338,12 @@ class BatchNorm(Layer):
 
     def config(self):
         return {"type": "BatchNorm", "momentum": self.momentum, "eps": self.eps}
+
+    def arch_tokens(self):
+        if (self.momentum, self.eps) != (0.9, 1e-5):
+            raise ConfigError("the arch grammar writes BatchNorm with its default momentum "
+                              "0.9 and eps 1e-5 only")
+        return ["batchnorm"]
 
     def describe(self):
         return "BatchNorm"
@@ -333,19 +389,6 @@ def Identity():
     return Activation("identity")
 
 
-LAYER_TYPES = {"Dense": Dense, "Activation": Activation, "Dropout": Dropout, "BatchNorm": BatchNorm}
-
-
-def layer_from_config(config: dict) -> Layer:
-    from .conv import CONV_LAYER_TYPES  # conv.py builds on this module
-
-    types = {**LAYER_TYPES, **CONV_LAYER_TYPES}
-    config = dict(config)
-    kind = config.pop("type", None)
-    if kind not in types:
-        raise ConfigError(f"unknown layer type {kind!r}; known types: {', '.join(types)}")
-    return types[kind](**config)
-
-
-__all__ = ["ACTIVATIONS", "Activation", "BatchNorm", "Dense", "Dropout", "Identity", "Layer",
-           "LeakyReLU", "LecunTanh", "ReLU", "Sigmoid", "Tanh", "layer_from_config"]
+__all__ = ["ACTIVATIONS", "Activation", "BatchNorm", "Dense", "Dropout", "Identity",
+           "InputShapeError", "Layer", "LeakyReLU", "LecunTanh", "ReLU", "Sigmoid", "Tanh",
+           "activation_tokens"]

@@ -9,12 +9,26 @@ import numpy as np
 from ..engines import get_engine
 from ..errors import CheckpointError, ConfigError, ShapeError
 from ..io import load_arrays, save_arrays
+from .image import AvgPool2D, Conv2D, Flatten, MaxPool2D
 from .init import resolve_init
-from .layers import (Activation, BatchNorm, Dense, Dropout, Layer, as_shape, layer_from_config,
-                     shape_text)
+from .layers import Activation, BatchNorm, Dense, Dropout, Layer, as_shape, shape_text
 
 DTYPES = ("float32", "float64")
 FORMAT_VERSION = 1
+
+#: Every layer type a model file names (``Layer.config()["type"]``), for ``Sequential.load``;
+#: a new layer type is one entry here.
+LAYER_TYPES = {"Dense": Dense, "Activation": Activation, "Dropout": Dropout, "BatchNorm": BatchNorm,
+               "Conv2D": Conv2D, "MaxPool2D": MaxPool2D, "AvgPool2D": AvgPool2D, "Flatten": Flatten}
+
+
+def layer_from_config(config: dict) -> Layer:
+    """The unbuilt layer that ``config`` (one ``Layer.config()``) describes."""
+    config = dict(config)
+    kind = config.pop("type", None)
+    if kind not in LAYER_TYPES:
+        raise ConfigError(f"unknown layer type {kind!r}; known types: {', '.join(LAYER_TYPES)}")
+    return LAYER_TYPES[kind](**config)
 
 
 def check_dtype(dtype) -> str:
@@ -22,6 +36,21 @@ def check_dtype(dtype) -> str:
     if name not in DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
     return name
+
+
+def check_input_shape(input_shape) -> None:
+    """A ``ConfigError`` unless ``input_shape`` is a width N or (features,) or (C, H, W) of
+    positive whole numbers: the samples a model can be built for."""
+    if isinstance(input_shape, (int, np.integer)) and not isinstance(input_shape, bool):
+        if input_shape < 1:
+            raise ConfigError(f"input_dim must be a positive whole number, got {input_shape!r}")
+    elif (isinstance(input_shape, (bool, str)) or not isinstance(input_shape, (tuple, list))
+          or len(input_shape) not in (1, 3)
+          or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1
+                     for d in input_shape)):
+        raise ConfigError(f"input_dim must be a positive whole number and input_shape (features,) "
+                          f"or (channels, height, width) of positive whole numbers; got "
+                          f"{input_shape!r}")
 
 
 class Sequential:
@@ -63,16 +92,7 @@ class Sequential:
     # ----------------------------------------------------------------- building
     def build(self, input_shape) -> Sequential:
         """Build every layer for samples of ``input_shape``: a width N or a tuple such as (C, H, W)."""
-        if isinstance(input_shape, (int, np.integer)) and not isinstance(input_shape, bool):
-            if input_shape < 1:
-                raise ConfigError(f"input_dim must be a positive whole number, got {input_shape!r}")
-        elif (isinstance(input_shape, (bool, str)) or not isinstance(input_shape, (tuple, list))
-              or len(input_shape) not in (1, 3)
-              or not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1
-                         for d in input_shape)):
-            raise ConfigError(f"input_dim must be a positive whole number and input_shape (features,) "
-                              f"or (channels, height, width) of positive whole numbers; got "
-                              f"{input_shape!r}")
+        check_input_shape(input_shape)
         rng = np.random.default_rng(self.seed)
         shape = as_shape(input_shape)
         for i, layer in enumerate(self.layers):

@@ -1,4 +1,5 @@
-"""A trained model on one split: loss, accuracy, predictions, confusion matrix, mistakes.
+"""A trained model on one split: loss, accuracy, predictions, confusion matrix, mistakes,
+and what its first layer and its convolutions make of the inputs.
 
 ``evaluate_split`` runs the model once over host arrays, in batches, and keeps
 on the host what `handprop evaluate` prints and draws. Its loss and accuracy
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..nn.image import Conv2D
 from ..nn.losses import check_inputs, check_targets, get_loss
 from .trainer import count_correct
 
@@ -92,3 +94,35 @@ def most_confident_mistakes(outputs, truth, pred, count: int, threshold: float =
     wrong = np.flatnonzero(pred != truth)
     # A stable sort keeps equally confident mistakes in dataset order.
     return wrong[np.argsort(-margin[wrong], kind="stable")][:count]
+
+
+def first_weights(model) -> tuple[str | None, np.ndarray | None]:
+    """The weights of ``model``'s first layer that has any, on the host, for drawing:
+    ``("filters", W)`` for a convolution (W (filters, C, kh, kw)), ``("weights", W)`` for a
+    dense layer (W (inputs, units), its rows in the dataset's (H, W, C) order when the model
+    takes (C, H, W) images), ``(None, None)`` for a model without weights."""
+    first = next((layer for layer in model.layers if "W" in getattr(layer, "params", {})), None)
+    if first is None:
+        return None, None
+    weights = model.engine.to_numpy(first.params["W"])
+    if isinstance(first, Conv2D):
+        return "filters", weights
+    if len(model.input_shape) == 3:  # flattened (C, H, W) rows: back to (H, W, C) order
+        c, h, w = model.input_shape
+        weights = weights.reshape(c, h, w, -1).transpose(1, 2, 0, 3).reshape(c * h * w, -1)
+    return "weights", weights
+
+
+def feature_maps(model, sample) -> list[tuple[str, np.ndarray]]:
+    """What each convolution of ``model`` makes of one ``sample`` (as the model takes it, e.g.
+    (C, H, W)): ``("layer i", maps)`` per Conv2D, ``maps`` its (filters, OH, OW) output on the
+    host, the sample run through the layers up to the last convolution."""
+    engine = model.engine
+    last = max((i for i, layer in enumerate(model.layers) if isinstance(layer, Conv2D)),
+               default=-1)
+    h, maps = engine.asarray(np.asarray(sample)[None], model.dtype), []
+    for i, layer in enumerate(model.layers[:last + 1]):
+        h = layer.forward(h, training=False)
+        if isinstance(layer, Conv2D):
+            maps.append((f"layer {i}", engine.to_numpy(h)[0]))
+    return maps

@@ -259,7 +259,21 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
 
 
 def describe_path(trainer) -> str:
-    """The run header's line on which training path runs and, if not compiled, why."""
+    """The run header's line on which training path runs and, if not compiled, why; then,
+    for each convolution, which implementation runs each of its products."""
     if trainer.compiled is not None:
-        return f"path: {trainer.compiled.describe()}"
-    return f"path: layer by layer ({trainer.compile_reason})"
+        lines = [f"path: {trainer.compiled.describe()}"]
+    else:
+        lines = [f"path: layer by layer ({trainer.compile_reason})"]
+    model, engine = trainer.model, trainer.engine
+    for i, layer in enumerate(model.layers):
+        geometry = layer.window_geometry()
+        if geometry is None:
+            continue
+        chosen = engine.window_implementations(*geometry, dtype=model.dtype)
+        backward = (f"weights and bias {chosen['act_backward_weight_grad']}"
+                    if i == 0 and layer.fuses_first_backward() else
+                    f"weights {chosen['im2col_t_matmul']}, inputs {chosen['matmul_col2im']}")
+        lines.append(f"  layer {i} {layer.describe()}: forward {chosen['im2col_matmul']}, "
+                     f"backward {backward}")
+    return "\n".join(lines)

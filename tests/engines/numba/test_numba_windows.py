@@ -530,3 +530,44 @@ def test_a_first_layers_fused_backward_is_act_backward_then_the_weight_gradient(
                                atol=tol * cols.shape[0] * np.abs(want_dw).max())
     np.testing.assert_allclose(db, want_db, rtol=0,
                                atol=tol * cols.shape[0] * np.abs(want_db).max())
+
+
+@pytest.mark.parametrize("case, kernels", DIRECT_GEOMETRIES,
+                         ids=[f"{'x'.join(map(str, c[0]))}-{'x'.join(map(str, c[1]))}-f{c[4]}"
+                              for c, _ in DIRECT_GEOMETRIES])
+def test_the_implementation_table_names_the_kernel_that_runs(nb, monkeypatch, case, kernels):
+    """``window_implementations`` (what doctor and the run header print) says "direct" exactly
+    where the direct kernel runs, and "tiled" everywhere once the direct ones are off."""
+    x_shape, kernel, stride, padding, filters = case
+    chosen = nb.window_implementations(filters, x_shape[1], kernel, stride, padding)
+    ran = dict(zip(("im2col_matmul", "im2col_t_matmul", "matmul_col2im"), kernels))
+    for product, name in ran.items():
+        assert chosen[product] == ("direct" if name.startswith("direct") else "tiled"), product
+    assert chosen["act_backward_weight_grad"] == ("direct" if ran["im2col_t_matmul"].startswith(
+        "direct") else "reference")
+    monkeypatch.setattr(nb, "direct_convolution", False)
+    off = nb.window_implementations(filters, x_shape[1], kernel, stride, padding)
+    assert off == {"im2col_matmul": "tiled", "im2col_t_matmul": "tiled",
+                   "act_backward_weight_grad": "reference", "matmul_col2im": "tiled"}
+
+
+def test_the_run_header_names_each_convolutions_implementations(nb, monkeypatch):
+    from handprop.nn import Conv2D, Dense, Flatten, MaxPool2D, Sequential
+    from handprop.optim import SGD
+    from handprop.train.run import describe_path
+    from handprop.train.trainer import Trainer
+
+    model = Sequential([Conv2D(16, 5, padding="same", activation="relu"), MaxPool2D(2),
+                        Conv2D(32, 5, padding="same", activation="relu"), Flatten(),
+                        Dense(10)], input_shape=(1, 12, 12), engine=nb, seed=0)
+    trainer = Trainer(model, "softmax_cross_entropy", SGD(lr=0.1), progress=False,
+                      checkpoint_dir=None)
+    lines = describe_path(trainer).splitlines()
+    assert lines[0].startswith("path: layer by layer (layer 0 (Conv2D")
+    assert lines[1:] == [
+        "  layer 0 Conv2D(16, 5x5, same, relu): forward direct, backward weights and bias direct",
+        "  layer 2 Conv2D(32, 5x5, same, relu): forward direct, backward weights direct, inputs "
+        "direct"]
+    monkeypatch.setattr(nb, "direct_convolution", False)
+    assert describe_path(trainer).splitlines()[2].endswith(
+        "forward tiled, backward weights tiled, inputs tiled")

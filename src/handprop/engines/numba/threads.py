@@ -7,7 +7,7 @@ is left, so a thread that starts late or runs slower takes fewer units instead o
 the others wait. Each unit writes only its own outputs. No Numba threading layer is
 started, so nothing here fights PyTorch's OpenMP threads in the same process.
 
-``one_blas_thread`` holds every OpenBLAS in the process to one thread: for the whole of a
+``one_blas_thread`` holds every BLAS in the process to one thread: for the whole of a
 shared call (each unit's products then run the same way however the call is split), and
 for a whole epoch of a model whose kernels bring their own threads.
 """
@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import sys
 import threading
 from concurrent.futures import Future
 
@@ -114,18 +115,24 @@ def unit(counter, per_unit, n):
     return start, min(start + per_unit, n)
 
 
-_openblas_libs: list | None = None
+_blas = {"modules": -1, "libraries": []}
+
+
+def _blas_libraries() -> list:
+    """threadpoolctl's controllers of every BLAS loaded in the process, found again whenever
+    a module has been imported since (importing NumPy, SciPy or PyTorch loads a BLAS)."""
+    if len(sys.modules) != _blas["modules"]:
+        from threadpoolctl import ThreadpoolController
+
+        _blas["libraries"] = ThreadpoolController().select(user_api="blas").lib_controllers
+        _blas["modules"] = len(sys.modules)
+    return _blas["libraries"]
 
 
 @contextlib.contextmanager
 def one_blas_thread():
-    """Every OpenBLAS in the process on one thread for the block, then as it was."""
-    global _openblas_libs
-    if _openblas_libs is None:
-        from threadpoolctl import ThreadpoolController
-
-        _openblas_libs = ThreadpoolController().select(internal_api="openblas").lib_controllers
-    held = [(lib, lib.get_num_threads()) for lib in _openblas_libs]
+    """Every BLAS in the process on one thread for the block, then as it was."""
+    held = [(lib, lib.get_num_threads()) for lib in _blas_libraries()]
     held = [(lib, before) for lib, before in held if before != 1]
     for lib, _ in held:
         lib.set_num_threads(1)
@@ -139,7 +146,7 @@ def one_blas_thread():
 def share_units(kernel, units: int, work: int, args) -> list:
     """``kernel(*args, counter)`` on ``threads_for_units(units, work)`` threads at once (this
     one and workers), each taking units from ``counter`` until none is left; every
-    OpenBLAS held to one thread meanwhile (``one_blas_thread``). The kernels' results, this
+    BLAS held to one thread meanwhile (``one_blas_thread``). The kernels' results, this
     thread's first."""
     counter = np.zeros(1, dtype=np.int64)
     call = (*args, counter)

@@ -16,10 +16,10 @@ import pytest
 from handprop.cli import main
 from handprop.engines.base import ACTIVATIONS
 from handprop.errors import ConfigError
-from handprop.gradcheck import gradcheck, overfit_check, rel_error
 from handprop.nn import Activation, Dense, Sequential, mlp
 from handprop.nn.layers import Dense as DenseClass
 from handprop.optim import SGD, Adam
+from handprop.teach.gradcheck import gradcheck, overfit_check, rel_error
 
 TOL = 1e-7
 LOSSES = ("softmax_cross_entropy", "mse", "binary_cross_entropy")

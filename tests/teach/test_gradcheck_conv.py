@@ -10,8 +10,9 @@ import pytest
 
 from handprop.cli import main
 from handprop.engines.base import Engine
-from handprop.gradcheck import CONV_INPUT_SHAPE, default_conv_network, default_problem, gradcheck
 from handprop.nn import AvgPool2D, Conv2D, Dense, Flatten, MaxPool2D, Sequential
+from handprop.teach.gradcheck import (CONV_INPUT_SHAPE, default_conv_network, default_problem,
+                                      gradcheck)
 
 TOL = 1e-7
 

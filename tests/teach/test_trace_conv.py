@@ -1,4 +1,4 @@
-"""`handprop trace` on convolutional networks (handprop.trace_conv).
+"""`handprop trace` on convolutional networks (handprop.teach, layers with a ``type``).
 
 The numbers of ``examples/trace_conv.json`` are worked out by hand in this file (see the
 example's description); a second network is checked against PyTorch's autograd.
@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from handprop.cli import main
-from handprop.trace import load_net, parse_net, trace
-from handprop.trace_conv import ConvNetSpec
+from handprop.teach.net_file import ConvNetSpec, load_net, parse_net
+from handprop.teach.trace import trace
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "trace_conv.json"
 # p = softmax(logits)[0] for the logits (1, 0.15): every gradient is a multiple of it.

@@ -18,7 +18,7 @@ import numpy as np
 from ..engines.base import activation_code, window_output_size
 from ..errors import ConfigError, ShapeError
 from .init import init_weights, resolve_init
-from .layers import Layer, as_shape
+from .layers import InputShapeError, Layer, activation_tokens, as_shape
 
 
 def as_pair(value, what: str) -> tuple[int, int]:
@@ -64,10 +64,31 @@ def resolve_padding(padding, kernel: tuple[int, int], stride: tuple[int, int]) -
 def _image_shape(layer: Layer, input_shape) -> tuple[int, int, int]:
     shape = as_shape(input_shape)
     if len(shape) != 3:
-        raise ShapeError(f"{layer.describe()} needs image samples (channels, height, width) but "
-                         f"gets shape {shape}; build the model with input_shape=(C, H, W) and "
-                         f"keep Flatten() after the last convolution or pooling layer")
+        raise InputShapeError(f"{layer.describe()} needs image samples (channels, height, width) "
+                              f"but gets shape {shape}; build the model with input_shape=(C, H, W) "
+                              f"and keep Flatten() after the last convolution or pooling layer",
+                              "images", shape)
     return shape
+
+
+def _output_size(layer: Layer, shape, window, stride, padding=(0, 0, 0, 0)) -> tuple[int, int]:
+    """``(OH, OW)`` of ``layer``'s window over images of ``shape``; a window larger than its
+    (padded) input is an ``InputShapeError`` that names the window and the padded size."""
+    try:
+        return window_output_size(shape, window, stride, padding, what=layer.describe())
+    except ShapeError as exc:
+        padded = None
+        if any(padding):
+            padded = (shape[1] + padding[0] + padding[1], shape[2] + padding[2] + padding[3])
+        raise InputShapeError(str(exc), "window", shape, window=window, padded=padded) from None
+
+
+def _square(layer: Layer, what: str, pair) -> int:
+    """The side of a square ``pair``, or a ``ConfigError``: arch tokens write one number."""
+    if pair[0] != pair[1]:
+        raise ConfigError(f"{layer.describe()}: the arch grammar writes square {what}s only, "
+                          f"not {pair[0]}x{pair[1]}")
+    return pair[0]
 
 
 class Conv2D(Layer):
@@ -105,8 +126,8 @@ class Conv2D(Layer):
     def build(self, input_shape, engine, dtype, rng):
         channels, height, width = _image_shape(self, input_shape)
         kh, kw = self.kernel
-        oh, ow = window_output_size((channels, height, width), self.kernel, self.stride,
-                                    self.padding, what=self.describe())
+        oh, ow = _output_size(self, (channels, height, width), self.kernel, self.stride,
+                              self.padding)
         self.engine, self.input_shape = engine, (channels, height, width)
         self.output_shape = (self.filters, oh, ow)
         fan_in = channels * kh * kw
@@ -148,8 +169,7 @@ class Conv2D(Layer):
                                                            self.activation, self.alpha)
         else:
             dz = e.act_backward(grad_rows, self.out_rows, self.activation, self.alpha)
-        # dW = dz.T @ im2col(x), as (im2col(x).T @ dz).T: OpenBLAS runs this orientation
-        # 5-10 % faster on the whole window matrix.
+        # dW = dz.T @ im2col(x), as (im2col(x).T @ dz).T: the orientation OpenBLAS runs faster.
         self.grads["W"] = xp.reshape(e.im2col_t_matmul(self.x, dz, *window).T, W.shape)
         if not need_input_grad:
             return None
@@ -161,6 +181,27 @@ class Conv2D(Layer):
         return {"type": "Conv2D", "filters": self.filters, "kernel_size": list(self.kernel),
                 "stride": list(self.stride), "padding": padding, "activation": self.activation,
                 "init": self.init, "alpha": self.alpha, "use_bias": self.use_bias}
+
+    def arch_tokens(self):
+        fields = [self.filters, _square(self, "kernel", self.kernel)]
+        stride = _square(self, "stride", self.stride)
+        if self.same:
+            fields += [stride, "same"]
+        elif any(self.padding):
+            if len(set(self.padding)) != 1:
+                raise ConfigError(f"{self.describe()}: the arch grammar writes the same "
+                                  f"padding on every side only")
+            fields += [stride, self.padding[0]]
+        elif stride != 1:
+            fields.append(stride)
+        return [":".join(map(str, ["conv", *fields])), *activation_tokens(self.activation)]
+
+    def window_geometry(self):
+        return self.filters, self.input_shape[0], self.kernel, self.stride, self.padding
+
+    def fuses_first_backward(self) -> bool:
+        """As a first layer (no input gradient), its backward pass is one fused primitive."""
+        return self.use_bias
 
     def describe(self):
         parts = [str(self.filters), _pair_text(self.kernel)]
@@ -184,6 +225,8 @@ class _Pool2D(Layer):
     """Shared shape handling of the pooling layers; ``stride`` defaults to the window."""
 
     image_layer = True
+    #: The arch token's name (``maxpool:SIZE[:STRIDE]``).
+    arch_name = ""
 
     def __init__(self, pool_size, stride=None):
         super().__init__()
@@ -193,8 +236,7 @@ class _Pool2D(Layer):
 
     def build(self, input_shape, engine, dtype, rng):
         channels, height, width = _image_shape(self, input_shape)
-        oh, ow = window_output_size((channels, height, width), self.size, self.stride,
-                                    what=self.describe())
+        oh, ow = _output_size(self, (channels, height, width), self.size, self.stride)
         self.engine, self.input_shape = engine, (channels, height, width)
         self.output_shape = (channels, oh, ow)
         return self.output_shape
@@ -202,6 +244,13 @@ class _Pool2D(Layer):
     def config(self):
         return {"type": type(self).__name__, "pool_size": list(self.size),
                 "stride": list(self.stride)}
+
+    def arch_tokens(self):
+        if not self.arch_name:
+            return super().arch_tokens()
+        size = _square(self, "window", self.size)
+        stride = _square(self, "stride", self.stride)
+        return [f"{self.arch_name}:{size}" + ("" if stride == size else f":{stride}")]
 
     def describe(self):
         stride = "" if self.stride == self.size else f", stride {_pair_text(self.stride)}"
@@ -211,6 +260,8 @@ class _Pool2D(Layer):
 class MaxPool2D(_Pool2D):
     """The largest value of each window; backward routes each gradient to that
     window's arg-max (the first one on ties)."""
+
+    arch_name = "maxpool"
 
     def forward(self, x, training=False):
         out, argmax = self.engine.max_pool_forward(x, self.size, self.stride)
@@ -227,6 +278,8 @@ class MaxPool2D(_Pool2D):
 
 class AvgPool2D(_Pool2D):
     """The mean of each window; backward spreads each gradient evenly over its window."""
+
+    arch_name = "avgpool"
 
     def forward(self, x, training=False):
         if training:
@@ -258,9 +311,8 @@ class Flatten(Layer):
     def config(self):
         return {"type": "Flatten"}
 
+    def arch_tokens(self):
+        return ["flatten"]
 
-CONV_LAYER_TYPES = {"Conv2D": Conv2D, "MaxPool2D": MaxPool2D, "AvgPool2D": AvgPool2D,
-                    "Flatten": Flatten}
 
-__all__ = ["AvgPool2D", "CONV_LAYER_TYPES", "Conv2D", "Flatten", "MaxPool2D", "as_pair",
-           "resolve_padding"]
+__all__ = ["AvgPool2D", "Conv2D", "Flatten", "MaxPool2D", "as_pair", "resolve_padding"]

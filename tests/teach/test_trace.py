@@ -1,4 +1,4 @@
-"""`handprop trace` and handprop.trace: the pen-and-paper backprop exercise.
+"""`handprop trace` and handprop.teach: the pen-and-paper backprop exercise.
 
 Expected numbers come from two independent sources: Matt Mazur's published
 worked example (rounded to 8-9 decimals), and scalar formulas written out by
@@ -18,7 +18,8 @@ import pytest
 
 from handprop.cli import main
 from handprop.errors import ConfigError, DataError, ShapeError
-from handprop.trace import load_net, parse_net, trace
+from handprop.teach.net_file import load_net, parse_net
+from handprop.teach.trace import trace
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 MAZUR = EXAMPLES / "trace_mse_2-2-2.json"
