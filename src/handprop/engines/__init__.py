@@ -7,6 +7,7 @@ from .registry import (
     available_engines,
     engine_status,
     get_engine,
+    reference_engine,
     resolve_name,
 )
 
@@ -18,5 +19,6 @@ __all__ = [
     "available_engines",
     "engine_status",
     "get_engine",
+    "reference_engine",
     "resolve_name",
 ]

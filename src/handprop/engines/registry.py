@@ -25,6 +25,8 @@ ENGINE_CLASSES = {
     "cuda": "handprop.engines.cuda.engine:CupyEngine",
 }
 ENGINE_NAMES = tuple(ENGINE_CLASSES)
+#: The engine whose primitives are the reference (array-API code, run on NumPy).
+REFERENCE = "cpu"
 #: ``auto`` tries these in order.
 AUTO_ORDER = ("cuda", "numba", "cpu")
 
@@ -105,3 +107,8 @@ def get_engine(name: str | Engine | None = None) -> Engine:
     engine = _engine_class(resolved)()
     _instances[resolved] = engine
     return engine
+
+
+def reference_engine() -> Engine:
+    """The reference engine: what shapes are checked with and every engine is held to."""
+    return get_engine(REFERENCE)

@@ -331,6 +331,60 @@ class SweepProgress:
 
 
 # --------------------------------------------------------------------- run
+def _describe(point) -> str:
+    return ", ".join(f"{k}={format_value(v)}" for k, v in point.items()) or "base"
+
+
+class _Stages:
+    """The trials of a sweep run stage by stage into ``out``: records by trial id, counts, and
+    the executor entered once, when there is work."""
+
+    def __init__(self, out: Path, options, executor, stack, progress: bool, plots: bool, log):
+        self.out, self.options, self.executor, self.stack = out, options, executor, stack
+        self.progress, self.plots, self.log = progress, plots, log
+        self.records: dict[str, dict] = {}
+        self.counts = {"ran": 0, "skipped": 0, "failed": 0}
+        self.entered = False
+
+    def run(self, trials: list[Trial]) -> None:
+        todo = []
+        for trial in trials:
+            if trial.id in self.records:  # the fine stage revisits a coarse point
+                continue
+            record = load_record(self.out / "trials" / trial.id)
+            if record is not None and record.get("status") == "ok":
+                self.records[trial.id] = record
+                self.counts["skipped"] += 1
+            else:  # missing, unfinished, or failed before: run (again)
+                todo.append(trial)
+        if len(todo) < len(trials):
+            self.log(f"stage {trials[0].stage}: {len(trials) - len(todo)} of {len(trials)} "
+                     f"trials already done, running {len(todo)}")
+        if todo:
+            self._execute(list({t.id: t for t in todo}.values()))  # identical ones run once
+
+    def _execute(self, todo: list[Trial]) -> None:
+        by_id = {t.id: t for t in todo}
+        bar = SweepProgress(len(todo), enabled=self.progress, describe=_describe)
+        if not self.entered:  # start workers (or a cluster) only when there is work, and once
+            self.stack.enter_context(self.executor)
+            self.entered = True
+        try:
+            for key, result, error in self.executor.run([(t.id, t.config) for t in todo],
+                                                        self.plots):
+                record = store_result(by_id[key], self.out / "trials" / key, result, error)
+                self.records[key] = record
+                self.counts["ran"] += 1
+                self.counts["failed"] += record["status"] != "ok"
+                # Tables after every trial: an interrupted sweep still has its results.
+                rows = aggregate(list(self.records.values()))
+                write_results_csv(self.out / "results.csv", rows, self.options)
+                atomic_write_text(self.out / "results.md", results_markdown(rows, self.options))
+                bar.update(record, best_row(rows))
+        finally:
+            bar.close()
+
+
 def run_sweep(spec: SweepSpec, out_dir, executor=None, progress: bool = True,
               plots: bool = True, log=print) -> dict:
     """Run (or resume) the sweep ``spec`` into ``out_dir``; return a summary dict with
@@ -343,77 +397,35 @@ def run_sweep(spec: SweepSpec, out_dir, executor=None, progress: bool = True,
     options = spec.space.options
     executor = executor or InlineExecutor()
     atomic_write_json(out / "sweep.json", spec.describe())
-
-    def describe(point):
-        return ", ".join(f"{k}={format_value(v)}" for k, v in point.items()) or "base"
-
-    records: dict[str, dict] = {}
-    counts = {"ran": 0, "skipped": 0, "failed": 0}
     started = time.time()
-
-    def run_stage(trials: list[Trial]) -> None:
-        todo = []
-        for trial in trials:
-            if trial.id in records:  # the fine stage revisits a coarse point
-                continue
-            record = load_record(out / "trials" / trial.id)
-            if record is not None and record.get("status") == "ok":
-                records[trial.id] = record
-                counts["skipped"] += 1
-            else:  # missing, unfinished, or failed before: run (again)
-                todo.append(trial)
-        if len(todo) < len(trials):
-            log(f"stage {trials[0].stage}: {len(trials) - len(todo)} of {len(trials)} trials "
-                f"already done, running {len(todo)}")
-        if not todo:
-            return
-        todo = list({t.id: t for t in todo}.values())  # identical configurations run once
-        by_id = {t.id: t for t in todo}
-        bar = SweepProgress(len(todo), enabled=progress, describe=describe)
-        if not entered:  # start workers (or a cluster) only when there is work, and once
-            stack.enter_context(executor)
-            entered.append(True)
-        try:
-            for key, result, error in executor.run([(t.id, t.config) for t in todo], plots):
-                record = store_result(by_id[key], out / "trials" / key, result, error)
-                records[key] = record
-                counts["ran"] += 1
-                counts["failed"] += record["status"] != "ok"
-                # Tables after every trial: an interrupted sweep still has its results.
-                rows = aggregate(list(records.values()))
-                write_results_csv(out / "results.csv", rows, options)
-                atomic_write_text(out / "results.md", results_markdown(rows, options))
-                bar.update(record, best_row(rows))
-        finally:
-            bar.close()
-
     coarse = plan_trials(spec, spec.space.points(spec.trials, spec.sample_seed), stage=1)
     fine_points: list[dict] = []
-    stack, entered = contextlib.ExitStack(), []
     seeds = len(spec.seeds)
     log(f"sweep of {len(coarse)} trials ({len(coarse) // seeds} points x {seeds} "
         f"seed{'s' if seeds > 1 else ''}) on {executor.description} into {out}")
-    with stack:
-        run_stage(coarse)
+    with contextlib.ExitStack() as stack:
+        stages = _Stages(out, options, executor, stack, progress, plots, log)
+        stages.run(coarse)
         if spec.refine is not None:
-            best = best_row(aggregate([records[t.id] for t in coarse if t.id in records]))
+            best = best_row(aggregate([stages.records[t.id] for t in coarse
+                                       if t.id in stages.records]))
             if best is None:
                 log("coarse stage: no trial succeeded, nothing to refine")
             else:
                 fine_points = refine_points(spec.space, best["point"], spec.refine,
                                             spec.sample_seed)
                 fine = plan_trials(spec, fine_points, stage=2)
-                log(f"refining around {describe(best['point'])}: {len(fine)} trials")
-                run_stage(fine)
-
-    report = write_reports(out, list(records.values()), options, plots)
+                log(f"refining around {_describe(best['point'])}: {len(fine)} trials")
+                stages.run(fine)
+    records = list(stages.records.values())
+    report = write_reports(out, records, options, plots)
     best = report["best"]
     if best is None:
         log("no trial succeeded; see results.md for the errors")
     else:
-        log(f"best: {describe(best['point'])}  val acc "
+        log(f"best: {_describe(best['point'])}  val acc "
             f"{_pm(best['val_accuracy'], best['val_accuracy_std'], True)}  "
             f"(test acc {_pm(best['test_accuracy'], best['test_accuracy_std'], True)})")
-    return {"out": out, "rows": report["rows"], "best": best, "records": list(records.values()),
+    return {"out": out, "rows": report["rows"], "best": best, "records": records,
             "plots": report["plots"], "seconds": time.time() - started,
-            "fine_points": fine_points, **counts}
+            "fine_points": fine_points, **stages.counts}

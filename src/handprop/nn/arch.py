@@ -205,14 +205,14 @@ def _shape_text(shape) -> str:
 
 def check_shapes(groups, input_shape) -> list[tuple]:
     """The output shape after each ``(what, layer)`` for samples of ``input_shape``, found by
-    building each layer for the shape before it on the cpu engine; a misfit is a
+    building each layer for the shape before it on the reference engine; a misfit is a
     ``ShapeError`` that names ``what`` (the token) and the shapes."""
     import numpy as np
 
-    from ..engines import get_engine
+    from ..engines import reference_engine
     from .layers import InputShapeError
 
-    engine, rng = get_engine("cpu"), np.random.default_rng(0)
+    engine, rng = reference_engine(), np.random.default_rng(0)
     shape, shapes, flattened = tuple(int(d) for d in input_shape), [], False
     for what, layer in groups:
         try:

@@ -155,6 +155,7 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
                  plot: bool = True, log=print) -> dict:
     """Train as ``config`` says; return the summary dict (also written to ``summary.json``)."""
     out = Path(out_dir) if out_dir else None
+    saved = None
     if resume:
         if out is None or not (out / CONFIG).exists():
             raise CheckpointError(f"nothing to resume in {out}: no {CONFIG} there")
@@ -180,29 +181,7 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
                       eval_batch_size=config["eval_batch_size"], on_epoch_end=on_epoch_end,
                       compile=config["compile"])
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            checkpoint = out / CHECKPOINT_NAME
-            if not checkpoint.exists():
-                raise CheckpointError(f"{out} has a config but no {CHECKPOINT_NAME}: "
-                                      f"the run ended before its first epoch; start it again")
-            trainer.load_checkpoint(checkpoint)
-            if config["epochs"] < trainer.epoch:
-                raise ConfigError(f"{out} has already trained {trainer.epoch} epochs; "
-                                  f"--epochs must be at least {trainer.epoch}")
-            if config["epochs"] != saved["config"]["epochs"]:  # trained for longer
-                atomic_write_json(out / CONFIG, {**saved, "config": {
-                    **saved["config"], "epochs": config["epochs"]}})
-            log(f"resuming {out} after epoch {trainer.epoch} of {config['epochs']}")
-        else:
-            if (out / CHECKPOINT_NAME).exists():
-                raise ConfigError(f"{out} already holds a run; use --resume to continue it "
-                                  f"or choose another --out folder")
-            atomic_write_json(out / CONFIG, {
-                "config": config, "preprocessing": data.preprocessing,
-                "input_dim": data.input_dim, "model_input_shape": list(data.model_input_shape),
-                "classes": data.classes,
-                "class_names": getattr(data, "class_names", None)})
+        _open_run_folder(out, trainer, config, data, saved, log)
     log(f"engine {engine.name}, model {model_text(config, data, model)} "
         f"({model.num_parameters():,} parameters), {len(data.x_train):,} training samples")
     if config["arch"] is not None:
@@ -210,52 +189,92 @@ def run_training(config: dict, out_dir=None, resume: bool = False, progress: boo
     log(describe_path(trainer))
 
     trainer.fit(data.x_train, data.y_train, data.x_val, data.y_val)
+    summary = _summary(trainer, config, data)
+    if out is not None:
+        _write_run(out, trainer, config, data, summary, plot)
+    return summary
+
+
+def _open_run_folder(out: Path, trainer, config: dict, data, saved: dict | None, log) -> None:
+    """A new run's config in ``out``, or a resumed run's checkpoint loaded from it."""
+    out.mkdir(parents=True, exist_ok=True)
+    if saved is not None:
+        checkpoint = out / CHECKPOINT_NAME
+        if not checkpoint.exists():
+            raise CheckpointError(f"{out} has a config but no {CHECKPOINT_NAME}: "
+                                  f"the run ended before its first epoch; start it again")
+        trainer.load_checkpoint(checkpoint)
+        if config["epochs"] < trainer.epoch:
+            raise ConfigError(f"{out} has already trained {trainer.epoch} epochs; "
+                              f"--epochs must be at least {trainer.epoch}")
+        if config["epochs"] != saved["config"]["epochs"]:  # trained for longer
+            atomic_write_json(out / CONFIG, {**saved, "config": {
+                **saved["config"], "epochs": config["epochs"]}})
+        log(f"resuming {out} after epoch {trainer.epoch} of {config['epochs']}")
+        return
+    if (out / CHECKPOINT_NAME).exists():
+        raise ConfigError(f"{out} already holds a run; use --resume to continue it "
+                          f"or choose another --out folder")
+    atomic_write_json(out / CONFIG, {
+        "config": config, "preprocessing": data.preprocessing,
+        "input_dim": data.input_dim, "model_input_shape": list(data.model_input_shape),
+        "classes": data.classes,
+        "class_names": getattr(data, "class_names", None)})
+
+
+def _summary(trainer, config: dict, data) -> dict:
+    """What a finished run reports: test and final-weights training metrics, and the run."""
+    model = trainer.model
     test_loss, test_acc = trainer.evaluate(data.x_test, data.y_test)
     # The history's train metrics are running means during each epoch; these
     # are of the final weights on the whole training split.
     train_loss, train_acc = trainer.evaluate(data.x_train, data.y_train)
-    summary = {
-        "test_loss": test_loss, "test_accuracy": test_acc, "engine": engine.name,
+    last = trainer.history.rows[-1]
+    return {
+        "test_loss": test_loss, "test_accuracy": test_acc, "engine": trainer.engine.name,
         "epochs": trainer.epoch, "train_seconds": trainer.train_seconds,
         "parameters": model.num_parameters(), "stopped_early": trainer.stopped_early,
         "training_path": trainer.training_path,
         "best_epoch": trainer.best.get("epoch") if config["patience"] else trainer.epoch,
         "train_loss": train_loss, "train_accuracy": train_acc,
-        "final_train_loss": trainer.history.rows[-1]["train_loss"],
-        "final_train_accuracy": trainer.history.rows[-1]["train_acc"],
-        "final_val_loss": trainer.history.rows[-1]["val_loss"],
-        "final_val_accuracy": trainer.history.rows[-1]["val_acc"],
+        "final_train_loss": last["train_loss"], "final_train_accuracy": last["train_acc"],
+        "final_val_loss": last["val_loss"], "final_val_accuracy": last["val_acc"],
         "dataset": config["dataset"], "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    if out is not None:
-        model.save(out / MODEL, extra={"preprocessing": data.preprocessing,
-                                              "loss": config["output_loss"]})
-        _write_metrics(out, trainer.history.rows)
-        if plot:
-            from .plots import plot_curves
 
-            plot_curves(trainer.history.rows, out / CURVES,
-                        title=f"{config['dataset']} {short_model_text(config)} "
-                              f"{config['optimizer']} lr={config['lr']}",
-                        batch_losses=trainer.batch_losses)
-            from .plots import plot_gradient_norms
 
-            shapes = {name: tuple(layer.params[key].shape)
-                      for name, layer, key in model.named_parameters()}
-            if any(row.get("grad_norms") for row in trainer.history.rows):
-                plot_gradient_norms(trainer.history.rows, out / GRADIENTS, shapes=shapes,
-                                    title=f"gradient norm per layer "
-                                          f"({min(trainer.gradient_probe, len(data.x_train))} "
-                                          f"training samples, after each epoch)")
-            if tuple(data.input_shape) == (2,):
-                from .plots import plot_decision_regions
+def _write_run(out: Path, trainer, config: dict, data, summary: dict, plot: bool) -> None:
+    """The finished run's model, metrics, pictures, per-batch losses and summary."""
+    model = trainer.model
+    model.save(out / MODEL, extra={"preprocessing": data.preprocessing,
+                                   "loss": config["output_loss"]})
+    _write_metrics(out, trainer.history.rows)
+    if plot:
+        _plot_run(out, trainer, config, data)
+    _write_batch_losses(out, trainer.batch_losses, len(trainer.history))
+    atomic_write_json(out / SUMMARY, summary)
 
-                plot_decision_regions(model, config["output_loss"], data.x_train, data.y_train,
-                                      _class_names(data), out / DECISION,
-                                      what="training data")
-        _write_batch_losses(out, trainer.batch_losses, len(trainer.history))
-        atomic_write_json(out / SUMMARY, summary)
-    return summary
+
+def _plot_run(out: Path, trainer, config: dict, data) -> None:
+    from .plots import plot_curves, plot_gradient_norms
+
+    model = trainer.model
+    plot_curves(trainer.history.rows, out / CURVES,
+                title=f"{config['dataset']} {short_model_text(config)} "
+                      f"{config['optimizer']} lr={config['lr']}",
+                batch_losses=trainer.batch_losses)
+    shapes = {name: tuple(layer.params[key].shape)
+              for name, layer, key in model.named_parameters()}
+    if any(row.get("grad_norms") for row in trainer.history.rows):
+        plot_gradient_norms(trainer.history.rows, out / GRADIENTS, shapes=shapes,
+                            title=f"gradient norm per layer "
+                                  f"({min(trainer.gradient_probe, len(data.x_train))} "
+                                  f"training samples, after each epoch)")
+    if tuple(data.input_shape) == (2,):
+        from .plots import plot_decision_regions
+
+        plot_decision_regions(model, config["output_loss"], data.x_train, data.y_train,
+                              _class_names(data), out / DECISION, what="training data")
 
 
 def describe_path(trainer) -> str:

@@ -202,6 +202,7 @@ FAN_IN, UNITS, W_AT, B_AT, HAS_BIAS, CODE, IN_AT, A_AT, D_AT, G_AT, MASK_AT = ra
 LAYOUT_COLUMNS = 11
 
 
+# One function for speed: its loops over the batch's layers run with no call between steps.
 @_jit
 def train_steps(xs, labels, targets, use_labels, order, first, count, batch_size,
                 layout, alphas, rates, scales, masks, work, picked, batch_labels, nz, row,

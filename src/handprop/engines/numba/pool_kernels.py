@@ -20,10 +20,11 @@ _jit = njit(cache=True, nogil=True, error_model="numpy")
 
 
 @_jit
-def max_pool_forward(x, ph, pw, sh, sw, per_unit, out, argmax, counter):
+def max_pool_forward(x, ph, pw, sh, sw, nan_aware, per_unit, out, argmax, counter):
     """out, argmax (N, C, OH, OW): each window's maximum and its row-major position inside the
     window, the first one on ties. Returns True if any input is NaN (the result is then not
-    NumPy's: rerun ``max_pool_forward_nan``)."""
+    NumPy's: run again ``nan_aware``, where NaN wins over numbers and the first NaN stays, as
+    in NumPy's max/argmax)."""
     n, c, oh, ow = out.shape
     nan = False
     while True:
@@ -41,7 +42,7 @@ def max_pool_forward(x, ph, pw, sh, sw, per_unit, out, argmax, counter):
                             for j in range(pw):
                                 v = x[b, ch, h0 + i, w0 + j]
                                 nan |= v != v
-                                if v > best:
+                                if v > best or (nan_aware and v != v and best == best):
                                     best = v
                                     where = i * pw + j
                         out[b, ch, p, q] = best
@@ -132,32 +133,6 @@ def max_pool_backward_tiled_nhwc(grad, argmax, ph, pw, per_unit, dx, counter):
                             k, target = i * pw + j, dx[b, p * ph + i, q * pw + j]
                             for ch in range(c):
                                 target[ch] = grad_row[ch] if where_row[ch] == k else zero
-
-
-@_jit
-def max_pool_forward_nan(x, ph, pw, sh, sw, per_unit, out, argmax, counter):
-    """``max_pool_forward`` where NaN wins over numbers and the first NaN stays, as in
-    NumPy's max/argmax."""
-    n, c, oh, ow = out.shape
-    while True:
-        b0, stop = unit(counter, per_unit, n)
-        if b0 >= n:
-            break
-        for b in range(b0, stop):
-            for ch in range(c):
-                for p in range(oh):
-                    for q in range(ow):
-                        h0, w0 = p * sh, q * sw
-                        best = x[b, ch, h0, w0]
-                        where = 0
-                        for i in range(ph):
-                            for j in range(pw):
-                                v = x[b, ch, h0 + i, w0 + j]
-                                if v > best or (v != v and best == best):
-                                    best = v
-                                    where = i * pw + j
-                        out[b, ch, p, q] = best
-                        argmax[b, ch, p, q] = where
 
 
 @_jit

@@ -297,10 +297,10 @@ class WindowPrimitives:
                     x, sh, sw, per, out, argmax))
         if size != (2, 2):
             nan = self._per_image(kernels.max_pool_forward, n, x.size, lambda per: (
-                x, ph, pw, sh, sw, per, out, argmax))
+                x, ph, pw, sh, sw, False, per, out, argmax))
         if any(nan):
-            self._per_image(kernels.max_pool_forward_nan, n, x.size, lambda per: (
-                x, ph, pw, sh, sw, per, out, argmax))
+            self._per_image(kernels.max_pool_forward, n, x.size, lambda per: (
+                x, ph, pw, sh, sw, True, per, out, argmax))
         return out, argmax
 
     def max_pool_backward(self, grad, argmax, x_shape, size, stride):
