@@ -76,6 +76,17 @@ def numba_target() -> str | None:
     return f"host ({binding.get_host_cpu_name()})" if name in (None, "host") else name
 
 
+def vector_isa() -> str | None:
+    """The vector extension the numba kernels are compiled for (avx512, avx2), or None."""
+    from ..engines import engine_status
+
+    if not engine_status("numba").available:
+        return None
+    from ..engines.numba.simd import target_isa
+
+    return target_isa() or None
+
+
 def direct_convolutions() -> bool | None:
     """Whether the numba engine runs its direct convolutions here (None: no numba)."""
     from ..engines import engine_status, get_engine
@@ -91,7 +102,7 @@ def kernels_in_use() -> dict:
     from .. import host
 
     return {"blas": host.blas_kernel(), "numba_cpu": numba_target(),
-            "direct_convolutions": direct_convolutions(),
+            "vectors": vector_isa(), "direct_convolutions": direct_convolutions(),
             "variables": {k: os.environ[k] for k in sorted({*AVX2_CAPS, "OPENBLAS_L2_SIZE"})
                           if k in os.environ}}
 
@@ -99,7 +110,8 @@ def kernels_in_use() -> dict:
 def describe_kernels(kernels: dict) -> str:
     """One line of ``kernels_in_use()``."""
     direct = "on" if kernels.get("direct_convolutions") else "off (tiled GEMMs)"
-    return (f"BLAS {kernels.get('blas')}; numba target {kernels.get('numba_cpu')}; "
+    isa = f" ({kernels['vectors']} vectors)" if kernels.get("vectors") else ""
+    return (f"BLAS {kernels.get('blas')}; numba target {kernels.get('numba_cpu')}{isa}; "
             f"direct convolutions {direct}")
 
 

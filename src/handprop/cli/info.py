@@ -117,7 +117,7 @@ def format_info(info: dict) -> str:
     out += _rows(rows)
 
     k = info["kernels"]
-    direct = {True: "on", False: "off: tiled GEMMs (the target CPU has no AVX-512)",
+    direct = {True: "on", False: "off: tiled GEMMs (the target CPU has neither AVX2 nor AVX-512)",
               None: "numba engine unavailable"}[k["direct_convolutions"]]
     out += ["", "kernels"]
     out += _rows([("blas", k["blas"]), ("numba target cpu", k["numba_cpu"] or "not installed"),

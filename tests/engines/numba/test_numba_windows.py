@@ -163,7 +163,7 @@ def test_warmup_compiles_every_conv_kernel_for_each_dtype(nb):
         assert "float32" in sigs and "float64" in sigs, name
 
 
-@pytest.mark.parametrize("filters, weight_grad_kernel", [(8, "im2col_t_matmul"),
+@pytest.mark.parametrize("filters, weight_grad_kernel", [(12, "im2col_t_matmul"),
                                                         (16, "direct_conv_weight_grad")])
 def test_window_products_give_the_same_bits_on_any_number_of_threads(nb, rng, monkeypatch,
                                                                      filters,
@@ -423,9 +423,9 @@ DIRECT_GEOMETRIES = [
      (FORWARD, WEIGHT_GRAD, TILED[2])),
     (((2, 16, 4, 4), (3, 3), (1, 1), (3, 3, 3, 3), 16),  # windows wholly in the padding
      (FORWARD, WEIGHT_GRAD, TILED[2])),
-    (((2, 16, 8, 8), (3, 3), (1, 1), (1, 1, 1, 1), 20),  # filters in part of a vector
-     (TILED[0], TILED[1], INPUT_GRAD)),
-    (((2, 12, 8, 8), (3, 3), (1, 1), (1, 1, 1, 1), 20), TILED),  # and channels too
+    # filters in part of a vector (18: not whole for vectors of 4, 8 or 16 values)
+    (((2, 16, 8, 8), (3, 3), (1, 1), (1, 1, 1, 1), 18), (TILED[0], TILED[1], INPUT_GRAD)),
+    (((2, 10, 8, 8), (3, 3), (1, 1), (1, 1, 1, 1), 18), TILED),  # and channels too
 ]
 
 
@@ -475,20 +475,26 @@ def test_direct_convolutions_agree_with_im2col_around_a_gemm(nb, spy, rng, monke
         np.testing.assert_allclose(got, ref, rtol=0, atol=tol * n_terms * np.abs(ref).max())
 
 
-def test_the_direct_convolutions_follow_the_cpu_the_kernels_are_compiled_for(monkeypatch):
-    """On when the kernels target a CPU with AVX-512 (the host, or NUMBA_CPU_NAME and
-    NUMBA_CPU_FEATURES as set), off for any other target."""
+def test_the_vector_kernels_follow_the_cpu_they_are_compiled_for(monkeypatch):
+    """AVX-512 or AVX2 (with FMA) by the target the kernels are compiled for: the host, or
+    NUMBA_CPU_NAME and NUMBA_CPU_FEATURES as set; no vector kernels for any other target."""
     import numba
     from llvmlite import binding
 
-    host = bool(binding.get_host_cpu_features().get("avx512f"))
+    host_features = binding.get_host_cpu_features()
+    host = ("avx512" if host_features.get("avx512f") else
+            "avx2" if host_features.get("avx2") and host_features.get("fma") else "")
     for name, features, want in [(None, None, host), ("host", None, host),
-                                 ("generic", None, False), ("skylake-avx512", None, False),
-                                 (None, "+avx2,-avx512f", False),
-                                 (None, "+avx2,+avx512f", True)]:
+                                 ("generic", None, ""), ("skylake-avx512", None, "avx512"),
+                                 ("haswell", None, "avx2"), ("znver4", None, "avx512"),
+                                 ("x86-64", None, ""), (None, "+avx2,+fma,-avx512f", "avx2"),
+                                 (None, "+avx2,-fma,-avx512f", ""),
+                                 (None, "+avx2,+fma,+avx512f", "avx512")]:
         monkeypatch.setattr(numba.config, "CPU_NAME", name)
         monkeypatch.setattr(numba.config, "CPU_FEATURES", features)
-        assert simd.wide_vectors() is want, (name, features)
+        assert simd.target_isa() == want, (name, features)
+        assert simd.wide_vectors() is (want == "avx512")
+        assert simd.vector_kernels() is (want != "")
 
 
 def test_convolution_outputs_start_on_a_cache_line(nb, rng):

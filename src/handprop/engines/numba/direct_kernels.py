@@ -13,8 +13,8 @@ import numpy as np
 from numba import njit
 
 from .kernels import RELU
-from .simd import (BLOCK_SIZES, SLIDE_TAPS, VECTOR_BYTES, fma_reduce, fma_rows, fma_slide,
-                   fma_slide_reduce)
+from .simd import BLOCK_SIZES, SLIDE_REDUCE_SIZES, SLIDE_TAPS, VECTOR_BYTES, fma_reduce, fma_rows
+from .simd_slide import fma_slide, fma_slide_reduce
 from .threads import claim
 from .window_kernels import SHORT_RUN, _bias_act_rows, _pad_channels_last, _padded_shape
 
@@ -42,7 +42,7 @@ def _conv_row(a, a_off, a_step, i_count, i_step, t_count, b, f, out, out_off, pi
         for size in BLOCK_SIZES:
             while pixels - q >= size:
                 fma_rows(size, 2 if two else 1, a, a_off + q * a_step, a_step, i_count, i_step,
-                         t_count, b, f0, f, out, out_off + q * f + f0, f)
+                         t_count, b, f0, f, out, out_off + q * f + f0, f, 0)
                 q += size
         f0 += 2 * width if two else width
 
@@ -60,7 +60,7 @@ def _reduce_rows(a, a_off, a_step, a_row_step, oh, ow, g, g_off, f, values, out,
         for size in BLOCK_SIZES:
             while values - k >= size:
                 fma_reduce(size, 2 if two else 1, a, a_off + k, a_step, a_row_step, oh, ow, g,
-                           g_off + f0, f, ow * f, out, out_off + k * f + f0, f, accumulate)
+                           g_off + f0, f, ow * f, out, out_off + k * f + f0, f, accumulate, 0)
                 k += size
         f0 += 2 * width if two else width
 
@@ -160,7 +160,7 @@ def _slide_weight_grad(padded, kh, kw, sh, oh, ow, g_flat, g_off, f, out, first)
         for ch in range(c):
             for f0 in range(0, f, VECTOR_BYTES // padded.itemsize):
                 q = 0
-                for size in BLOCK_SIZES:
+                for size in SLIDE_REDUCE_SIZES:
                     blocks = (ow - q) // size
                     if blocks > 0:
                         fma_slide_reduce(size, kw, flat, i * wp * c + q * c + ch, c,

@@ -57,9 +57,9 @@ class NumbaEngine(WindowPrimitives, NumpyEngine):
         self.kernels, self.threads, self.blas, self.simd = kernels, threads, blas, simd
         self.window_kernels, self.direct_kernels = window_kernels, direct_kernels
         self.pool_kernels = pool_kernels
-        #: Whether the direct convolutions may run (``windows.IMPLEMENTATIONS``): only where
-        #: the kernels are compiled for a CPU with AVX-512, whose registers hold their blocks.
-        self.direct_convolution = simd.wide_vectors()
+        #: Whether the direct convolutions may run (``windows.IMPLEMENTATIONS``): where the
+        #: kernels are compiled for a CPU with AVX2 or AVX-512 (blocks sized for each).
+        self.direct_convolution = simd.vector_kernels()
 
     # ------------------------------------------------------------ discovery
     @classmethod

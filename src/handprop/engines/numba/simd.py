@@ -26,26 +26,50 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-#: Accumulators one block may hold (the rest of the 32 vector registers take the weights
-#: and the broadcast input).
-MAX_ACCUMULATORS = 28
-#: Bytes in one vector register.
-VECTOR_BYTES = 64
+#: Named CPUs Numba may target (``NUMBA_CPU_NAME``) by the vector extension they have.
+AVX512_CPUS = frozenset({"skylake-avx512", "cascadelake", "cooperlake", "cannonlake",
+                         "icelake-client", "icelake-server", "tigerlake", "rocketlake",
+                         "sapphirerapids", "emeraldrapids", "graniterapids", "znver4", "znver5",
+                         "x86-64-v4"})
+AVX2_CPUS = frozenset({"haswell", "broadwell", "skylake", "alderlake", "raptorlake",
+                       "meteorlake", "arrowlake", "lunarlake", "znver1", "znver2", "znver3",
+                       "bdver4", "x86-64-v3"})
 
 
-def wide_vectors() -> bool:
-    """Whether the kernels are compiled for a CPU with AVX-512 (32 registers of 64 bytes),
-    which these blocks are sized for: the host, unless ``NUMBA_CPU_NAME`` names another."""
+def target_isa() -> str:
+    """The vector extension the kernels are compiled for: ``"avx512"`` (32 registers of 64
+    bytes), ``"avx2"`` (16 of 32, with FMA) or ``""`` (neither: no vector kernels). The host
+    CPU, unless ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` name another target."""
     import numba
     from llvmlite import binding
 
-    name = numba.config.CPU_NAME
-    if name not in (None, "host"):
-        return False
-    features = numba.config.CPU_FEATURES
+    name, features = numba.config.CPU_NAME, numba.config.CPU_FEATURES
     if features:
-        return "+avx512f" in features.split(",")
-    return bool(binding.get_host_cpu_features().get("avx512f"))
+        flags = set(features.split(","))
+    elif name in (None, "host"):
+        flags = {f"+{k}" for k, on in binding.get_host_cpu_features().items() if on}
+    else:
+        return "avx512" if name in AVX512_CPUS else "avx2" if name in AVX2_CPUS else ""
+    if "+avx512f" in flags:
+        return "avx512"
+    return "avx2" if {"+avx2", "+fma"} <= flags else ""
+
+
+def wide_vectors() -> bool:
+    """Whether the kernels are compiled for a CPU with AVX-512."""
+    return target_isa() == "avx512"
+
+
+def vector_kernels() -> bool:
+    """Whether the target has the vector extension (AVX2 or AVX-512) these kernels need."""
+    return target_isa() != ""
+
+
+ISA = target_isa()
+#: Bytes in one vector register, and the registers a block may use.
+VECTOR_BYTES, REGISTERS = (64, 32) if ISA == "avx512" else (32, 16)
+#: Accumulators one block may hold (the other registers take the weights and the broadcast).
+MAX_ACCUMULATORS = REGISTERS - 4
 
 
 def _vector_ops(context, builder, dtype):
@@ -76,6 +100,53 @@ def _vector_ops(context, builder, dtype):
     return vector, width, (lambda a, b, c: builder.call(fma, [a, b, c])), broadcast, load, store
 
 
+def _masked_ops(builder, vector, width, lanes):
+    """(masked load, masked store) of the first ``lanes`` (a runtime i64, 1..width-1) lanes of
+    a vector; the other lanes read as zero and are not written."""
+    i64, i32 = ir.IntType(64), ir.IntType(32)
+    index_type, flags = ir.VectorType(i64, width), ir.VectorType(ir.IntType(1), width)
+    splat = builder.shuffle_vector(
+        builder.insert_element(ir.Constant(index_type, ir.Undefined), lanes, ir.Constant(i32, 0)),
+        ir.Constant(index_type, ir.Undefined), ir.Constant(ir.VectorType(i32, width), [0] * width))
+    mask = builder.icmp_unsigned("<", ir.Constant(index_type, list(range(width))), splat)
+    pointer = vector.as_pointer()
+    name = f"p0v{width}{'f32' if vector.element == ir.FloatType() else 'f64'}"
+    load_fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+        vector, [pointer, i32, flags, vector]), f"llvm.masked.load.{vector_suffix(vector)}.{name}")
+    store_fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+        ir.VoidType(), [vector, pointer, i32, flags]),
+        f"llvm.masked.store.{vector_suffix(vector)}.{name}")
+    align = ir.Constant(i32, 4 if vector.element == ir.FloatType() else 8)
+
+    def load(base, index):
+        return builder.call(load_fn, [builder.bitcast(builder.gep(base, [index]), pointer), align,
+                                      mask, ir.Constant(vector, None)])
+
+    def store(value, base, index):
+        builder.call(store_fn, [value, builder.bitcast(builder.gep(base, [index]), pointer),
+                                align, mask])
+
+    return load, store
+
+
+def vector_suffix(vector) -> str:
+    return f"v{vector.count}{'f32' if vector.element == ir.FloatType() else 'f64'}"
+
+
+def _tail_versions(context, builder, signature, args, position, body):
+    """``body(load_last, store_last)`` twice behind one branch: plain loads and stores where the
+    integer at ``position`` of ``args`` is 0 (every lane of the block's last vector is in
+    bounds), else masked ones for that many lanes of it."""
+    tail = context.cast(builder, args[position], signature.args[position], types.int64)
+    vector, width, _, _, load, store = _vector_ops(context, builder, signature.args[2].dtype)
+    with builder.if_else(builder.icmp_signed("==", tail, ir.Constant(ir.IntType(64), 0))) as (
+            full, part):
+        with full:
+            body(load, store)
+        with part:
+            body(*_masked_ops(builder, vector, width, tail))
+
+
 def _arguments(context, builder, signature, args, arrays, integers):
     """The data pointers of the array arguments at positions ``arrays`` and the integer
     arguments at ``integers`` as 64-bit values."""
@@ -92,11 +163,13 @@ def _block_offsets(builder, base, step, rows, vectors, width):
             for r in range(rows)]
 
 
-def _accumulators(builder, vector, accumulate, load, out_ptr, out_at):
+def _accumulators(builder, vector, accumulate, loads, out_ptr, out_at):
     """One register-sized slot per output vector of the block (LLVM keeps them in
     registers), starting from ``out`` where ``accumulate`` (an i1 value; None: never),
-    else from zero."""
+    else from zero; ``loads`` reads each vector of a row (a function, or one per vector)."""
     acc = [[cgutils.alloca_once(builder, vector) for _ in row] for row in out_at]
+    if callable(loads):
+        loads = [loads] * len(out_at[0])
 
     def zero():
         for slots in acc:
@@ -109,7 +182,7 @@ def _accumulators(builder, vector, accumulate, load, out_ptr, out_at):
     with builder.if_else(accumulate) as (then, otherwise):
         with then:
             for slots, at in zip(acc, out_at):
-                for slot, index in zip(slots, at):
+                for slot, index, load in zip(slots, at, loads):
                     builder.store(load(out_ptr, index), slot)
         with otherwise:
             zero()
@@ -122,15 +195,17 @@ def _float_arrays(*arrays):
             and all(isinstance(a, types.Array) and a.dtype == first.dtype for a in arrays))
 
 
-#: Output blocks the kernels cut rows into (the largest first, any remainder in at most four
-#: more blocks: 13 = 8 + 4 + 1), and the window widths with a sliding-window block.
-BLOCK_SIZES = (14, 8, 4, 2, 1)
+#: Output blocks the kernels cut rows into (the largest first, any remainder in at most
+#: three or four more blocks), sized for the target's registers, and the window widths with
+#: a sliding-window block.
+BLOCK_SIZES = (14, 8, 4, 2, 1) if ISA == "avx512" else (6, 4, 2, 1)
+SLIDE_REDUCE_SIZES = BLOCK_SIZES if ISA == "avx512" else (4, 2, 1)
 SLIDE_TAPS = (5, 3)
 #: The blocks each intrinsic is generated for when its sizes come at run time:
 #: (pixels or values, vectors), (pixels, taps, vectors) and (pixels, taps).
 ROWS_BLOCKS = tuple((size, vectors) for size in BLOCK_SIZES for vectors in (1, 2))
 SLIDE_BLOCKS = tuple((size, taps, 1) for size in BLOCK_SIZES for taps in SLIDE_TAPS)
-SLIDE_REDUCE_BLOCKS = tuple((size, taps) for size in BLOCK_SIZES for taps in SLIDE_TAPS)
+SLIDE_REDUCE_BLOCKS = tuple((size, taps) for size in SLIDE_REDUCE_SIZES for taps in SLIDE_TAPS)
 
 
 def _sizes(*sizes, table):
@@ -184,224 +259,119 @@ def _intrinsic_body(sizes, table, positions, emit):
 
 @intrinsic(prefer_literal=True)
 def fma_rows(typingctx, pixels, vectors, a, a_off, a_step, i_count, i_step, t_count, b, b_off,
-             b_step, out, out_off, out_step):
-    """For ``px < pixels`` and ``v < vectors`` (literal block sizes), with L lanes:
+             b_step, out, out_off, out_step, tail):
+    """For ``px < pixels`` and ``v < vectors`` (block sizes), with L lanes:
 
         out[out_off + px*out_step + v*L + l] =
             sum over i < i_count, t < t_count of
                 a[a_off + i*i_step + px*a_step + t] * b[b_off + (i*t_count + t)*b_step + v*L + l]
 
-    summed over i, then t. A convolution's output row: ``a`` a padded channels-last
-    image, each pixel's window i*i_step + t, ``b`` the weights in (i, j, c) rows."""
+    summed over i, then t; ``tail`` > 0: only the first ``tail`` lanes of the last vector are
+    read from ``b`` and written. A convolution's output row (``a`` a padded channels-last
+    image, each pixel's window i*i_step + t, ``b`` the weights in (i, j, c) rows), or with
+    ``i_count`` 1 a block of a matrix product ``a @ b``."""
     sizes = _sizes(pixels, vectors, table=ROWS_BLOCKS)
     if sizes is False or not _float_arrays(a, b, out):
         return None
     if sizes and not (min(sizes) >= 1 and sizes[0] * sizes[1] <= MAX_ACCUMULATORS):
         return None
     sig = types.void(pixels, vectors, a, a_off, a_step, i_count, i_step, t_count, b, b_off,
-                     b_step, out, out_off, out_step)
+                     b_step, out, out_off, out_step, tail)
 
     def emit(context, builder, signature, args, p_count, v_count):
-        kinds = signature.args
-        i64 = ir.IntType(64)
-        vector, width, fma, broadcast, load, store = _vector_ops(context, builder,
-                                                                 kinds[2].dtype)
-        (a_ptr, b_ptr, out_ptr), (a_off, a_step, i_count, i_step, t_count, b_off, b_step,
-                                  out_off, out_step) = _arguments(
-            context, builder, signature, args, (2, 8, 11), (3, 4, 5, 6, 7, 9, 10, 12, 13))
-        out_at = _block_offsets(builder, out_off, out_step, p_count, v_count, width)
-        acc = _accumulators(builder, vector, None, load, out_ptr, out_at)
-        pixel_offsets = [builder.mul(a_step, ir.Constant(i64, px)) for px in range(p_count)]
-        with cgutils.for_range(builder, i_count) as outer:
-            a_row = builder.add(a_off, builder.mul(outer.index, i_step))
-            b_row = builder.add(b_off, builder.mul(builder.mul(outer.index, t_count), b_step))
-            with cgutils.for_range(builder, t_count) as inner:
-                t = inner.index
-                b_at = builder.add(b_row, builder.mul(t, b_step))
-                weights = [load(b_ptr, builder.add(b_at, ir.Constant(i64, v * width)))
-                           for v in range(v_count)]
-                a_at = builder.add(a_row, t)
-                for px in range(p_count):
-                    value = broadcast(builder.load(builder.gep(a_ptr, [
-                        builder.add(a_at, pixel_offsets[px])])))
-                    for v in range(v_count):
-                        builder.store(fma(value, weights[v], builder.load(acc[px][v])),
-                                      acc[px][v])
-        for px in range(p_count):
-            for v in range(v_count):
-                store(builder.load(acc[px][v]), out_ptr, out_at[px][v])
+        _tail_versions(context, builder, signature, args, 14, lambda load_last, store_last:
+                       _rows_block(context, builder, signature, args, p_count, v_count,
+                                   load_last, store_last))
 
     return sig, _intrinsic_body(sizes, ROWS_BLOCKS, (0, 1), emit)
 
 
+def _rows_block(context, builder, signature, args, p_count, v_count, load_last, store_last):
+    kinds = signature.args
+    i64 = ir.IntType(64)
+    vector, width, fma, broadcast, load, store = _vector_ops(context, builder, kinds[2].dtype)
+    (a_ptr, b_ptr, out_ptr), (a_off, a_step, i_count, i_step, t_count, b_off, b_step,
+                              out_off, out_step) = _arguments(
+        context, builder, signature, args, (2, 8, 11), (3, 4, 5, 6, 7, 9, 10, 12, 13))
+    loads = [load] * (v_count - 1) + [load_last]
+    out_at = _block_offsets(builder, out_off, out_step, p_count, v_count, width)
+    acc = _accumulators(builder, vector, None, loads, out_ptr, out_at)
+    pixel_offsets = [builder.mul(a_step, ir.Constant(i64, px)) for px in range(p_count)]
+    with cgutils.for_range(builder, i_count) as outer:
+        a_row = builder.add(a_off, builder.mul(outer.index, i_step))
+        b_row = builder.add(b_off, builder.mul(builder.mul(outer.index, t_count), b_step))
+        with cgutils.for_range(builder, t_count) as inner:
+            t = inner.index
+            b_at = builder.add(b_row, builder.mul(t, b_step))
+            weights = [loads[v](b_ptr, builder.add(b_at, ir.Constant(i64, v * width)))
+                       for v in range(v_count)]
+            a_at = builder.add(a_row, t)
+            for px in range(p_count):
+                value = broadcast(builder.load(builder.gep(a_ptr, [
+                    builder.add(a_at, pixel_offsets[px])])))
+                for v in range(v_count):
+                    builder.store(fma(value, weights[v], builder.load(acc[px][v])), acc[px][v])
+    stores = [store] * (v_count - 1) + [store_last]
+    for px in range(p_count):
+        for v in range(v_count):
+            stores[v](builder.load(acc[px][v]), out_ptr, out_at[px][v])
+
+
 @intrinsic(prefer_literal=True)
 def fma_reduce(typingctx, values, vectors, a, a_off, a_step, a_row_step, rows, cols, g, g_off,
-               g_step, g_row_step, out, out_off, out_step, accumulate):
-    """For ``k < values`` and ``v < vectors`` (literal block sizes), with L lanes:
+               g_step, g_row_step, out, out_off, out_step, accumulate, tail):
+    """For ``k < values`` and ``v < vectors`` (block sizes), with L lanes:
 
         out[out_off + k*out_step + v*L + l] (+)=
             sum over r < rows, s < cols of
                 a[a_off + r*a_row_step + s*a_step + k] * g[g_off + r*g_row_step + s*g_step + v*L + l]
 
-    summed over r, then s, onto the values already in ``out`` where ``accumulate``. A
-    convolution's weight gradient: ``a`` a padded channels-last image, ``g`` the output
-    gradient's rows of that image."""
+    summed over r, then s, onto the values already in ``out`` where ``accumulate``; ``tail``
+    > 0: only the first ``tail`` lanes of the last vector are read and written. A
+    convolution's weight gradient (``a`` a padded channels-last image, ``g`` the output
+    gradient's rows of that image), or with ``rows`` 1 a block of ``a.T @ g``."""
     sizes = _sizes(values, vectors, table=ROWS_BLOCKS)
     if sizes is False or not _float_arrays(a, g, out):
         return None
     if sizes and not (min(sizes) >= 1 and sizes[0] * sizes[1] <= MAX_ACCUMULATORS):
         return None
     sig = types.void(values, vectors, a, a_off, a_step, a_row_step, rows, cols, g, g_off,
-                     g_step, g_row_step, out, out_off, out_step, accumulate)
+                     g_step, g_row_step, out, out_off, out_step, accumulate, tail)
 
     def emit(context, builder, signature, args, k_count, v_count):
-        kinds = signature.args
-        i64 = ir.IntType(64)
-        vector, width, fma, broadcast, load, store = _vector_ops(context, builder,
-                                                                 kinds[2].dtype)
-        (a_ptr, g_ptr, out_ptr), (a_off, a_step, a_row_step, rows, cols, g_off, g_step,
-                                  g_row_step, out_off, out_step) = _arguments(
-            context, builder, signature, args, (2, 8, 12), (3, 4, 5, 6, 7, 9, 10, 11, 13, 14))
-        accumulate = context.cast(builder, args[15], kinds[15], types.boolean)
-        out_at = _block_offsets(builder, out_off, out_step, k_count, v_count, width)
-        acc = _accumulators(builder, vector, accumulate, load, out_ptr, out_at)
-        with cgutils.for_range(builder, rows) as outer:
-            a_row = builder.add(a_off, builder.mul(outer.index, a_row_step))
-            g_row = builder.add(g_off, builder.mul(outer.index, g_row_step))
-            with cgutils.for_range(builder, cols) as inner:
-                s = inner.index
-                g_at = builder.add(g_row, builder.mul(s, g_step))
-                grads = [load(g_ptr, builder.add(g_at, ir.Constant(i64, v * width)))
-                         for v in range(v_count)]
-                a_at = builder.add(a_row, builder.mul(s, a_step))
-                for k in range(k_count):
-                    value = broadcast(builder.load(builder.gep(a_ptr, [
-                        builder.add(a_at, ir.Constant(i64, k))])))
-                    for v in range(v_count):
-                        builder.store(fma(value, grads[v], builder.load(acc[k][v])), acc[k][v])
-        for k in range(k_count):
-            for v in range(v_count):
-                store(builder.load(acc[k][v]), out_ptr, out_at[k][v])
+        _tail_versions(context, builder, signature, args, 16, lambda load_last, store_last:
+                       _reduce_block(context, builder, signature, args, k_count, v_count,
+                                     load_last, store_last))
 
     return sig, _intrinsic_body(sizes, ROWS_BLOCKS, (0, 1), emit)
 
 
-@intrinsic(prefer_literal=True)
-def fma_slide(typingctx, pixels, taps, vectors, a, a_off, a_step, i_count, i_step, c_count, b,
-              b_off, b_step, out, out_off, out_step):
-    """``fma_rows`` for a stride-1 window row of ``taps`` pixels (literal), with L lanes:
-
-        out[out_off + px*out_step + v*L + l] =
-            sum over i < i_count, c < c_count, j < taps of
-                a[a_off + i*i_step + (px + j)*a_step + c]
-                * b[b_off + ((i*taps + j)*c_count + c)*b_step + v*L + l]
-
-    summed over i, then c, then j. Neighbouring pixels' windows overlap, so each input value
-    is loaded once and multiplied by all ``taps`` weights it meets (held in registers):
-    pixels + taps - 1 loads and taps * vectors weight loads for pixels * taps * vectors
-    multiply-adds, against one load per multiply-add in ``fma_rows`` when ``vectors`` is 1."""
-    sizes = _sizes(pixels, taps, vectors, table=SLIDE_BLOCKS)
-    if sizes is False or not _float_arrays(a, b, out):
-        return None
-    if sizes and not (min(sizes) >= 1 and sizes[2] * (sizes[0] + sizes[1]) + 1 <= 32):
-        return None
-    sig = types.void(pixels, taps, vectors, a, a_off, a_step, i_count, i_step, c_count, b, b_off,
-                     b_step, out, out_off, out_step)
-
-    def emit(context, builder, signature, args, p_count, j_count, v_count):
-        kinds = signature.args
-        i64 = ir.IntType(64)
-        vector, width, fma, broadcast, load, store = _vector_ops(context, builder,
-                                                                 kinds[3].dtype)
-        (a_ptr, b_ptr, out_ptr), (a_off, a_step, i_count, i_step, c_count, b_off, b_step,
-                                  out_off, out_step) = _arguments(
-            context, builder, signature, args, (3, 9, 12), (4, 5, 6, 7, 8, 10, 11, 13, 14))
-        out_at = _block_offsets(builder, out_off, out_step, p_count, v_count, width)
-        acc = _accumulators(builder, vector, None, load, out_ptr, out_at)
-        pixel_offsets = [builder.mul(a_step, ir.Constant(i64, s))
-                         for s in range(p_count + j_count - 1)]
-        tap_step = builder.mul(c_count, b_step)  # from weight (i, j, c) to (i, j + 1, c)
-        with cgutils.for_range(builder, i_count) as outer:
-            a_row = builder.add(a_off, builder.mul(outer.index, i_step))
-            b_row = builder.add(b_off, builder.mul(builder.mul(outer.index, ir.Constant(
-                i64, j_count)), tap_step))
-            with cgutils.for_range(builder, c_count) as inner:
-                c = inner.index
-                b_at = builder.add(b_row, builder.mul(c, b_step))
-                weights = [[load(b_ptr, builder.add(builder.add(b_at, builder.mul(
-                    tap_step, ir.Constant(i64, j))), ir.Constant(i64, v * width)))
-                    for v in range(v_count)] for j in range(j_count)]
-                a_at = builder.add(a_row, c)
-                for s in range(p_count + j_count - 1):
-                    value = broadcast(builder.load(builder.gep(a_ptr, [
-                        builder.add(a_at, pixel_offsets[s])])))
-                    for j in range(j_count):
-                        px = s - j
-                        if 0 <= px < p_count:
-                            for v in range(v_count):
-                                builder.store(fma(value, weights[j][v],
-                                                  builder.load(acc[px][v])), acc[px][v])
-        for px in range(p_count):
-            for v in range(v_count):
-                store(builder.load(acc[px][v]), out_ptr, out_at[px][v])
-
-    return sig, _intrinsic_body(sizes, SLIDE_BLOCKS, (0, 1, 2), emit)
-
-
-@intrinsic(prefer_literal=True)
-def fma_slide_reduce(typingctx, pixels, taps, a, a_off, a_step, a_row_step, rows, blocks, g,
-                     g_off, g_step, g_row_step, out, out_off, out_step, accumulate):
-    """``fma_reduce`` for a stride-1 window row of ``taps`` pixels (literal), one vector of
-    columns, over ``rows`` rows of ``blocks`` blocks of ``pixels`` (literal) pixels each:
-
-        out[out_off + j*out_step + l] (+)=
-            sum over r < rows, s < blocks*pixels of
-                a[a_off + r*a_row_step + (s + j)*a_step] * g[g_off + r*g_row_step + s*g_step + l]
-
-    The block's gradient rows stay in registers while each input value is loaded once and
-    multiplied into every tap it meets. Each tap sums even and odd pixels of a block in two
-    accumulators (twice the multiply-adds in flight), added once at the end."""
-    sizes = _sizes(pixels, taps, table=SLIDE_REDUCE_BLOCKS)
-    if sizes is False or not _float_arrays(a, g, out):
-        return None
-    if sizes and not (min(sizes) >= 1 and sizes[0] + 2 * sizes[1] + 1 <= 32):
-        return None
-    sig = types.void(pixels, taps, a, a_off, a_step, a_row_step, rows, blocks, g, g_off, g_step,
-                     g_row_step, out, out_off, out_step, accumulate)
-
-    def emit(context, builder, signature, args, p_count, j_count):
-        kinds = signature.args
-        i64 = ir.IntType(64)
-        vector, width, fma, broadcast, load, store = _vector_ops(context, builder,
-                                                                 kinds[2].dtype)
-        (a_ptr, g_ptr, out_ptr), (a_off, a_step, a_row_step, rows, blocks, g_off, g_step,
-                                  g_row_step, out_off, out_step) = _arguments(
-            context, builder, signature, args, (2, 8, 12), (3, 4, 5, 6, 7, 9, 10, 11, 13, 14))
-        accumulate = context.cast(builder, args[15], kinds[15], types.boolean)
-        out_at = _block_offsets(builder, out_off, out_step, j_count, 1, width)
-        first = _accumulators(builder, vector, accumulate, load, out_ptr, out_at)
-        second = _accumulators(builder, vector, None, load, out_ptr, out_at)
-        sums = [(first[j][0], second[j][0]) for j in range(j_count)]
-        block = ir.Constant(i64, p_count)
-        with cgutils.for_range(builder, rows) as outer:
-            a_row = builder.add(a_off, builder.mul(outer.index, a_row_step))
-            g_row = builder.add(g_off, builder.mul(outer.index, g_row_step))
-            with cgutils.for_range(builder, blocks) as inner:
-                s0 = builder.mul(inner.index, block)
-                g_at = builder.add(g_row, builder.mul(s0, g_step))
-                grads = [load(g_ptr, builder.add(g_at, builder.mul(g_step, ir.Constant(i64, px))))
-                         for px in range(p_count)]
-                a_at = builder.add(a_row, builder.mul(s0, a_step))
-                for s in range(p_count + j_count - 1):
-                    value = broadcast(builder.load(builder.gep(a_ptr, [
-                        builder.add(a_at, builder.mul(a_step, ir.Constant(i64, s)))])))
-                    for j in range(j_count):
-                        px = s - j
-                        if 0 <= px < p_count:
-                            slot = sums[j][px % 2]
-                            builder.store(fma(value, grads[px], builder.load(slot)), slot)
-        for j in range(j_count):
-            store(builder.fadd(builder.load(sums[j][0]), builder.load(sums[j][1])), out_ptr,
-                  out_at[j][0])
-
-    return sig, _intrinsic_body(sizes, SLIDE_REDUCE_BLOCKS, (0, 1), emit)
+def _reduce_block(context, builder, signature, args, k_count, v_count, load_last, store_last):
+    kinds = signature.args
+    i64 = ir.IntType(64)
+    vector, width, fma, broadcast, load, store = _vector_ops(context, builder, kinds[2].dtype)
+    (a_ptr, g_ptr, out_ptr), (a_off, a_step, a_row_step, rows, cols, g_off, g_step,
+                              g_row_step, out_off, out_step) = _arguments(
+        context, builder, signature, args, (2, 8, 12), (3, 4, 5, 6, 7, 9, 10, 11, 13, 14))
+    accumulate = context.cast(builder, args[15], kinds[15], types.boolean)
+    loads = [load] * (v_count - 1) + [load_last]
+    out_at = _block_offsets(builder, out_off, out_step, k_count, v_count, width)
+    acc = _accumulators(builder, vector, accumulate, loads, out_ptr, out_at)
+    with cgutils.for_range(builder, rows) as outer:
+        a_row = builder.add(a_off, builder.mul(outer.index, a_row_step))
+        g_row = builder.add(g_off, builder.mul(outer.index, g_row_step))
+        with cgutils.for_range(builder, cols) as inner:
+            s = inner.index
+            g_at = builder.add(g_row, builder.mul(s, g_step))
+            grads = [loads[v](g_ptr, builder.add(g_at, ir.Constant(i64, v * width)))
+                     for v in range(v_count)]
+            a_at = builder.add(a_row, builder.mul(s, a_step))
+            for k in range(k_count):
+                value = broadcast(builder.load(builder.gep(a_ptr, [
+                    builder.add(a_at, ir.Constant(i64, k))])))
+                for v in range(v_count):
+                    builder.store(fma(value, grads[v], builder.load(acc[k][v])), acc[k][v])
+    stores = [store] * (v_count - 1) + [store_last]
+    for k in range(k_count):
+        for v in range(v_count):
+            stores[v](builder.load(acc[k][v]), out_ptr, out_at[k][v])

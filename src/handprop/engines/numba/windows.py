@@ -48,7 +48,7 @@ def _slides(engine, call: WindowCall) -> bool:
 
 def direct_products(engine, call: WindowCall) -> bool:
     """Filters in whole vectors, and window rows long enough to stream (kw*C >= SHORT_RUN)
-    or of a width the sliding-window kernels take; the engine's target has AVX-512."""
+    or of a width the sliding-window kernels take; the engine's target has vector kernels."""
     long_rows = call.kernel[1] * call.channels >= engine.window_kernels.SHORT_RUN
     return (engine.direct_convolution and _whole_vectors(engine, call.filters, call.dtype)
             and (long_rows or _slides(engine, call)))
