@@ -350,3 +350,31 @@ def test_the_compiled_gemms_run_in_numpys_own_blas():
     assert found and found["float32"] and found["float64"] and found["float32"] != found["float64"]
     blas.register_blas()
     assert blas.BLAS_INT_BITS == [64]
+
+
+@pytest.mark.parametrize("options", [
+    {"batch_size": 150},  # one batch an epoch, ten units of rows
+    {"batch_size": 32},   # the last batch smaller
+    {"batch_size": 64, "dropout": 0.2, "optimizer": "adam", "hidden": [16, 8, 8]}],
+    ids=["one-batch", "last-batch-smaller", "dropout-adam-deep"])
+def test_the_threads_of_the_dense_epoch_give_the_same_bits_as_one(monkeypatch, options):
+    """The compiled epoch on handprop's own products shares each step between threads with
+    fixed parts (rows for the data, weight rows for the weights) and sums the loss per unit
+    of rows: the same losses and weights on one thread or several, run after run. Layers of
+    unequal widths, so a thread working on one layer while another works on the next would
+    show any row it overwrites (repeated: such a race shows in some runs only)."""
+    from handprop.engines.numba import simd, threads
+
+    if not simd.vector_kernels():
+        pytest.skip("the numba kernels target a CPU without AVX2 or AVX-512: BLAS runs")
+    monkeypatch.setattr(threads, "kernel_threads", lambda: 1)
+    one, _ = train(options, "float64", compile=True)
+    assert "1 thread)" in one.compiled.describe()
+    for count in (2, 3):
+        monkeypatch.setattr(threads, "kernel_threads", lambda count=count: count)
+        for _ in range(8):
+            many, _ = train(options, "float64", compile=True)
+            assert f"{min(count, -(-options['batch_size'] // 16))} threads)" in \
+                many.compiled.describe()  # never more threads than units of rows
+            np.testing.assert_array_equal(many.batch_losses, one.batch_losses)
+            np.testing.assert_array_equal(many.model.flat_params, one.model.flat_params)

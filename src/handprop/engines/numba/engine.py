@@ -237,7 +237,7 @@ class NumbaEngine(WindowPrimitives, NumpyEngine):
                 f"matches the last layer's units"
             )
         np.exp(grad, out=grad)  # NumPy's SIMD exp; arguments are <= 0, so no overflow
-        loss = self.kernels.xent_finish(grad, labels, picked)
+        loss = self.kernels.xent_finish(grad, labels, picked, n)
         return float(loss), grad
 
     # ----------------------------------------------------------- optimizers

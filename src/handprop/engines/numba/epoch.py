@@ -16,6 +16,7 @@ import numpy as np
 from ..base import activation_code
 from ..plan import DenseStep, EpochPlan
 from . import epoch_kernels as kernels
+from . import simd, threads
 from .blas import register_blas
 from .loss_kernels import BCE, MSE, XENT
 
@@ -62,8 +63,6 @@ class CompiledEpoch:
     """Runs chunks of an epoch's mini-batches in ``train_steps``, one call each."""
 
     path = "compiled"
-    description = ("compiled (chunks of mini-batches in one Numba call each, BLAS from "
-                   "compiled code)")
 
     def __init__(self, plan: EpochPlan):
         register_blas()
@@ -84,6 +83,12 @@ class CompiledEpoch:
         self.scales = 1.0 / (1.0 - self.rates)
         self.masks = np.zeros(0)
         self.loss_kind = LOSS_KINDS[plan.loss]
+        #: handprop's own products on the target's vectors, on threads of its own, where the
+        #: target has them and batches are big enough to share; else BLAS on one thread
+        #: (which skips a small batch's zero inputs in its first layer).
+        self.dense = (DenseSteps(self.layout, self.batch_size, self.dtype)
+                      if simd.vector_kernels() and self.batch_size > kernels.SMALL_BATCH
+                      else None)
         self.kind = OPTIMIZER_KINDS[plan.optimizer]
         self._empty = np.zeros(0, self.dtype)
         self._data = None
@@ -112,6 +117,15 @@ class CompiledEpoch:
             previous_out = row[k.D_AT]
         self._work_size = cursor
         return layout
+
+    @property
+    def description(self) -> str:
+        if self.dense is None:
+            return "compiled (chunks of mini-batches in one Numba call each, BLAS from " \
+                   "compiled code)"
+        return (f"compiled (chunks of mini-batches in one Numba call each, handprop's own "
+                f"{simd.ISA.upper()} products on {self.dense.threads} "
+                f"thread{'s' if self.dense.threads > 1 else ''})")
 
     def describe(self) -> str:
         return self.description
@@ -152,13 +166,17 @@ class CompiledEpoch:
         s1 = state.get("velocity", state.get("m", self._empty))
         s2 = state.get("v", self._empty)
         hyper = plan.hyper
-        done = self.kernels.train_steps(
-            xs, labels, targets, use_labels, order, first, count, bs,
-            self.layout, self.alphas, self.rates, self.scales, self.masks, self.work,
-            self.picked, self.batch_labels, self.nz, self.row, plan.params, plan.grads, s1, s2,
-            self.loss_kind, plan.threshold, self.kind, plan.step_hyperparameters(count),
-            hyper["momentum"], hyper["beta1"], hyper["beta2"], hyper["eps"],
-            hyper["weight_decay"], plan.l2, batch_loss, correct)
+        common = (xs, labels, targets, use_labels, order, first, count, bs, self.layout,
+                  self.alphas, self.rates, self.scales, self.masks, self.work, self.picked,
+                  self.batch_labels)
+        settings = (self.loss_kind, plan.threshold, self.kind, plan.step_hyperparameters(count),
+                    hyper["momentum"], hyper["beta1"], hyper["beta2"], hyper["eps"],
+                    hyper["weight_decay"], plan.l2, batch_loss, correct)
+        if self.dense is None:
+            done = self.kernels.train_steps(*common, self.nz, self.row, plan.params,
+                                            plan.grads, s1, s2, *settings)
+        else:
+            done = self.dense.run(common, (plan.params, plan.grads, s1, s2), settings)
         plan.advance(done)
         return done
 
@@ -175,3 +193,28 @@ class CompiledEpoch:
             if need[l]:
                 step.draw_uniforms(out=self.masks[cursor:cursor + need[l]])
                 cursor += need[l]
+
+
+class DenseSteps:
+    """The buffers of ``dense_epoch.dense_steps`` and its threads, for one layout."""
+
+    def __init__(self, layout, batch_size: int, dtype):
+        from .dense_epoch import UNIT_ROWS
+
+        k = kernels
+        sizes = layout[:, k.FAN_IN] * layout[:, k.UNITS]
+        self.wt_at = np.concatenate([[0], np.cumsum(sizes)])[:-1].astype(np.int64)
+        self.wt = np.zeros(int(sizes.sum()), dtype)
+        units = -(-batch_size // UNIT_ROWS)
+        self.unit_loss, self.unit_correct = np.zeros(units), np.zeros(units)
+        self.tmp = np.zeros(batch_size * int(layout[:, k.FAN_IN].max()), dtype)
+        self.threads = max(1, min(threads.kernel_threads(), units))
+
+    def run(self, common, buffers, settings) -> int:
+        from .dense_epoch import dense_steps
+
+        sync = np.zeros(1, np.int64)
+        done = threads.run_together(dense_steps, self.threads, (
+            *common, *buffers, *settings, self.wt, self.wt_at, self.unit_loss,
+            self.unit_correct, self.tmp, sync, self.threads))
+        return int(done[0])

@@ -256,11 +256,11 @@ def train_steps(xs, labels, targets, use_labels, order, first, count, batch_size
         out = work[layout[last, A_AT]:layout[last, A_AT] + m * k].reshape(m, k)
         grad = work[layout[last, G_AT]:layout[last, G_AT] + m * k].reshape(m, k)
         if loss_kind == XENT:
-            loss = softmax_xent(out, labels, order, start, m, grad, picked, batch_labels)
+            loss = softmax_xent(out, labels, order, start, m, m, grad, picked, batch_labels)
         elif loss_kind == MSE:
-            loss = mse(out, labels, targets, use_labels, order, start, m, grad)
+            loss = mse(out, labels, targets, use_labels, order, start, m, m, grad)
         else:
-            loss = bce(out, labels, targets, use_labels, order, start, m, grad)
+            loss = bce(out, labels, targets, use_labels, order, start, m, m, grad)
         batch_loss[s] = loss
         correct[s] = count_correct(out, labels, targets, use_labels, order, start, m,
                                    threshold)

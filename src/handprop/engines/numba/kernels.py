@@ -220,12 +220,13 @@ def xent_shift(logits, labels, shifted, picked):
 
 
 @_jit
-def xent_finish(e, labels, picked):
+def xent_finish(e, labels, picked, batch):
     """Second pass, given ``e = exp(shifted)`` in place: overwrite ``e`` with
-    ``(softmax - onehot) / n`` and return the batch-mean loss (float64)."""
+    ``(softmax - onehot) / batch`` and return the rows' loss summed over ``batch`` (float64;
+    the batch mean where ``e`` holds the whole batch)."""
     n, k = e.shape
     loss = 0.0
-    inv_n = 1.0 / n
+    inv_n = 1.0 / batch
     for i in range(n):
         s0 = 0.0
         s1 = 0.0

@@ -1,8 +1,9 @@
 """Losses and accuracy counts of the compiled training path (``train_steps`` in
 ``epoch_kernels.py`` calls them).
 
-Each returns the batch-mean loss of the first ``m`` rows of the outputs and
-writes the gradient with respect to them, as the layer path's loss does
+Each returns the loss of the first ``m`` rows of the outputs over the batch's size (so the
+rows of a batch shared between threads add up to its mean) and writes the gradient with
+respect to them, as the layer path's loss does
 (``NumbaEngine.softmax_xent``, ``nn/losses.py``), operation by operation.
 Targets are read through ``order[start + i]``, the sample of row ``i``: class
 labels, or a target array when ``use_labels`` is false.
@@ -35,10 +36,11 @@ def target(labels, targets, use_labels, row, j, k, dt):
 
 
 @_jit
-def softmax_xent(out, labels, order, start, m, grad, picked, batch_labels):
-    """Batch-mean softmax cross-entropy of ``out`` (``m`` rows); ``grad = (softmax - onehot)
-    / m``: the layer path's ``xent_shift`` and ``xent_finish``, with the exponential between
-    them in place (``exp_nonpositive``, where the layer path calls NumPy's)."""
+def softmax_xent(out, labels, order, start, m, batch, grad, picked, batch_labels):
+    """Softmax cross-entropy of ``out`` (``m`` rows of a batch of ``batch``) over ``batch``;
+    ``grad = (softmax - onehot) / batch``: the layer path's ``xent_shift`` and
+    ``xent_finish``, with the exponential between them in place (``exp_nonpositive``, where
+    the layer path calls NumPy's)."""
     for i in range(m):
         batch_labels[i] = labels[order[start + i]]
     xent_shift(out, batch_labels, grad, picked)
@@ -46,15 +48,16 @@ def softmax_xent(out, labels, order, start, m, grad, picked, batch_labels):
     for i in range(m):
         for j in range(k):
             grad[i, j] = exp_nonpositive(grad[i, j])
-    return xent_finish(grad, batch_labels, picked)
+    return xent_finish(grad, batch_labels, picked, batch)
 
 
 @_jit
-def mse(out, labels, targets, use_labels, order, start, m, grad):
-    """``1/2 * sum((a - t)**2) / m`` and ``grad = (a - t) / m`` (``MeanSquaredError``)."""
+def mse(out, labels, targets, use_labels, order, start, m, batch, grad):
+    """``1/2 * sum((a - t)**2) / batch`` over ``m`` rows and ``grad = (a - t) / batch``
+    (``MeanSquaredError``)."""
     k = out.shape[1]
     dt = out.dtype.type
-    n = dt(m)
+    n = dt(batch)
     acc = 0.0
     for i in range(m):
         row = order[start + i]
@@ -66,12 +69,12 @@ def mse(out, labels, targets, use_labels, order, start, m, grad):
 
 
 @_jit
-def bce(out, labels, targets, use_labels, order, start, m, grad):
-    """Binary cross-entropy on logits and ``grad = (sigmoid(z) - t) / m``
-    (``BinaryCrossEntropy``)."""
+def bce(out, labels, targets, use_labels, order, start, m, batch, grad):
+    """Binary cross-entropy on logits of ``m`` rows over ``batch`` and ``grad = (sigmoid(z) -
+    t) / batch`` (``BinaryCrossEntropy``)."""
     k = out.shape[1]
     dt = out.dtype.type
-    zero, one, n = dt(0), dt(1), dt(m)
+    zero, one, n = dt(0), dt(1), dt(batch)
     acc = 0.0
     for i in range(m):
         row = order[start + i]

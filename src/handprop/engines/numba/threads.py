@@ -24,6 +24,7 @@ from concurrent.futures import Future
 import numba
 import numpy as np
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from ... import host
@@ -107,6 +108,51 @@ def claim(typingctx, counter):
     return types.int64(counter), codegen
 
 
+@intrinsic
+def _arrive(typingctx, sync):
+    """``sync[0] += 1`` atomically, releasing this thread's writes and acquiring the others'."""
+    if not (isinstance(sync, types.Array) and sync.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        return builder.atomic_rmw("add", ary.data, context.get_constant(types.int64, 1),
+                                  "acq_rel")
+
+    return types.int64(sync), codegen
+
+
+@intrinsic
+def _arrived(typingctx, sync):
+    """``sync[0]``, read atomically, acquiring the writes released before it; then a pause
+    (x86's spin-wait hint), as it is read in a spin."""
+    if not (isinstance(sync, types.Array) and sync.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        from llvmlite import ir
+
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        value = builder.load_atomic(ary.data, "acquire", 8)
+        pause = cgutils.get_or_insert_function(builder.module, ir.FunctionType(
+            ir.VoidType(), []), "llvm.x86.sse2.pause")
+        builder.call(pause, [])
+        return value
+
+    return types.int64(sync), codegen
+
+
+@numba.njit(inline="always")
+def barrier(sync, threads, passed):
+    """Wait until all ``threads`` threads have called this ``passed + 1`` times (``passed``:
+    the barriers this thread has passed); returns the new count."""
+    _arrive(sync)
+    target = (passed + 1) * threads
+    while _arrived(sync) < target:
+        pass
+    return passed + 1
+
+
 @numba.njit(inline="always")
 def unit(counter, per_unit, n):
     """``(start, stop)`` of the next unit of ``per_unit`` items (of ``n``) taken from
@@ -160,4 +206,18 @@ def share_units(kernel, units: int, work: int, args) -> list:
             first = kernel(*call)
         finally:
             results = [future.result() for future in futures]  # never leave one writing
+    return [first, *results]
+
+
+def run_together(kernel, threads: int, args) -> list:
+    """``kernel(*args, tid)`` for ``tid`` in ``range(threads)``, all at once (this thread is
+    0), for kernels whose threads meet at ``barrier``s; their results, in ``tid`` order."""
+    if threads == 1:
+        return [kernel(*args, 0)]
+    workers = _worker_threads(threads - 1)
+    futures = [workers.submit(i, kernel, (*args, i + 1)) for i in range(threads - 1)]
+    try:
+        first = kernel(*args, 0)
+    finally:
+        results = [future.result() for future in futures]
     return [first, *results]
