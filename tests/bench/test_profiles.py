@@ -47,7 +47,8 @@ def test_a_profile_reaches_the_child_and_never_this_process():
     kernels = child_kernels("avx2")
     assert dict(os.environ) == before
     assert kernels["numba_cpu"] == "haswell"
-    assert kernels["direct_convolutions"] is False  # no AVX-512 on a Haswell target
+    assert kernels["vectors"] == "avx2"  # the kernels' AVX2 forms
+    assert kernels["direct_convolutions"] is True
     assert "Haswell kernel" in kernels["blas"]
     assert kernels["variables"]["ATEN_CPU_CAPABILITY"] == "avx2"
     unset = child_kernels("avx512")

@@ -124,28 +124,35 @@ def backward_rows(r0, r1, m, layout, alphas, rates, scales, masks, mask_at, work
                 g[t] = g[t] * dt(scale)
 
 
+#: Weight rows a thread finishes at a time: their gradient, optimizer step and transposed
+#: copy while they are in cache.
+ROW_CHUNK = 32
+
+
 @_jit
 def weight_rows(tid, threads, m, layout, work, flat_p, flat_g, s1, s2, wt, wt_at, fold, kind,
                 lr, sqrt_bc2, momentum, beta1, beta2, eps, weight_decay, l2):
-    """This thread's weight rows of every layer: the gradient over the whole batch onto the
-    weights (``fold``: the layers' gradients already times -lr) or into ``flat_g`` and an
-    optimizer step; then their transposed copy. Biases: layer ``l`` by thread ``l %
-    threads``."""
+    """This thread's weight rows of every layer, a chunk at a time: the gradient over the
+    whole batch onto the weights (``fold``: the layers' gradients already times -lr) or into
+    ``flat_g`` and an optimizer step; then their transposed copy. Biases: layer ``l`` by
+    thread ``l % threads``."""
     for l in range(layout.shape[0]):
         fan_in, units = layout[l, FAN_IN], layout[l, UNITS]
-        k0, k1 = share(fan_in, threads, tid)
+        first, last = share(fan_in, threads, tid)
         w_at = layout[l, W_AT]
-        if fold:
-            matmul_t_rows(work, layout[l, IN_AT], fan_in, m, work, layout[l, G_AT], units,
-                          flat_p, w_at, True, k0, k1)
-        else:
-            matmul_t_rows(work, layout[l, IN_AT], fan_in, m, work, layout[l, G_AT], units,
-                          flat_g, w_at, False, k0, k1)
-            lo, hi = w_at + k0 * units, w_at + k1 * units
-            update(kind, flat_p[lo:hi], flat_g[lo:hi], s1[lo:hi], s2[lo:hi], lr, sqrt_bc2,
-                   momentum, beta1, beta2, eps, weight_decay, l2)
-        if l > 0:
-            transpose_rows(flat_p, w_at, fan_in, units, wt[wt_at[l]:], k0, k1)
+        for k0 in range(first, last, ROW_CHUNK):
+            k1 = min(k0 + ROW_CHUNK, last)
+            if fold:
+                matmul_t_rows(work, layout[l, IN_AT], fan_in, m, work, layout[l, G_AT], units,
+                              flat_p, w_at, True, k0, k1)
+            else:
+                matmul_t_rows(work, layout[l, IN_AT], fan_in, m, work, layout[l, G_AT], units,
+                              flat_g, w_at, False, k0, k1)
+                lo, hi = w_at + k0 * units, w_at + k1 * units
+                update(kind, flat_p[lo:hi], flat_g[lo:hi], s1[lo:hi], s2[lo:hi], lr, sqrt_bc2,
+                       momentum, beta1, beta2, eps, weight_decay, l2)
+            if l > 0:
+                transpose_rows(flat_p, w_at, fan_in, units, wt[wt_at[l]:], k0, k1)
         if layout[l, HAS_BIAS] != 0 and l % threads == tid:
             lo, hi = layout[l, B_AT], layout[l, B_AT] + units
             g = work[layout[l, G_AT]:layout[l, G_AT] + m * units].reshape(m, units)

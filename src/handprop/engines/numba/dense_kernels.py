@@ -52,16 +52,16 @@ def matmul_t_rows(a, a_off, k, m, g, g_off, n, out, out_off, accumulate, k0, k1)
     """Rows ``k0 .. k1`` of ``out (k x n) (+)= a.T @ g`` for ``a (m x k)``, ``g (m x n)``,
     summed over the ``m`` samples in order; onto ``out`` where ``accumulate``."""
     width = VECTOR_BYTES // out.itemsize
-    n0 = 0
-    while n0 < n:
-        vectors, columns, tail = column_span(n0, n, width)
-        row = k0
-        for size in BLOCK_SIZES:
-            while k1 - row >= size:
+    row = k0
+    for size in BLOCK_SIZES:  # a block of rows against every block of columns, while cached
+        while k1 - row >= size:
+            n0 = 0
+            while n0 < n:
+                vectors, columns, tail = column_span(n0, n, width)
                 fma_reduce(size, vectors, a, a_off + row, k, 0, 1, m, g, g_off + n0, n, 0, out,
                            out_off + row * n + n0, n, accumulate, tail)
-                row += size
-        n0 += columns
+                n0 += columns
+            row += size
 
 
 #: Rows and columns of the tiles a transpose copies at a time (one cache line of float32).
