@@ -144,3 +144,18 @@ def test_what_info_shows_comes_from_host(capsys, monkeypatch):
     text = info(capsys)
     assert "blas (openblas)  3 threads, version 9.9, architecture TestCore" in text
     assert "usable cpus" in text and "96" in text
+
+
+def test_info_names_the_kernels_that_run_under_a_profile():
+    """What runs here: the BLAS kernel, Numba's target CPU, its vector kernels and whether the
+    direct convolutions are on, under the avx2 profile in a child process."""
+    import json as json_module
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "handprop.bench.profiles", "avx2", "--",
+                          sys.executable, "-m", "handprop", "info", "--json"],
+                         capture_output=True, text=True, check=True, timeout=120)
+    kernels = json_module.loads(out.stdout)["kernels"]
+    assert kernels["numba_cpu"] == "haswell" and kernels["vectors"] == "avx2"
+    assert "Haswell kernel" in kernels["blas"] and kernels["direct_convolutions"] is True

@@ -72,11 +72,10 @@ def collect() -> dict:
 
 def _kernels() -> dict:
     """The vector kernels that run here: BLAS's, Numba's target CPU, direct convolutions."""
-    from ..bench.profiles import direct_convolutions, numba_target
-
     from .. import host
+    from ..bench.profiles import direct_convolutions, numba_target, vector_isa
 
-    return {"blas": host.blas_kernel(), "numba_cpu": numba_target(),
+    return {"blas": host.blas_kernel(), "numba_cpu": numba_target(), "vectors": vector_isa(),
             "direct_convolutions": direct_convolutions()}
 
 
@@ -120,8 +119,11 @@ def format_info(info: dict) -> str:
     direct = {True: "on", False: "off: tiled GEMMs (the target CPU has neither AVX2 nor AVX-512)",
               None: "numba engine unavailable"}[k["direct_convolutions"]]
     out += ["", "kernels"]
+    vectors = {"avx512": "AVX-512 (64-byte vectors, 32 registers)",
+               "avx2": "AVX2 (32-byte vectors, 16 registers)"}.get(
+        k["vectors"], "none: Numba's own loops and BLAS")
     out += _rows([("blas", k["blas"]), ("numba target cpu", k["numba_cpu"] or "not installed"),
-                  ("direct convolutions", direct)])
+                  ("vector kernels", vectors), ("direct convolutions", direct)])
 
     out += ["", "versions"]
     out += _rows([(k, v or "not installed") for k, v in info["versions"].items()])
